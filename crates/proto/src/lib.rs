@@ -1,0 +1,9 @@
+//! NetBill's sans-IO protocol core.
+//!
+//! Messages and signed objects with one canonical encoding each, and the customer, merchant
+//! and billing-server logic as state machines. Nothing here touches the network, the disk,
+//! the clock or a random source: callers pass time, randomness and keys in, and carry out
+//! the effects the state machines ask for.
+
+pub mod codec;
+pub mod crypto;
