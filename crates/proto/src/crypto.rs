@@ -1,7 +1,7 @@
 //! The cryptography the protocol needs, as an interface.
 //!
 //! The protocol core never calls a crypto library directly: it is handed a [`Crypto`]
-//! (digests, signature checks, sealing) and the party's own [`Signer`] and [`Opener`].
+//! (digests, signature checks, sealing, opening) and the party's own [`Signer`].
 //! `netbill-crypto` implements them with SHA-256, Ed25519 and HPKE (RFC 9180); the
 //! [`symbolic`] module implements them cheaply and deterministically for simulation and
 //! model checking, where only the *structure* of the cryptography matters.
@@ -102,6 +102,11 @@ pub trait Crypto {
     /// the seal to its purpose (domain separation). `entropy` is fresh randomness from the
     /// caller: the core has no random source of its own.
     fn seal(&self, to: &SealKey, info: &[u8], plaintext: &[u8], entropy: [u8; 32]) -> Vec<u8>;
+    /// The public half of a sealing secret.
+    fn seal_key(&self, secret: &SealSecret) -> SealKey;
+    /// Opens what was sealed to `secret`'s public half with the same `info`; `None` if the
+    /// seal is for another key or `info`, or was altered.
+    fn open(&self, secret: &SealSecret, info: &[u8], sealed: &[u8]) -> Option<Vec<u8>>;
 }
 
 /// A party's signing key.
@@ -110,11 +115,14 @@ pub trait Signer {
     fn sign(&self, msg: &[u8]) -> Signature;
 }
 
-/// A party's sealing secret: opens what was sealed to [`Opener::seal_key`].
-pub trait Opener {
-    fn seal_key(&self) -> SealKey;
-    /// `None` if the seal is not for this key, was made with another `info`, or was altered.
-    fn open(&self, info: &[u8], sealed: &[u8]) -> Option<Vec<u8>>;
+/// An X25519 secret: opens what was sealed to its public half. Zeroized on drop.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct SealSecret(pub [u8; 32]);
+
+impl fmt::Debug for SealSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealSecret(<secret>)")
+    }
 }
 
 /// A deterministic stand-in for the real cryptography, for simulation and model checking.
@@ -160,25 +168,31 @@ pub mod symbolic {
             out.extend_from_slice(plaintext);
             out
         }
+        fn seal_key(&self, secret: &SealSecret) -> SealKey {
+            SealKey(widen(h(&[b"seal-key", &secret.0])))
+        }
+        fn open(&self, secret: &SealSecret, info: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+            let tag = widen::<8>(h(&[b"seal", &self.seal_key(secret).0, info]));
+            let body = sealed.strip_prefix(&tag[..])?;
+            Some(body.to_vec())
+        }
     }
 
-    /// A symbolic party key: signs and opens. Its "secret" is its name.
+    /// A symbolic signing key. Its "secret" is its name.
     #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-    pub struct SymbolicKey {
+    pub struct SymbolicSigner {
         public: PublicKey,
-        seal: SealKey,
     }
 
-    impl SymbolicKey {
+    impl SymbolicSigner {
         pub fn new(name: &str) -> Self {
             Self {
                 public: PublicKey(widen(h(&[b"pk", name.as_bytes()]))),
-                seal: SealKey(widen(h(&[b"sk", name.as_bytes()]))),
             }
         }
     }
 
-    impl Signer for SymbolicKey {
+    impl Signer for SymbolicSigner {
         fn public_key(&self) -> PublicKey {
             self.public
         }
@@ -187,14 +201,8 @@ pub mod symbolic {
         }
     }
 
-    impl Opener for SymbolicKey {
-        fn seal_key(&self) -> SealKey {
-            self.seal
-        }
-        fn open(&self, info: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
-            let tag = widen::<8>(h(&[b"seal", &self.seal.0, info]));
-            let body = sealed.strip_prefix(&tag[..])?;
-            Some(body.to_vec())
-        }
+    /// A deterministic symbolic sealing secret derived from a name.
+    pub fn seal_secret(name: &str) -> SealSecret {
+        SealSecret(widen(h(&[b"seal-secret", name.as_bytes()])))
     }
 }
