@@ -206,3 +206,30 @@ pub mod symbolic {
         SealSecret(widen(h(&[b"seal-secret", name.as_bytes()])))
     }
 }
+
+macro_rules! secret_serde {
+    ($name:ident) => {
+        /// Serialized as hex, only for persisting to files only the owner can read.
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&hex::encode(self.0))
+            }
+        }
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(s.as_bytes(), &mut out)
+                    .map_err(|_| serde::de::Error::custom("secret must be 32 bytes as hex"))?;
+                Ok(Self(out))
+            }
+        }
+    };
+}
+secret_serde!(SealSecret);
+secret_serde!(GoodsKey);
+
+/// The public commitment to a goods key: `SHA-256("netbill/v1/goods-key" || K)`.
+pub fn goods_key_digest(crypto: &dyn Crypto, key: &GoodsKey) -> Digest {
+    crypto.digest(&[b"netbill/v1/goods-key", &key.0])
+}

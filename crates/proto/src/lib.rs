@@ -5,6 +5,16 @@
 //! the clock or a random source: callers pass time, randomness and keys in, and carry out
 //! the effects the state machines ask for.
 
+pub mod billing;
 pub mod codec;
 pub mod crypto;
+pub mod customer;
+pub mod ids;
+pub mod merchant;
+pub mod messages;
 pub mod money;
+pub mod signed;
+
+pub use ids::{AccountId, EpoId, GroupName, ProductCode};
+pub use money::Amount;
+pub use signed::Signed;

@@ -152,7 +152,13 @@ mod tests {
         ] {
             let a: Amount = s.parse().unwrap();
             assert_eq!(a.minor(), minor, "{s}");
-            assert_eq!(Amount::from_minor(minor).unwrap().to_string().parse::<Amount>(), Ok(a));
+            assert_eq!(
+                Amount::from_minor(minor)
+                    .unwrap()
+                    .to_string()
+                    .parse::<Amount>(),
+                Ok(a)
+            );
         }
         assert_eq!(Amount::from_minor(125).unwrap().to_string(), "USD:0.00125");
         assert_eq!(format_minor(-125), "USD:-0.00125");
@@ -161,14 +167,26 @@ mod tests {
     #[test]
     fn refuses_bad_amounts() {
         assert_eq!("0.5".parse::<Amount>(), Err(AmountError::Syntax));
-        assert_eq!("EUR:1".parse::<Amount>(), Err(AmountError::Currency("EUR".into())));
+        assert_eq!(
+            "EUR:1".parse::<Amount>(),
+            Err(AmountError::Currency("EUR".into()))
+        );
         assert_eq!("USD:-1".parse::<Amount>(), Err(AmountError::Syntax));
         assert_eq!("USD:1.".parse::<Amount>(), Err(AmountError::Syntax));
         assert_eq!("USD:.5".parse::<Amount>(), Err(AmountError::Syntax));
         assert_eq!("USD:1e3".parse::<Amount>(), Err(AmountError::Syntax));
-        assert_eq!("USD:0.000001".parse::<Amount>(), Err(AmountError::TooPrecise));
-        assert_eq!("USD:1000000001".parse::<Amount>(), Err(AmountError::TooLarge));
-        assert_eq!("USD:99999999999999999999".parse::<Amount>(), Err(AmountError::TooLarge));
+        assert_eq!(
+            "USD:0.000001".parse::<Amount>(),
+            Err(AmountError::TooPrecise)
+        );
+        assert_eq!(
+            "USD:1000000001".parse::<Amount>(),
+            Err(AmountError::TooLarge)
+        );
+        assert_eq!(
+            "USD:99999999999999999999".parse::<Amount>(),
+            Err(AmountError::TooLarge)
+        );
         assert_eq!(Amount::from_minor(u64::MAX), Err(AmountError::TooLarge));
     }
 }

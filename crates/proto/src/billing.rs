@@ -1,0 +1,441 @@
+//! The billing server's (N's) decision logic.
+//!
+//! Two phases, so that the expensive, stateless part runs in parallel off the write path:
+//! 1. [`verify_endorsement`]: signatures, seals and internal consistency, using only the
+//!    message and N's keys.
+//! 2. [`decide`]: against a consistent view of the ledger inside the write transaction:
+//!    one outcome per EPOID, expiry, keys, account status, funds.
+//!
+//! The caller applies the [`Decision`] in one atomic transaction, stores the receipt made
+//! by [`make_receipt`] with it, and releases the receipt only once that is durable.
+
+use thiserror::Error;
+
+use crate::codec::Codec;
+use crate::crypto::{Crypto, Digest, GoodsKey, PublicKey, SealSecret, Signer, goods_key_digest};
+use crate::ids::{AccountId, EpoId};
+use crate::messages::{CustomerPart, Endorsement, Epo, EpoSecret, Receipt, ResultCode};
+use crate::money::Amount;
+use crate::signed::Signed;
+
+/// Time limits N enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BillingPolicy {
+    /// Longest an EPO may stay committable after the end of delivery. An EPOID with no
+    /// outcome this long after its timestamp is aborted for good.
+    pub expiry_max_ms: u64,
+}
+
+impl Default for BillingPolicy {
+    fn default() -> Self {
+        Self {
+            expiry_max_ms: 60 * 60 * 1000,
+        }
+    }
+}
+
+/// Why N refuses to even consider an endorsement (no receipt; nothing recorded).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EndorsementError {
+    #[error("the merchant's signature on the endorsement does not verify")]
+    BadMerchantSignature,
+    #[error("the customer's signature on the EPO does not verify")]
+    BadCustomerSignature,
+    #[error("the sealed goods key cannot be opened by this billing server")]
+    SealedKeyUnreadable,
+    #[error("the goods key does not match the endorsement's key digest")]
+    KeyDigestMismatch,
+    #[error("the EPO's sealed part cannot be opened by this billing server")]
+    EpoSecretUnreadable,
+    #[error("the EPO's account commitment does not match its sealed account")]
+    AccountCommitmentMismatch,
+    #[error("the EPOID names merchant {epoid_merchant} but the EPO names {epo_merchant}")]
+    MerchantMismatch {
+        epoid_merchant: AccountId,
+        epo_merchant: AccountId,
+    },
+    #[error("the EPO's expiry is further than the server's limit after delivery")]
+    ExpiryTooLong,
+    #[error("the EPO has a zero price; zero-priced goods do not need a billing server")]
+    ZeroPrice,
+}
+
+impl EndorsementError {
+    /// A stable machine-readable code (the suffix of the problem `type`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            EndorsementError::BadMerchantSignature => "bad-merchant-signature",
+            EndorsementError::BadCustomerSignature => "bad-customer-signature",
+            EndorsementError::SealedKeyUnreadable => "sealed-key-unreadable",
+            EndorsementError::KeyDigestMismatch => "key-digest-mismatch",
+            EndorsementError::EpoSecretUnreadable => "epo-secret-unreadable",
+            EndorsementError::AccountCommitmentMismatch => "account-commitment-mismatch",
+            EndorsementError::MerchantMismatch { .. } => "merchant-mismatch",
+            EndorsementError::ExpiryTooLong => "expiry-too-long",
+            EndorsementError::ZeroPrice => "zero-price",
+        }
+    }
+}
+
+/// An endorsement whose signatures and seals checked out, with what N opened from it.
+#[derive(Clone, Debug)]
+pub struct VerifiedPurchase {
+    pub endorsement: Signed<Endorsement>,
+    pub endorsement_digest: Digest,
+    pub epo_digest: Digest,
+    pub secret: EpoSecret,
+    pub goods_key: GoodsKey,
+}
+
+impl VerifiedPurchase {
+    pub fn epo(&self) -> &Epo {
+        self.endorsement.body_unverified().epo.body_unverified()
+    }
+    pub fn merchant_key(&self) -> &PublicKey {
+        &self.endorsement.body_unverified().merchant_key
+    }
+}
+
+/// The account commitment in an EPO: `SHA-256("netbill/v1/account" || account || nonce)`.
+pub fn account_commitment(crypto: &dyn Crypto, account: &AccountId, nonce: &[u8; 16]) -> Digest {
+    crypto.digest(&[b"netbill/v1/account", &account.to_bytes(), nonce])
+}
+
+/// The `info` under which the merchant seals K to N: bound to the EPOID.
+pub fn sealed_key_info(epoid: &EpoId) -> Vec<u8> {
+    let mut info = b"netbill/v1/goods-key-seal".to_vec();
+    info.extend_from_slice(&epoid.to_bytes());
+    info
+}
+
+/// Phase 1: everything that needs no ledger. Safe to run in parallel.
+pub fn verify_endorsement(
+    crypto: &dyn Crypto,
+    billing_secret: &SealSecret,
+    policy: &BillingPolicy,
+    endorsement: Signed<Endorsement>,
+) -> Result<VerifiedPurchase, EndorsementError> {
+    let e = endorsement.body_unverified();
+    let merchant_key = e.merchant_key;
+    endorsement
+        .verify(crypto, &merchant_key)
+        .map_err(|_| EndorsementError::BadMerchantSignature)?;
+    let epo = e
+        .epo
+        .verify(crypto, &e.epo.body_unverified().customer_key)
+        .map_err(|_| EndorsementError::BadCustomerSignature)?;
+    if epo.epoid.merchant != epo.merchant {
+        return Err(EndorsementError::MerchantMismatch {
+            epoid_merchant: epo.epoid.merchant.clone(),
+            epo_merchant: epo.merchant.clone(),
+        });
+    }
+    if epo.price.is_zero() {
+        return Err(EndorsementError::ZeroPrice);
+    }
+    if epo.expires_at_ms
+        > epo
+            .epoid
+            .delivered_at_ms
+            .saturating_add(policy.expiry_max_ms)
+    {
+        return Err(EndorsementError::ExpiryTooLong);
+    }
+    let key_bytes = crypto
+        .open(billing_secret, &sealed_key_info(&epo.epoid), &e.sealed_key)
+        .ok_or(EndorsementError::SealedKeyUnreadable)?;
+    let goods_key = GoodsKey(
+        key_bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| EndorsementError::SealedKeyUnreadable)?,
+    );
+    if goods_key_digest(crypto, &goods_key) != e.key_digest {
+        return Err(EndorsementError::KeyDigestMismatch);
+    }
+    let secret_bytes = crypto
+        .open(
+            billing_secret,
+            EpoSecret::SEAL_INFO,
+            &epo.sealed_for_billing,
+        )
+        .ok_or(EndorsementError::EpoSecretUnreadable)?;
+    let secret =
+        EpoSecret::from_bytes(&secret_bytes).map_err(|_| EndorsementError::EpoSecretUnreadable)?;
+    if account_commitment(crypto, &secret.account, &secret.account_nonce) != epo.account_commitment
+    {
+        return Err(EndorsementError::AccountCommitmentMismatch);
+    }
+    Ok(VerifiedPurchase {
+        endorsement_digest: endorsement.digest(crypto),
+        epo_digest: e.epo.digest(crypto),
+        endorsement,
+        secret,
+        goods_key,
+    })
+}
+
+/// Whether an account belongs to a customer or a merchant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountKind {
+    Customer,
+    Merchant,
+}
+
+/// What N needs to know about an account to decide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountView {
+    pub kind: AccountKind,
+    pub key: PublicKey,
+    pub key_revoked: bool,
+    pub frozen: bool,
+    pub balance_minor: i64,
+    pub credit_limit_minor: i64,
+    pub low_water_minor: i64,
+}
+
+/// An EPOID's recorded outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredOutcome {
+    /// Digest of the endorsement decided on; `None` for an abort with no endorsement.
+    pub endorsement_digest: Option<Digest>,
+    pub receipt: Signed<Receipt>,
+}
+
+/// A consistent view of the ledger, as of inside the write transaction.
+pub trait LedgerView {
+    fn account(&self, id: &AccountId) -> Option<AccountView>;
+    fn outcome(&self, epoid: &EpoId) -> Option<StoredOutcome>;
+}
+
+/// What to do with a verified endorsement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The EPOID already has an outcome for this very endorsement (or was aborted): answer
+    /// with the stored receipt, change nothing.
+    Settled(Box<Signed<Receipt>>),
+    /// The EPOID already has an outcome for a *different* endorsement: refuse.
+    Conflict,
+    /// Move `price` from `customer` to `merchant`.
+    Commit {
+        customer: AccountId,
+        merchant: AccountId,
+        price: Amount,
+        /// The customer's balance after the debit.
+        customer_balance_minor: i64,
+        low_balance: bool,
+    },
+    /// Record a failed outcome; no money moves.
+    Fail {
+        code: ResultCode,
+        /// The customer's unchanged balance, if the account exists and is hers.
+        customer_balance_minor: i64,
+        low_balance: bool,
+    },
+}
+
+/// Phase 2: decide against the ledger. Pure: the caller applies the decision.
+pub fn decide(v: &VerifiedPurchase, ledger: &dyn LedgerView, now_ms: u64) -> Decision {
+    let epo = v.epo();
+    if let Some(done) = ledger.outcome(&epo.epoid) {
+        return match done.endorsement_digest {
+            Some(d) if d != v.endorsement_digest => Decision::Conflict,
+            _ => Decision::Settled(Box::new(done.receipt)),
+        };
+    }
+    let customer = ledger
+        .account(&v.secret.account)
+        .filter(|a| a.kind == AccountKind::Customer && a.key == epo.customer_key);
+    let (balance, low_water) = customer
+        .as_ref()
+        .map_or((0, 0), |c| (c.balance_minor, c.low_water_minor));
+    let fail = |code| Decision::Fail {
+        code,
+        customer_balance_minor: balance,
+        low_balance: balance < low_water,
+    };
+    if now_ms > epo.expires_at_ms {
+        return fail(ResultCode::Expired);
+    }
+    let merchant = ledger
+        .account(&epo.merchant)
+        .filter(|a| a.kind == AccountKind::Merchant && a.key == *v.merchant_key());
+    let (Some(customer), Some(merchant)) = (customer, merchant) else {
+        return fail(ResultCode::UnknownAccount);
+    };
+    if customer.key_revoked || merchant.key_revoked {
+        return fail(ResultCode::KeyRevoked);
+    }
+    if customer.frozen || merchant.frozen {
+        return fail(ResultCode::AccountFrozen);
+    }
+    let after = customer.balance_minor - epo.price.signed();
+    if after < -customer.credit_limit_minor {
+        return fail(ResultCode::InsufficientFunds);
+    }
+    Decision::Commit {
+        customer: v.secret.account.clone(),
+        merchant: epo.merchant.clone(),
+        price: epo.price,
+        customer_balance_minor: after,
+        low_balance: after < customer.low_water_minor,
+    }
+}
+
+/// Makes N's signed receipt for a decided purchase. `balance_minor` and `low_balance` are
+/// the customer's after the outcome; `entropy` seeds the seal to the customer.
+#[allow(clippy::too_many_arguments)]
+pub fn make_receipt(
+    crypto: &dyn Crypto,
+    signer: &dyn Signer,
+    v: &VerifiedPurchase,
+    result: ResultCode,
+    balance_minor: i64,
+    low_balance: bool,
+    now_ms: u64,
+    entropy: [u8; 32],
+) -> Signed<Receipt> {
+    let epo = v.epo();
+    let committed = result == ResultCode::Committed;
+    let part = CustomerPart {
+        epoid: epo.epoid.clone(),
+        account: v.secret.account.clone(),
+        balance_minor,
+        low_balance,
+        goods_key: committed.then_some(v.goods_key.0),
+    };
+    let customer_part = crypto.seal(
+        &epo.reply_key,
+        CustomerPart::SEAL_INFO,
+        &part.to_bytes(),
+        entropy,
+    );
+    Signed::sign(
+        Receipt {
+            result,
+            epoid: epo.epoid.clone(),
+            identity: epo.identity.clone(),
+            merchant: epo.merchant.clone(),
+            description: epo.description.clone(),
+            price: epo.price,
+            epo_digest: v.epo_digest,
+            key_digest: if committed {
+                v.endorsement.body_unverified().key_digest
+            } else {
+                Digest([0; 32])
+            },
+            customer_part,
+            time_ms: now_ms,
+        },
+        signer,
+    )
+}
+
+/// May N record an abort for `epoid` (which has no outcome) at `now_ms`? Only once no EPO
+/// for it can still be valid: its timestamp plus the longest allowed expiry has passed.
+pub fn may_abort(epoid: &EpoId, policy: &BillingPolicy, now_ms: u64) -> bool {
+    now_ms > epoid.delivered_at_ms.saturating_add(policy.expiry_max_ms)
+}
+
+/// N's signed record that `epoid` expired with no endorsement: it can never commit.
+pub fn make_abort_receipt(signer: &dyn Signer, epoid: &EpoId, now_ms: u64) -> Signed<Receipt> {
+    Signed::sign(
+        Receipt {
+            result: ResultCode::Aborted,
+            epoid: epoid.clone(),
+            identity: String::new(),
+            merchant: epoid.merchant.clone(),
+            description: String::new(),
+            price: Amount::ZERO,
+            epo_digest: Digest([0; 32]),
+            key_digest: Digest([0; 32]),
+            customer_part: Vec::new(),
+            time_ms: now_ms,
+        },
+        signer,
+    )
+}
+
+/// A ledger in memory: for simulation, model checking and tests. The production stores
+/// (SQLite, PostgreSQL) implement the same [`LedgerView`] inside their transactions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryLedger {
+    pub accounts: std::collections::BTreeMap<AccountId, AccountView>,
+    pub outcomes: std::collections::BTreeMap<EpoId, StoredOutcome>,
+    pub deposits_minor: i64,
+    pub payouts_minor: i64,
+}
+
+impl LedgerView for MemoryLedger {
+    fn account(&self, id: &AccountId) -> Option<AccountView> {
+        self.accounts.get(id).cloned()
+    }
+    fn outcome(&self, epoid: &EpoId) -> Option<StoredOutcome> {
+        self.outcomes.get(epoid).cloned()
+    }
+}
+
+impl MemoryLedger {
+    /// Opens an account with a zero balance.
+    pub fn open(&mut self, id: AccountId, kind: AccountKind, key: PublicKey) {
+        self.accounts.insert(
+            id,
+            AccountView {
+                kind,
+                key,
+                key_revoked: false,
+                frozen: false,
+                balance_minor: 0,
+                credit_limit_minor: 0,
+                low_water_minor: 0,
+            },
+        );
+    }
+    /// Money enters the system.
+    pub fn deposit(&mut self, id: &AccountId, amount: Amount) {
+        if let Some(a) = self.accounts.get_mut(id) {
+            a.balance_minor += amount.signed();
+            self.deposits_minor += amount.signed();
+        }
+    }
+    /// Applies a decision with its receipt, as one step.
+    pub fn apply(&mut self, v: &VerifiedPurchase, decision: &Decision, receipt: &Signed<Receipt>) {
+        match decision {
+            Decision::Settled(_) | Decision::Conflict => return,
+            Decision::Commit {
+                customer,
+                merchant,
+                price,
+                ..
+            } => {
+                if let Some(c) = self.accounts.get_mut(customer) {
+                    c.balance_minor -= price.signed();
+                }
+                if let Some(m) = self.accounts.get_mut(merchant) {
+                    m.balance_minor += price.signed();
+                }
+            }
+            Decision::Fail { .. } => {}
+        }
+        self.outcomes.insert(
+            v.epo().epoid.clone(),
+            StoredOutcome {
+                endorsement_digest: Some(v.endorsement_digest),
+                receipt: receipt.clone(),
+            },
+        );
+    }
+    /// Records an abort for an EPOID with no outcome.
+    pub fn abort(&mut self, epoid: &EpoId, receipt: Signed<Receipt>) {
+        self.outcomes.entry(epoid.clone()).or_insert(StoredOutcome {
+            endorsement_digest: None,
+            receipt,
+        });
+    }
+    /// Conservation: the sum of balances equals deposits minus payouts.
+    pub fn conserved(&self) -> bool {
+        let sum: i64 = self.accounts.values().map(|a| a.balance_minor).sum();
+        sum == self.deposits_minor - self.payouts_minor
+    }
+}

@@ -1,0 +1,341 @@
+//! The merchant's (M's) side of a purchase.
+//!
+//! [`make_quote`] answers a price request; a [`MerchantPurchase`] then follows one
+//! delivery from the goods request to the receipt. The shell persists the purchase after
+//! every transition, and in particular persists the endorsement (which carries K) *before*
+//! sending it to N: the endorsement is the merchant's point of no return.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::crypto::{Crypto, Digest, GoodsKey, PublicKey, SealKey, Signer, goods_key_digest};
+use crate::ids::{AccountId, EpoId, GroupName, ProductCode};
+use crate::messages::{
+    DeliveryNote, Endorsement, Epo, GoodsOffer, GroupCredential, IDENTITY_LEN_MAX, PRD_LEN_MAX,
+    PriceRequest, Quote, Receipt, ResultCode,
+};
+use crate::money::Amount;
+use crate::signed::Signed;
+
+/// Why the merchant refuses a request.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum MerchantError {
+    #[error("the product request data is not hex or is over {PRD_LEN_MAX} bytes")]
+    BadProductRequestData,
+    #[error("the identity is empty or over {IDENTITY_LEN_MAX} bytes")]
+    BadIdentity,
+    #[error("the bid {bid} is below the price {price}")]
+    BidTooLow { bid: Amount, price: Amount },
+    #[error("credential for group {0} is not signed by an authority this merchant trusts")]
+    UntrustedCredential(GroupName),
+    #[error("credential for group {0} is expired or was issued to another key")]
+    CredentialNotForYou(GroupName),
+    #[error("this quote was not signed by this merchant")]
+    NotOurQuote,
+    #[error("the quote expired; ask for a new one")]
+    QuoteExpired,
+    #[error("the EPO does not match the quote and delivery: {0}")]
+    EpoMismatch(&'static str),
+    #[error("the customer's signature on the EPO does not verify")]
+    BadCustomerSignature,
+    #[error("the purchase order expired before it reached the merchant")]
+    EpoExpired,
+    #[error("this purchase was already endorsed with a different EPO")]
+    AlreadyEndorsed,
+    #[error("the goods have not been delivered yet: fetch them and the delivery note first")]
+    NotDelivered,
+    #[error("the receipt does not verify under the billing server's key")]
+    BadReceiptSignature,
+    #[error("the receipt is for another purchase: {0}")]
+    ReceiptMismatch(&'static str),
+    #[error("no endorsement has been sent for this purchase")]
+    NotEndorsed,
+}
+
+impl MerchantError {
+    /// A stable machine-readable code (the suffix of the problem `type`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            MerchantError::BadProductRequestData => "bad-product-request-data",
+            MerchantError::BadIdentity => "bad-identity",
+            MerchantError::BidTooLow { .. } => "bid-too-low",
+            MerchantError::UntrustedCredential(_) => "untrusted-credential",
+            MerchantError::CredentialNotForYou(_) => "credential-not-for-you",
+            MerchantError::NotOurQuote => "not-our-quote",
+            MerchantError::QuoteExpired => "quote-expired",
+            MerchantError::EpoMismatch(_) => "epo-mismatch",
+            MerchantError::BadCustomerSignature => "bad-customer-signature",
+            MerchantError::EpoExpired => "epo-expired",
+            MerchantError::AlreadyEndorsed => "already-endorsed",
+            MerchantError::NotDelivered => "not-delivered",
+            MerchantError::BadReceiptSignature => "bad-receipt-signature",
+            MerchantError::ReceiptMismatch(_) => "receipt-mismatch",
+            MerchantError::NotEndorsed => "not-endorsed",
+        }
+    }
+}
+
+/// A product as the merchant offers it, with its goods' digest computed by the shell.
+#[derive(Clone, Debug)]
+pub struct Offer {
+    pub product: ProductCode,
+    pub description: String,
+    pub price: Amount,
+    /// Prices for members of groups, e.g. `acm-student` → `USD:0.005`.
+    pub group_prices: Vec<(GroupName, Amount)>,
+    pub goods_digest: Digest,
+    pub goods_len: u64,
+}
+
+/// Step 2: the signed quote for a price request.
+///
+/// A credential lowers the price only if it is signed by the authority the merchant trusts
+/// for its group (`trusted`), is unexpired, and names the requesting key.
+#[allow(clippy::too_many_arguments)]
+pub fn make_quote(
+    crypto: &dyn Crypto,
+    signer: &dyn Signer,
+    merchant: &AccountId,
+    request: &PriceRequest,
+    offer: &Offer,
+    trusted: &dyn Fn(&GroupName) -> Option<PublicKey>,
+    quote_id: u64,
+    now_ms: u64,
+    ttl_ms: u64,
+) -> Result<Signed<Quote>, MerchantError> {
+    if request.identity.is_empty() || request.identity.len() > IDENTITY_LEN_MAX {
+        return Err(MerchantError::BadIdentity);
+    }
+    if request.prd_hex.len() > 2 * PRD_LEN_MAX {
+        return Err(MerchantError::BadProductRequestData);
+    }
+    let prd = hex::decode(&request.prd_hex).map_err(|_| MerchantError::BadProductRequestData)?;
+    let mut price = offer.price;
+    let mut group = None;
+    for cred in &request.credentials {
+        let claimed = &cred.body_unverified().group;
+        let authority =
+            trusted(claimed).ok_or(MerchantError::UntrustedCredential(claimed.clone()))?;
+        let c: &GroupCredential = cred
+            .verify(crypto, &authority)
+            .map_err(|_| MerchantError::UntrustedCredential(claimed.clone()))?;
+        if c.holder_key != request.customer_key || c.expires_at_ms < now_ms {
+            return Err(MerchantError::CredentialNotForYou(c.group.clone()));
+        }
+        if let Some((_, p)) = offer.group_prices.iter().find(|(g, _)| *g == c.group)
+            && *p < price
+        {
+            price = *p;
+            group = Some(c.group.clone());
+        }
+    }
+    if let Some(bid) = request.bid
+        && bid < price
+    {
+        return Err(MerchantError::BidTooLow { bid, price });
+    }
+    Ok(Signed::sign(
+        Quote {
+            merchant: merchant.clone(),
+            quote_id,
+            identity: request.identity.clone(),
+            customer_key: request.customer_key,
+            product: offer.product.clone(),
+            description: offer.description.clone(),
+            price,
+            group,
+            prd_digest: crypto.digest(&[&prd]),
+            goods_digest: offer.goods_digest,
+            goods_len: offer.goods_len,
+            expires_at_ms: now_ms.saturating_add(ttl_ms),
+        },
+        signer,
+    ))
+}
+
+/// Step 3: accept a goods request only for an unexpired quote this merchant signed.
+pub fn check_goods_request<'q>(
+    crypto: &dyn Crypto,
+    own_key: &PublicKey,
+    quote: &'q Signed<Quote>,
+    now_ms: u64,
+) -> Result<&'q Quote, MerchantError> {
+    let q = quote
+        .verify(crypto, own_key)
+        .map_err(|_| MerchantError::NotOurQuote)?;
+    if q.expires_at_ms < now_ms {
+        return Err(MerchantError::QuoteExpired);
+    }
+    Ok(q)
+}
+
+/// Where a merchant's purchase stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MerchantState {
+    /// K chosen, ciphertext offered; the customer is downloading.
+    Delivering,
+    /// The EPOID is stamped; waiting for the customer's EPO.
+    Delivered,
+    /// Endorsement persisted and (being) sent to N: no way back.
+    Endorsed,
+    /// N's receipt is in.
+    Settled(ResultCode),
+}
+
+/// One delivery, from the goods request to the receipt: what the merchant persists.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MerchantPurchase {
+    pub quote: Signed<Quote>,
+    pub goods_key: GoodsKey,
+    pub offer: GoodsOffer,
+    pub delivery: Option<DeliveryNote>,
+    pub endorsement: Option<Signed<Endorsement>>,
+    pub receipt: Option<Signed<Receipt>>,
+}
+
+impl MerchantPurchase {
+    /// Step 4 begins: K was drawn fresh by the shell, and the shell computed the checksum
+    /// of the ciphertext under it. Persist this before sending any ciphertext.
+    pub fn new(quote: Signed<Quote>, goods_key: GoodsKey, offer: GoodsOffer) -> Self {
+        Self {
+            quote,
+            goods_key,
+            offer,
+            delivery: None,
+            endorsement: None,
+            receipt: None,
+        }
+    }
+
+    pub fn state(&self) -> MerchantState {
+        match (&self.receipt, &self.endorsement, &self.delivery) {
+            (Some(r), _, _) => MerchantState::Settled(r.body_unverified().result),
+            (None, Some(_), _) => MerchantState::Endorsed,
+            (None, None, Some(_)) => MerchantState::Delivered,
+            (None, None, None) => MerchantState::Delivering,
+        }
+    }
+
+    /// Step 4 ends: stamp the EPOID at the end of delivery. Asking again returns the same note.
+    pub fn deliver(&mut self, serial: u64, now_ms: u64, expiry_ms: u64) -> DeliveryNote {
+        if let Some(note) = &self.delivery {
+            return note.clone();
+        }
+        let note = DeliveryNote {
+            epoid: EpoId {
+                merchant: self.quote.body_unverified().merchant.clone(),
+                delivered_at_ms: now_ms,
+                serial,
+            },
+            expires_at_ms: now_ms.saturating_add(expiry_ms),
+        };
+        self.delivery = Some(note.clone());
+        note
+    }
+
+    /// Step 6: check the customer's EPO against the quote and delivery, then endorse it
+    /// with K sealed to N. Persist the returned endorsement before sending it. Endorsing
+    /// the same EPO again returns the same endorsement; a different EPO is refused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn endorse(
+        &mut self,
+        crypto: &dyn Crypto,
+        signer: &dyn Signer,
+        billing_seal_key: &SealKey,
+        epo: Signed<Epo>,
+        memo: &str,
+        now_ms: u64,
+        entropy: [u8; 32],
+    ) -> Result<Signed<Endorsement>, MerchantError> {
+        if let Some(done) = &self.endorsement {
+            return if done.body_unverified().epo == epo {
+                Ok(done.clone())
+            } else {
+                Err(MerchantError::AlreadyEndorsed)
+            };
+        }
+        let note = self.delivery.as_ref().ok_or(MerchantError::NotDelivered)?;
+        let quote = self.quote.body_unverified();
+        let e = epo
+            .verify(crypto, &quote.customer_key)
+            .map_err(|_| MerchantError::BadCustomerSignature)?;
+        let checks: [(bool, &'static str); 9] = [
+            (e.customer_key == quote.customer_key, "customer key"),
+            (e.identity == quote.identity, "identity"),
+            (e.description == quote.description, "description"),
+            (e.price == quote.price, "price"),
+            (e.merchant == quote.merchant, "merchant"),
+            (
+                e.goods_checksum == self.offer.checksum,
+                "checksum of the encrypted goods",
+            ),
+            (e.prd_digest == quote.prd_digest, "product request data"),
+            (
+                e.epoid == note.epoid && e.expires_at_ms == note.expires_at_ms,
+                "EPOID",
+            ),
+            (e.quote_digest == self.quote.digest(crypto), "quote"),
+        ];
+        if let Some((_, what)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err(MerchantError::EpoMismatch(what));
+        }
+        if now_ms > e.expires_at_ms {
+            return Err(MerchantError::EpoExpired);
+        }
+        let sealed_key = crypto.seal(
+            billing_seal_key,
+            &crate::billing::sealed_key_info(&e.epoid),
+            &self.goods_key.0,
+            entropy,
+        );
+        let endorsement = Signed::sign(
+            Endorsement {
+                epo,
+                merchant_key: signer.public_key(),
+                memo: memo.to_string(),
+                sealed_key,
+                key_digest: goods_key_digest(crypto, &self.goods_key),
+            },
+            signer,
+        );
+        self.endorsement = Some(endorsement.clone());
+        Ok(endorsement)
+    }
+
+    /// Step 7: take N's receipt (from the endorsement's answer or a status query).
+    pub fn settle(
+        &mut self,
+        crypto: &dyn Crypto,
+        billing_key: &PublicKey,
+        receipt: Signed<Receipt>,
+    ) -> Result<ResultCode, MerchantError> {
+        let r = receipt
+            .verify(crypto, billing_key)
+            .map_err(|_| MerchantError::BadReceiptSignature)?;
+        let result = r.result;
+        let endorsement = self
+            .endorsement
+            .as_ref()
+            .ok_or(MerchantError::NotEndorsed)?;
+        let epo = &endorsement.body_unverified().epo;
+        if r.epoid != epo.body_unverified().epoid {
+            return Err(MerchantError::ReceiptMismatch("EPOID"));
+        }
+        if result != ResultCode::Aborted && r.epo_digest != epo.digest(crypto) {
+            return Err(MerchantError::ReceiptMismatch("EPO"));
+        }
+        if result == ResultCode::Committed
+            && r.key_digest != endorsement.body_unverified().key_digest
+        {
+            return Err(MerchantError::ReceiptMismatch("goods key"));
+        }
+        self.receipt = Some(receipt);
+        Ok(result)
+    }
+
+    /// The EPOID, once stamped.
+    pub fn epoid(&self) -> Option<&EpoId> {
+        self.delivery.as_ref().map(|d| &d.epoid)
+    }
+}

@@ -1,0 +1,510 @@
+//! Every message of the purchase protocol and every signed object, in one place.
+//!
+//! Signed objects (see [`crate::signed`]) have a canonical binary encoding; plain messages
+//! travel as JSON. `docs/protocol.md` describes both byte by byte.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{Codec, DecodeError, Reader, Writer};
+use crate::crypto::{Digest, PublicKey, SealKey};
+use crate::ids::{AccountId, EpoId, GroupName, ProductCode};
+use crate::money::Amount;
+use crate::signed::{Signed, SignedBody};
+
+/// Longest human-readable product description (the paper's ProductID).
+pub const DESCRIPTION_LEN_MAX: usize = 200;
+/// Longest customer identity or pseudonym shown to merchants.
+pub const IDENTITY_LEN_MAX: usize = 64;
+/// Longest memo.
+pub const MEMO_LEN_MAX: usize = 200;
+/// Longest product request data (PRD).
+pub const PRD_LEN_MAX: usize = 4096;
+/// Most group credentials one price request may carry.
+pub const CREDENTIALS_MAX: usize = 4;
+/// Longest sealed part of any message.
+pub const SEALED_LEN_MAX: usize = 4096;
+
+fn enc_digest(w: &mut Writer, d: &Digest) {
+    w.fixed(&d.0);
+}
+fn dec_digest(r: &mut Reader<'_>) -> Result<Digest, DecodeError> {
+    Ok(Digest(r.array()?))
+}
+fn dec_amount(r: &mut Reader<'_>, field: &'static str) -> Result<Amount, DecodeError> {
+    Amount::from_minor(r.u64()?).map_err(|_| DecodeError::InvalidValue { field })
+}
+fn dec_text(r: &mut Reader<'_>, max: usize) -> Result<String, DecodeError> {
+    Ok(r.str(max)?.to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Steps 1–2: price request and quote.
+
+/// Step 1, C → M: what the customer wants and who she is (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceRequest {
+    /// The customer's identity or pseudonym as the merchant will know her.
+    pub identity: String,
+    /// The key that will sign the EPO; the quote is bound to it.
+    pub customer_key: PublicKey,
+    pub product: ProductCode,
+    /// Product request data, hex; application-specific (e.g. a page range).
+    #[serde(default)]
+    pub prd_hex: String,
+    /// The price the customer is willing to pay, if she bids.
+    #[serde(default)]
+    pub bid: Option<Amount>,
+    /// Group credentials that may change the price (e.g. a student discount).
+    #[serde(default)]
+    pub credentials: Vec<Signed<GroupCredential>>,
+}
+
+/// A group authority's statement that a key belongs to a member of a group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupCredential {
+    pub group: GroupName,
+    /// Free-form detail, e.g. a membership number.
+    pub detail: String,
+    /// The member's signing key: only EPOs signed by it get the group's price.
+    pub holder_key: PublicKey,
+    pub expires_at_ms: u64,
+}
+
+impl SignedBody for GroupCredential {
+    const DOMAIN: &'static [u8] = b"netbill/v1/group-credential";
+}
+
+impl Codec for GroupCredential {
+    fn encode(&self, w: &mut Writer) {
+        self.group.encode(w);
+        w.str(&self.detail);
+        w.fixed(&self.holder_key.0);
+        w.u64(self.expires_at_ms);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(GroupCredential {
+            group: GroupName::decode(r)?,
+            detail: dec_text(r, MEMO_LEN_MAX)?,
+            holder_key: PublicKey(r.array()?),
+            expires_at_ms: r.u64()?,
+        })
+    }
+}
+
+/// Step 2, M → C: the merchant's signed offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quote {
+    pub merchant: AccountId,
+    /// The merchant's quote number (the paper's TID); unique per merchant.
+    pub quote_id: u64,
+    pub identity: String,
+    pub customer_key: PublicKey,
+    pub product: ProductCode,
+    /// Human-readable description: it appears on the customer's statement.
+    pub description: String,
+    pub price: Amount,
+    /// The group whose discount set this price, if any.
+    pub group: Option<GroupName>,
+    /// SHA-256 of the product request data.
+    pub prd_digest: Digest,
+    /// SHA-256 of the plaintext goods: what the merchant promises to deliver.
+    pub goods_digest: Digest,
+    pub goods_len: u64,
+    pub expires_at_ms: u64,
+}
+
+impl SignedBody for Quote {
+    const DOMAIN: &'static [u8] = b"netbill/v1/quote";
+}
+
+impl Codec for Quote {
+    fn encode(&self, w: &mut Writer) {
+        self.merchant.encode(w);
+        w.u64(self.quote_id);
+        w.str(&self.identity);
+        w.fixed(&self.customer_key.0);
+        self.product.encode(w);
+        w.str(&self.description);
+        w.u64(self.price.minor());
+        w.option(self.group.as_ref(), |w, g| g.encode(w));
+        enc_digest(w, &self.prd_digest);
+        enc_digest(w, &self.goods_digest);
+        w.u64(self.goods_len);
+        w.u64(self.expires_at_ms);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Quote {
+            merchant: AccountId::decode(r)?,
+            quote_id: r.u64()?,
+            identity: dec_text(r, IDENTITY_LEN_MAX)?,
+            customer_key: PublicKey(r.array()?),
+            product: ProductCode::decode(r)?,
+            description: dec_text(r, DESCRIPTION_LEN_MAX)?,
+            price: dec_amount(r, "price")?,
+            group: r.option("group", GroupName::decode)?,
+            prd_digest: dec_digest(r)?,
+            goods_digest: dec_digest(r)?,
+            goods_len: r.u64()?,
+            expires_at_ms: r.u64()?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Steps 3–4: goods request and encrypted delivery.
+
+/// Step 3, C → M: accept a quote (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoodsRequest {
+    pub quote: Signed<Quote>,
+}
+
+/// Step 4, M → C, first half: the purchase the encrypted goods belong to (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoodsOffer {
+    /// The merchant's handle for this delivery.
+    pub purchase: String,
+    /// SHA-256 of the ciphertext the customer is about to download.
+    pub checksum: Digest,
+    pub ciphertext_len: u64,
+}
+
+/// Step 4, M → C, second half (after the ciphertext is downloaded): the EPOID, stamped at
+/// the end of delivery, and how long an EPO for it may still commit (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryNote {
+    pub epoid: EpoId,
+    pub expires_at_ms: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Step 5: the electronic purchase order.
+
+/// Step 5, C → M: the customer's signed payment order — her point of no return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Epo {
+    /// Clear part, readable by M and N.
+    pub identity: String,
+    pub customer_key: PublicKey,
+    pub description: String,
+    pub price: Amount,
+    pub merchant: AccountId,
+    /// SHA-256 of the *encrypted* goods the customer received.
+    pub goods_checksum: Digest,
+    pub prd_digest: Digest,
+    /// SHA-256 binding the customer's true account and a nonce (see [`EpoSecret`]).
+    pub account_commitment: Digest,
+    pub epoid: EpoId,
+    pub expires_at_ms: u64,
+    /// Digest of the signed quote this EPO accepts.
+    pub quote_digest: Digest,
+    /// Where N seals the goods key and the customer's private receipt part.
+    pub reply_key: SealKey,
+    /// [`EpoSecret`], sealed to N: only N can read it.
+    pub sealed_for_billing: Vec<u8>,
+}
+
+impl SignedBody for Epo {
+    const DOMAIN: &'static [u8] = b"netbill/v1/epo";
+}
+
+impl Codec for Epo {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.identity);
+        w.fixed(&self.customer_key.0);
+        w.str(&self.description);
+        w.u64(self.price.minor());
+        self.merchant.encode(w);
+        enc_digest(w, &self.goods_checksum);
+        enc_digest(w, &self.prd_digest);
+        enc_digest(w, &self.account_commitment);
+        self.epoid.encode(w);
+        w.u64(self.expires_at_ms);
+        enc_digest(w, &self.quote_digest);
+        w.fixed(&self.reply_key.0);
+        w.bytes(&self.sealed_for_billing);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Epo {
+            identity: dec_text(r, IDENTITY_LEN_MAX)?,
+            customer_key: PublicKey(r.array()?),
+            description: dec_text(r, DESCRIPTION_LEN_MAX)?,
+            price: dec_amount(r, "price")?,
+            merchant: AccountId::decode(r)?,
+            goods_checksum: dec_digest(r)?,
+            prd_digest: dec_digest(r)?,
+            account_commitment: dec_digest(r)?,
+            epoid: EpoId::decode(r)?,
+            expires_at_ms: r.u64()?,
+            quote_digest: dec_digest(r)?,
+            reply_key: SealKey(r.array()?),
+            sealed_for_billing: r.bytes(SEALED_LEN_MAX)?.to_vec(),
+        })
+    }
+}
+
+/// The part of the EPO only N can read: the customer's true account.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpoSecret {
+    pub account: AccountId,
+    /// Random nonce so the account commitment reveals nothing to the merchant.
+    pub account_nonce: [u8; 16],
+    pub memo: String,
+}
+
+impl EpoSecret {
+    /// The seal's `info`: binds it to EPOs.
+    pub const SEAL_INFO: &'static [u8] = b"netbill/v1/epo-secret";
+}
+
+impl Codec for EpoSecret {
+    fn encode(&self, w: &mut Writer) {
+        self.account.encode(w);
+        w.fixed(&self.account_nonce);
+        w.str(&self.memo);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(EpoSecret {
+            account: AccountId::decode(r)?,
+            account_nonce: r.array()?,
+            memo: dec_text(r, MEMO_LEN_MAX)?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Step 6: the merchant's endorsement.
+
+/// Step 6, M → N: the EPO endorsed with the goods key — the merchant's point of no return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endorsement {
+    pub epo: Signed<Epo>,
+    pub merchant_key: PublicKey,
+    pub memo: String,
+    /// The goods key K, sealed to N with the EPOID as `info`.
+    pub sealed_key: Vec<u8>,
+    /// `SHA-256("netbill/v1/goods-key" || K)`: a public commitment to K.
+    pub key_digest: Digest,
+}
+
+impl SignedBody for Endorsement {
+    const DOMAIN: &'static [u8] = b"netbill/v1/endorsement";
+}
+
+impl Codec for Endorsement {
+    fn encode(&self, w: &mut Writer) {
+        self.epo.encode(w);
+        w.fixed(&self.merchant_key.0);
+        w.str(&self.memo);
+        w.bytes(&self.sealed_key);
+        enc_digest(w, &self.key_digest);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Endorsement {
+            epo: Signed::decode(r)?,
+            merchant_key: PublicKey(r.array()?),
+            memo: dec_text(r, MEMO_LEN_MAX)?,
+            sealed_key: r.bytes(SEALED_LEN_MAX)?.to_vec(),
+            key_digest: dec_digest(r)?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Steps 7–8: the receipt.
+
+/// The outcome a receipt reports. Every outcome but `Committed` leaves balances unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResultCode {
+    /// Money moved; the receipt carries K.
+    Committed,
+    InsufficientFunds,
+    /// The EPO's expiry passed before N saw the endorsement.
+    Expired,
+    /// The EPOID expired with no endorsement: aborted for good.
+    Aborted,
+    /// The customer's or merchant's key is revoked.
+    KeyRevoked,
+    /// The customer's or merchant's account is frozen.
+    AccountFrozen,
+    /// An account named in the EPO does not exist, or its key is not the signer's.
+    UnknownAccount,
+    /// The EPO is not acceptable (e.g. the account commitment does not match).
+    Refused,
+}
+
+impl ResultCode {
+    const ALL: [ResultCode; 8] = [
+        ResultCode::Committed,
+        ResultCode::InsufficientFunds,
+        ResultCode::Expired,
+        ResultCode::Aborted,
+        ResultCode::KeyRevoked,
+        ResultCode::AccountFrozen,
+        ResultCode::UnknownAccount,
+        ResultCode::Refused,
+    ];
+    fn to_u8(self) -> u8 {
+        Self::ALL.iter().position(|c| *c == self).unwrap_or(0) as u8
+    }
+    /// A short English description for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ResultCode::Committed => "committed: paid, goods key released",
+            ResultCode::InsufficientFunds => "failed: insufficient funds",
+            ResultCode::Expired => "failed: the purchase order expired",
+            ResultCode::Aborted => "aborted: expired with no endorsement",
+            ResultCode::KeyRevoked => "failed: a key is revoked",
+            ResultCode::AccountFrozen => "failed: an account is frozen",
+            ResultCode::UnknownAccount => "failed: unknown account or unregistered key",
+            ResultCode::Refused => "failed: purchase order refused",
+        }
+    }
+}
+
+/// Steps 7–8, N → M → C: N's signed, timestamped statement of the outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub result: ResultCode,
+    pub epoid: EpoId,
+    pub identity: String,
+    pub merchant: AccountId,
+    pub description: String,
+    pub price: Amount,
+    /// Digest of the signed EPO decided on (zero for an abort with no EPO).
+    pub epo_digest: Digest,
+    /// The commitment to K from the endorsement (zero unless committed).
+    pub key_digest: Digest,
+    /// [`CustomerPart`], sealed to the EPO's reply key (empty for an abort with no EPO).
+    pub customer_part: Vec<u8>,
+    pub time_ms: u64,
+}
+
+impl SignedBody for Receipt {
+    const DOMAIN: &'static [u8] = b"netbill/v1/receipt";
+}
+
+impl Codec for Receipt {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(self.result.to_u8());
+        self.epoid.encode(w);
+        w.str(&self.identity);
+        self.merchant.encode(w);
+        w.str(&self.description);
+        w.u64(self.price.minor());
+        enc_digest(w, &self.epo_digest);
+        enc_digest(w, &self.key_digest);
+        w.bytes(&self.customer_part);
+        w.u64(self.time_ms);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let code = r.u8()?;
+        let result = *ResultCode::ALL
+            .get(code as usize)
+            .ok_or(DecodeError::InvalidValue { field: "result" })?;
+        Ok(Receipt {
+            result,
+            epoid: EpoId::decode(r)?,
+            identity: dec_text(r, IDENTITY_LEN_MAX)?,
+            merchant: AccountId::decode(r)?,
+            description: dec_text(r, DESCRIPTION_LEN_MAX)?,
+            price: dec_amount(r, "price")?,
+            epo_digest: dec_digest(r)?,
+            key_digest: dec_digest(r)?,
+            customer_part: r.bytes(SEALED_LEN_MAX)?.to_vec(),
+            time_ms: r.u64()?,
+        })
+    }
+}
+
+/// The receipt's part only the customer can read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CustomerPart {
+    /// Repeated so a merchant cannot replay the part of an earlier receipt.
+    pub epoid: EpoId,
+    pub account: AccountId,
+    /// The account's balance after this outcome, in minor units (negative on credit).
+    pub balance_minor: i64,
+    /// The balance fell below the account's low-water mark: time to top up.
+    pub low_balance: bool,
+    /// K, present only when committed.
+    pub goods_key: Option<[u8; 32]>,
+}
+
+impl CustomerPart {
+    /// The seal's `info`.
+    pub const SEAL_INFO: &'static [u8] = b"netbill/v1/customer-part";
+}
+
+impl Codec for CustomerPart {
+    fn encode(&self, w: &mut Writer) {
+        self.epoid.encode(w);
+        self.account.encode(w);
+        w.i64(self.balance_minor);
+        w.bool(self.low_balance);
+        w.option(self.goods_key.as_ref(), |w, k| w.fixed(k));
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(CustomerPart {
+            epoid: EpoId::decode(r)?,
+            account: AccountId::decode(r)?,
+            balance_minor: r.i64()?,
+            low_balance: r.bool("low_balance")?,
+            goods_key: r.option("goods_key", |r| r.array())?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Authenticated requests: status queries, balances, statements.
+
+/// A request signed by an account's key: who asks, for what, when.
+///
+/// Sent in the `NetBill-Auth` header as `base64url(bytes).base64url(sig)`; the signature
+/// covers the method, path, a digest of the body and the time, so it cannot be moved to
+/// another request, and it is refused outside a short window around the server's clock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestAuth {
+    pub account: AccountId,
+    pub method: String,
+    pub path: String,
+    pub body_digest: Digest,
+    pub time_ms: u64,
+}
+
+impl SignedBody for RequestAuth {
+    const DOMAIN: &'static [u8] = b"netbill/v1/request";
+}
+
+impl Codec for RequestAuth {
+    fn encode(&self, w: &mut Writer) {
+        self.account.encode(w);
+        w.str(&self.method);
+        w.str(&self.path);
+        enc_digest(w, &self.body_digest);
+        w.u64(self.time_ms);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(RequestAuth {
+            account: AccountId::decode(r)?,
+            method: dec_text(r, 16)?,
+            path: dec_text(r, 1024)?,
+            body_digest: dec_digest(r)?,
+            time_ms: r.u64()?,
+        })
+    }
+}
+
+/// What N or M knows about an EPOID (JSON answer to a status query).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusAnswer {
+    pub epoid: EpoId,
+    /// `None`: no outcome yet (the EPO may still commit until its expiry).
+    pub receipt: Option<Signed<Receipt>>,
+}

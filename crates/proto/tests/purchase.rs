@@ -1,0 +1,555 @@
+//! The whole purchase through the sans-IO core, with the symbolic crypto: every step, every
+//! failure outcome, replays, conflicts, and tampering with every byte of every signed object.
+
+use netbill_proto::billing::{
+    self, AccountKind, BillingPolicy, Decision, EndorsementError, MemoryLedger,
+};
+use netbill_proto::codec::Codec;
+use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
+use netbill_proto::crypto::{Crypto, Digest, GoodsKey, SealSecret, Signer};
+use netbill_proto::customer::{
+    self, CustomerError, CustomerPurchase, QuoteExpectation, Settlement,
+};
+use netbill_proto::merchant::{self, MerchantError, MerchantPurchase, Offer};
+use netbill_proto::messages::{
+    Endorsement, Epo, GoodsOffer, GroupCredential, PriceRequest, Quote, Receipt, ResultCode,
+};
+use netbill_proto::signed::{Signed, SignedBody};
+use netbill_proto::{AccountId, Amount, GroupName, ProductCode};
+
+const NOW: u64 = 1_700_000_000_000;
+const C: SymbolicCrypto = SymbolicCrypto;
+
+struct World {
+    customer: SymbolicSigner,
+    merchant: SymbolicSigner,
+    billing: SymbolicSigner,
+    billing_secret: SealSecret,
+    authority: SymbolicSigner,
+    ledger: MemoryLedger,
+    policy: BillingPolicy,
+}
+
+fn id(s: &str) -> AccountId {
+    AccountId::new(s).unwrap()
+}
+fn usd(s: &str) -> Amount {
+    s.parse().unwrap()
+}
+
+impl World {
+    fn new(customer_funds: &str) -> Self {
+        let mut w = World {
+            customer: SymbolicSigner::new("alice"),
+            merchant: SymbolicSigner::new("acme"),
+            billing: SymbolicSigner::new("netbill"),
+            billing_secret: seal_secret("netbill"),
+            authority: SymbolicSigner::new("acm"),
+            ledger: MemoryLedger::default(),
+            policy: BillingPolicy::default(),
+        };
+        w.ledger
+            .open(id("alice"), AccountKind::Customer, w.customer.public_key());
+        w.ledger
+            .open(id("acme"), AccountKind::Merchant, w.merchant.public_key());
+        w.ledger.deposit(&id("alice"), usd(customer_funds));
+        w
+    }
+
+    fn offer(&self) -> Offer {
+        Offer {
+            product: ProductCode::new("article-1").unwrap(),
+            description: "On Atomicity, Tygar 1996".into(),
+            price: usd("USD:0.02"),
+            group_prices: vec![(GroupName::new("acm-student").unwrap(), usd("USD:0.01"))],
+            goods_digest: C.digest(&[b"the article"]),
+            goods_len: 11,
+        }
+    }
+
+    fn request(&self) -> PriceRequest {
+        PriceRequest {
+            identity: "alice".into(),
+            customer_key: self.customer.public_key(),
+            product: ProductCode::new("article-1").unwrap(),
+            prd_hex: "00ff".into(),
+            bid: None,
+            credentials: vec![],
+        }
+    }
+
+    fn quote(&self, req: &PriceRequest) -> Result<Signed<Quote>, MerchantError> {
+        let authority = self.authority.public_key();
+        merchant::make_quote(
+            &C,
+            &self.merchant,
+            &id("acme"),
+            req,
+            &self.offer(),
+            &|g: &GroupName| (g.as_str() == "acm-student").then_some(authority),
+            1,
+            NOW,
+            60_000,
+        )
+    }
+
+    /// Steps 1–5: returns both parties' purchase records with the EPO signed.
+    fn through_epo(&self) -> (CustomerPurchase, MerchantPurchase, Signed<Epo>) {
+        let quote = self.quote(&self.request()).unwrap();
+        customer::check_quote(
+            &C,
+            &quote,
+            &QuoteExpectation {
+                merchant_key: &self.merchant.public_key(),
+                customer_key: &self.customer.public_key(),
+                product: &ProductCode::new("article-1").unwrap(),
+                max_price: Some(usd("USD:1")),
+            },
+            NOW,
+        )
+        .unwrap();
+        merchant::check_goods_request(&C, &self.merchant.public_key(), &quote, NOW).unwrap();
+        let checksum = C.digest(&[b"ciphertext"]);
+        let offer = GoodsOffer {
+            purchase: "p1".into(),
+            checksum,
+            ciphertext_len: 10,
+        };
+        let mut m = MerchantPurchase::new(quote.clone(), GoodsKey([7; 32]), offer.clone());
+        let note = m.deliver(1, NOW + 5, 600_000);
+        let mut c = CustomerPurchase::new(quote, offer, seal_secret("reply"));
+        c.delivered(checksum, 10, note, NOW + 6).unwrap();
+        let epo = c
+            .sign_epo(
+                &C,
+                &self.customer,
+                &C.seal_key(&self.billing_secret),
+                &id("alice"),
+                [1; 16],
+                "memo",
+                NOW + 7,
+                [0; 32],
+            )
+            .unwrap();
+        (c, m, epo)
+    }
+
+    fn endorse(&self, m: &mut MerchantPurchase, epo: Signed<Epo>) -> Signed<Endorsement> {
+        m.endorse(
+            &C,
+            &self.merchant,
+            &C.seal_key(&self.billing_secret),
+            epo,
+            "",
+            NOW + 8,
+            [0; 32],
+        )
+        .unwrap()
+    }
+
+    /// Steps 6–7 at N: verify, decide, apply, sign.
+    fn bill(
+        &mut self,
+        e: Signed<Endorsement>,
+        now: u64,
+    ) -> Result<(Decision, Signed<Receipt>), EndorsementError> {
+        let v = billing::verify_endorsement(&C, &self.billing_secret, &self.policy, e)?;
+        let d = billing::decide(&v, &self.ledger, now);
+        let receipt = match &d {
+            Decision::Settled(r) => (**r).clone(),
+            Decision::Conflict => {
+                return Ok((
+                    d,
+                    billing::make_abort_receipt(&self.billing, &v.epo().epoid, now),
+                ));
+            }
+            Decision::Commit {
+                customer_balance_minor,
+                low_balance,
+                ..
+            } => billing::make_receipt(
+                &C,
+                &self.billing,
+                &v,
+                ResultCode::Committed,
+                *customer_balance_minor,
+                *low_balance,
+                now,
+                [0; 32],
+            ),
+            Decision::Fail {
+                code,
+                customer_balance_minor,
+                low_balance,
+            } => billing::make_receipt(
+                &C,
+                &self.billing,
+                &v,
+                *code,
+                *customer_balance_minor,
+                *low_balance,
+                now,
+                [0; 32],
+            ),
+        };
+        self.ledger.apply(&v, &d, &receipt);
+        assert!(self.ledger.conserved());
+        Ok((d, receipt))
+    }
+
+    fn balance(&self, who: &str) -> i64 {
+        self.ledger.accounts[&id(who)].balance_minor
+    }
+}
+
+#[test]
+fn a_purchase_moves_money_and_releases_k() {
+    let mut w = World::new("USD:1");
+    let (mut c, mut m, epo) = w.through_epo();
+    let e = w.endorse(&mut m, epo);
+    let (d, receipt) = w.bill(e, NOW + 9).unwrap();
+    assert!(matches!(d, Decision::Commit { .. }));
+    assert_eq!(
+        m.settle(&C, &w.billing.public_key(), receipt.clone()),
+        Ok(ResultCode::Committed)
+    );
+    match c.settle(&C, &w.billing.public_key(), receipt).unwrap() {
+        Settlement::Paid {
+            goods_key,
+            balance_minor,
+            ..
+        } => {
+            assert_eq!(goods_key, GoodsKey([7; 32]));
+            assert_eq!(balance_minor, 100_000 - 2_000);
+        }
+        other => panic!("expected paid, got {other:?}"),
+    }
+    assert_eq!(w.balance("alice"), 98_000);
+    assert_eq!(w.balance("acme"), 2_000);
+}
+
+#[test]
+fn a_group_credential_lowers_the_price_only_for_its_holder() {
+    let w = World::new("USD:1");
+    let cred = |holder| {
+        Signed::sign(
+            GroupCredential {
+                group: GroupName::new("acm-student").unwrap(),
+                detail: "member 42".into(),
+                holder_key: holder,
+                expires_at_ms: NOW + 1_000,
+            },
+            &w.authority,
+        )
+    };
+    let mut req = w.request();
+    req.credentials = vec![cred(w.customer.public_key())];
+    let q = w.quote(&req).unwrap();
+    assert_eq!(q.body_unverified().price, usd("USD:0.01"));
+    assert_eq!(
+        q.body_unverified().group.as_ref().map(|g| g.as_str()),
+        Some("acm-student")
+    );
+
+    req.credentials = vec![cred(SymbolicSigner::new("mallory").public_key())];
+    assert!(matches!(
+        w.quote(&req),
+        Err(MerchantError::CredentialNotForYou(_))
+    ));
+
+    let forged = Signed::sign(
+        cred(w.customer.public_key()).body_unverified().clone(),
+        &w.customer,
+    );
+    req.credentials = vec![forged];
+    assert!(matches!(
+        w.quote(&req),
+        Err(MerchantError::UntrustedCredential(_))
+    ));
+}
+
+#[test]
+fn insufficient_funds_gets_a_signed_failure_receipt_and_moves_nothing() {
+    let mut w = World::new("USD:0.01");
+    let (mut c, mut m, epo) = w.through_epo();
+    let e = w.endorse(&mut m, epo);
+    let (_, receipt) = w.bill(e, NOW + 9).unwrap();
+    assert_eq!(
+        receipt.verify(&C, &w.billing.public_key()).unwrap().result,
+        ResultCode::InsufficientFunds
+    );
+    assert_eq!(
+        c.settle(&C, &w.billing.public_key(), receipt).unwrap(),
+        Settlement::NotPaid {
+            result: ResultCode::InsufficientFunds,
+            balance_minor: Some(1_000)
+        }
+    );
+    assert_eq!((w.balance("alice"), w.balance("acme")), (1_000, 0));
+}
+
+#[test]
+fn each_failure_outcome() {
+    type Setup = fn(&mut World);
+    let cases: [(Setup, u64, ResultCode); 5] = [
+        (|_| {}, NOW + 700_000, ResultCode::Expired),
+        (
+            |w| w.ledger.accounts.get_mut(&id("alice")).unwrap().key_revoked = true,
+            NOW + 9,
+            ResultCode::KeyRevoked,
+        ),
+        (
+            |w| w.ledger.accounts.get_mut(&id("acme")).unwrap().frozen = true,
+            NOW + 9,
+            ResultCode::AccountFrozen,
+        ),
+        (
+            |w| {
+                w.ledger.accounts.remove(&id("acme"));
+            },
+            NOW + 9,
+            ResultCode::UnknownAccount,
+        ),
+        (
+            |w| {
+                w.ledger.accounts.get_mut(&id("alice")).unwrap().key =
+                    SymbolicSigner::new("x").public_key()
+            },
+            NOW + 9,
+            ResultCode::UnknownAccount,
+        ),
+    ];
+    for (setup, now, want) in cases {
+        let mut w = World::new("USD:1");
+        let (_, mut m, epo) = w.through_epo();
+        let e = w.endorse(&mut m, epo);
+        setup(&mut w);
+        let before = w.ledger.accounts.clone();
+        let (_, receipt) = w.bill(e, now).unwrap();
+        assert_eq!(receipt.body_unverified().result, want);
+        assert_eq!(w.ledger.accounts, before, "{want:?} moved money");
+    }
+}
+
+#[test]
+fn a_retried_endorsement_gets_the_same_receipt_and_one_debit() {
+    let mut w = World::new("USD:1");
+    let (_, mut m, epo) = w.through_epo();
+    let e = w.endorse(&mut m, epo.clone());
+    let (_, first) = w.bill(e.clone(), NOW + 9).unwrap();
+    let (d, again) = w.bill(e, NOW + 20).unwrap();
+    assert!(matches!(d, Decision::Settled(_)));
+    assert_eq!(first, again);
+    assert_eq!(w.balance("alice"), 98_000);
+    // The merchant endorsing the same EPO again yields the stored endorsement.
+    assert_eq!(
+        m.endorse(
+            &C,
+            &w.merchant,
+            &C.seal_key(&w.billing_secret),
+            epo,
+            "",
+            NOW,
+            [9; 32]
+        )
+        .unwrap(),
+        m.endorsement.clone().unwrap()
+    );
+}
+
+#[test]
+fn a_different_endorsement_for_a_used_epoid_is_refused() {
+    let mut w = World::new("USD:1");
+    let (_, mut m, epo) = w.through_epo();
+    let e = w.endorse(&mut m, epo.clone());
+    w.bill(e, NOW + 9).unwrap();
+    // Same EPO, endorsed again with a different K: a conflict, no second debit.
+    let mut m2 = MerchantPurchase::new(m.quote.clone(), GoodsKey([8; 32]), m.offer.clone());
+    m2.delivery = m.delivery.clone();
+    let e2 = w.endorse(&mut m2, epo);
+    let (d, _) = w.bill(e2, NOW + 10).unwrap();
+    assert_eq!(d, Decision::Conflict);
+    assert_eq!(w.balance("alice"), 98_000);
+}
+
+#[test]
+fn an_unknown_epoid_past_expiry_is_aborted_and_a_late_endorsement_cannot_commit() {
+    let mut w = World::new("USD:1");
+    let (mut c, mut m, epo) = w.through_epo();
+    let epoid = epo.body_unverified().epoid.clone();
+    let late = NOW + w.policy.expiry_max_ms + 100;
+    assert!(!billing::may_abort(&epoid, &w.policy, NOW + 9));
+    assert!(billing::may_abort(&epoid, &w.policy, late));
+    let abort = billing::make_abort_receipt(&w.billing, &epoid, late);
+    w.ledger.abort(&epoid, abort.clone());
+    let e = w.endorse(&mut m, epo);
+    let (d, receipt) = w.bill(e, NOW + 9).unwrap();
+    assert_eq!(d, Decision::Settled(Box::new(abort)));
+    assert_eq!(receipt.body_unverified().result, ResultCode::Aborted);
+    assert_eq!(w.balance("alice"), 100_000);
+    assert_eq!(
+        c.settle(&C, &w.billing.public_key(), receipt).unwrap(),
+        Settlement::NotPaid {
+            result: ResultCode::Aborted,
+            balance_minor: None
+        }
+    );
+}
+
+#[test]
+fn the_customer_refuses_a_wrong_checksum_and_cannot_abort_after_signing() {
+    let w = World::new("USD:1");
+    let quote = w.quote(&w.request()).unwrap();
+    let offer = GoodsOffer {
+        purchase: "p".into(),
+        checksum: C.digest(&[b"x"]),
+        ciphertext_len: 1,
+    };
+    let mut m = MerchantPurchase::new(quote.clone(), GoodsKey([1; 32]), offer.clone());
+    let note = m.deliver(1, NOW, 1000);
+    let mut c = CustomerPurchase::new(quote, offer, seal_secret("r"));
+    assert_eq!(
+        c.delivered(C.digest(&[b"y"]), 1, note.clone(), NOW),
+        Err(CustomerError::ChecksumMismatch)
+    );
+    c.delivered(C.digest(&[b"x"]), 1, note, NOW).unwrap();
+    c.sign_epo(
+        &C,
+        &w.customer,
+        &C.seal_key(&w.billing_secret),
+        &id("alice"),
+        [0; 16],
+        "",
+        NOW,
+        [0; 32],
+    )
+    .unwrap();
+    assert_eq!(c.abort(), Err(CustomerError::AlreadyCommitted));
+}
+
+#[test]
+fn the_merchant_refuses_an_epo_that_differs_from_quote_or_delivery() {
+    let w = World::new("USD:1");
+    let (_, m, epo) = w.through_epo();
+    let mut body = epo.body_unverified().clone();
+    body.price = usd("USD:0.00001");
+    let cheap = Signed::sign(body, &w.customer);
+    let mut m1 = m.clone();
+    assert_eq!(
+        m1.endorse(
+            &C,
+            &w.merchant,
+            &C.seal_key(&w.billing_secret),
+            cheap,
+            "",
+            NOW,
+            [0; 32]
+        ),
+        Err(MerchantError::EpoMismatch("price"))
+    );
+    let mut body = epo.body_unverified().clone();
+    body.goods_checksum = Digest([0; 32]);
+    let other = Signed::sign(body, &w.customer);
+    let mut m2 = m.clone();
+    assert_eq!(
+        m2.endorse(
+            &C,
+            &w.merchant,
+            &C.seal_key(&w.billing_secret),
+            other,
+            "",
+            NOW,
+            [0; 32]
+        ),
+        Err(MerchantError::EpoMismatch(
+            "checksum of the encrypted goods"
+        ))
+    );
+    let by_mallory = Signed::sign(
+        epo.body_unverified().clone(),
+        &SymbolicSigner::new("mallory"),
+    );
+    let mut m3 = m;
+    assert_eq!(
+        m3.endorse(
+            &C,
+            &w.merchant,
+            &C.seal_key(&w.billing_secret),
+            by_mallory,
+            "",
+            NOW,
+            [0; 32]
+        ),
+        Err(MerchantError::BadCustomerSignature)
+    );
+}
+
+/// Flipping any bit of any signed object makes it undecodable or unverifiable.
+fn assert_every_bit_is_covered<T: SignedBody + std::fmt::Debug>(
+    s: &Signed<T>,
+    key: &netbill_proto::crypto::PublicKey,
+) {
+    assert!(s.verify(&C, key).is_ok());
+    for i in 0..s.bytes().len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bytes = s.bytes().to_vec();
+            bytes[i] ^= bit;
+            if let Ok(t) = Signed::<T>::from_parts(bytes, *s.signature()) {
+                assert!(
+                    t.verify(&C, key).is_err(),
+                    "byte {i} of {} not covered",
+                    String::from_utf8_lossy(T::DOMAIN)
+                );
+            }
+        }
+    }
+    let mut sig = *s.signature();
+    sig.0[0] ^= 1;
+    let t = Signed::<T>::from_parts(s.bytes().to_vec(), sig).unwrap();
+    assert!(t.verify(&C, key).is_err());
+    // A signature of one kind never verifies as another kind (domain separation).
+    assert!(
+        Signed::<Receipt>::from_parts(s.bytes().to_vec(), *s.signature())
+            .map_or(true, |r| r.verify(&C, key).is_err())
+            || T::DOMAIN == Receipt::DOMAIN
+    );
+}
+
+#[test]
+fn every_signed_field_is_covered() {
+    let mut w = World::new("USD:1");
+    let (_, mut m, epo) = w.through_epo();
+    assert_every_bit_is_covered(&m.quote, &w.merchant.public_key());
+    assert_every_bit_is_covered(&epo, &w.customer.public_key());
+    let e = w.endorse(&mut m, epo);
+    assert_every_bit_is_covered(&e, &w.merchant.public_key());
+    let (_, receipt) = w.bill(e.clone(), NOW + 9).unwrap();
+    assert_every_bit_is_covered(&receipt, &w.billing.public_key());
+    // And N refuses an endorsement whose inner EPO was tampered with.
+    let mut inner = e.body_unverified().clone();
+    let mut epo_body = inner.epo.body_unverified().clone();
+    epo_body.price = usd("USD:0.00001");
+    inner.epo = Signed::from_parts(
+        Signed::sign(epo_body, &w.customer).bytes().to_vec(),
+        *inner.epo.signature(),
+    )
+    .unwrap();
+    let forged = Signed::sign(inner, &w.merchant);
+    assert_eq!(
+        billing::verify_endorsement(&C, &w.billing_secret, &w.policy, forged).err(),
+        Some(EndorsementError::BadCustomerSignature)
+    );
+}
+
+#[test]
+fn canonical_encoding_round_trips() {
+    let w = World::new("USD:1");
+    let (_, _, epo) = w.through_epo();
+    let bytes = epo.body_unverified().to_bytes();
+    assert_eq!(Epo::from_bytes(&bytes).unwrap(), *epo.body_unverified());
+    let json = serde_json::to_string(&epo).unwrap();
+    let back: Signed<Epo> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, epo);
+    assert!(serde_json::from_str::<Signed<Epo>>(r#"{"body":"AAAA","sig":"AAAA"}"#).is_err());
+    assert!(serde_json::from_str::<Signed<Epo>>(r#"{"body":"!!","sig":""}"#).is_err());
+}
