@@ -1,0 +1,735 @@
+//! The embedded store: one SQLite file, WAL mode, `synchronous=FULL` (a commit is on disk
+//! before it returns).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use netbill_proto::billing::{
+    AccountKind, AccountView, LedgerView, StoredOutcome, VerifiedPurchase,
+};
+use netbill_proto::codec::Writer;
+use netbill_proto::crypto::{Digest, PublicKey, Signature};
+use netbill_proto::messages::{Receipt, ResultCode};
+use netbill_proto::{AccountId, Amount, EpoId, Signed};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use sha2::{Digest as _, Sha256};
+
+use crate::{
+    AccountChange, AccountRecord, HistoryLine, JournalEntry, LedgerTx, NewAccount, Store,
+    StoreError, Totals, Transfer,
+};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS accounts (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('customer', 'merchant')),
+    public_key BLOB NOT NULL CHECK (length(public_key) = 32),
+    key_revoked INTEGER NOT NULL DEFAULT 0,
+    frozen INTEGER NOT NULL DEFAULT 0,
+    balance_minor INTEGER NOT NULL DEFAULT 0,
+    credit_limit_minor INTEGER NOT NULL DEFAULT 0 CHECK (credit_limit_minor >= 0),
+    low_water_minor INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    deposits_minor INTEGER NOT NULL,
+    payouts_minor INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO totals (id, deposits_minor, payouts_minor) VALUES (1, 0, 0);
+CREATE TABLE IF NOT EXISTS outcomes (
+    epoid TEXT PRIMARY KEY,
+    result TEXT NOT NULL,
+    customer TEXT,
+    merchant TEXT NOT NULL,
+    description TEXT NOT NULL,
+    price_minor INTEGER NOT NULL,
+    endorsement_digest BLOB,
+    endorsement TEXT,
+    receipt BLOB NOT NULL,
+    receipt_sig BLOB NOT NULL,
+    decided_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_by_customer ON outcomes (customer, decided_ms);
+CREATE INDEX IF NOT EXISTS outcomes_by_merchant ON outcomes (merchant, decided_ms);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    debit TEXT,
+    credit TEXT,
+    amount_minor INTEGER NOT NULL,
+    epoid TEXT,
+    at_ms INTEGER NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    request TEXT NOT NULL,
+    balance_minor INTEGER NOT NULL
+);
+";
+
+/// The SQLite store.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+fn kind_str(k: AccountKind) -> &'static str {
+    match k {
+        AccountKind::Customer => "customer",
+        AccountKind::Merchant => "merchant",
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> StoreError {
+    StoreError::Corrupt(what.into())
+}
+
+/// The snake_case name of a result code, as in JSON.
+fn result_str(r: ResultCode) -> &'static str {
+    match r {
+        ResultCode::Committed => "committed",
+        ResultCode::InsufficientFunds => "insufficient_funds",
+        ResultCode::Expired => "expired",
+        ResultCode::Aborted => "aborted",
+        ResultCode::KeyRevoked => "key_revoked",
+        ResultCode::AccountFrozen => "account_frozen",
+        ResultCode::UnknownAccount => "unknown_account",
+        ResultCode::Refused => "refused",
+    }
+}
+
+fn parse_result(s: &str) -> Result<ResultCode, StoreError> {
+    [
+        ResultCode::Committed,
+        ResultCode::InsufficientFunds,
+        ResultCode::Expired,
+        ResultCode::Aborted,
+        ResultCode::KeyRevoked,
+        ResultCode::AccountFrozen,
+        ResultCode::UnknownAccount,
+        ResultCode::Refused,
+    ]
+    .into_iter()
+    .find(|r| result_str(*r) == s)
+    .ok_or_else(|| corrupt(format!("unknown result {s:?}")))
+}
+
+fn account_id(s: String) -> Result<AccountId, StoreError> {
+    AccountId::new(&s).map_err(|e| corrupt(e.to_string()))
+}
+
+fn read_account(conn: &Connection, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+    conn.prepare_cached(
+        "SELECT kind, public_key, key_revoked, frozen, balance_minor, credit_limit_minor, low_water_minor
+         FROM accounts WHERE id = ?1",
+    )?
+    .query_row([id.as_str()], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, bool>(2)?,
+            r.get::<_, bool>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, i64>(5)?,
+            r.get::<_, i64>(6)?,
+        ))
+    })
+    .optional()?
+    .map(|(kind, key, key_revoked, frozen, balance, credit, low)| {
+        Ok(AccountRecord {
+            id: id.clone(),
+            kind: match kind.as_str() {
+                "customer" => AccountKind::Customer,
+                "merchant" => AccountKind::Merchant,
+                other => return Err(corrupt(format!("account kind {other:?}"))),
+            },
+            key: PublicKey(key.try_into().map_err(|_| corrupt("key length"))?),
+            key_revoked,
+            frozen,
+            balance_minor: balance,
+            credit_limit_minor: credit,
+            low_water_minor: low,
+        })
+    })
+    .transpose()
+}
+
+fn read_outcome(conn: &Connection, epoid: &EpoId) -> Result<Option<StoredOutcome>, StoreError> {
+    conn.prepare_cached(
+        "SELECT endorsement_digest, receipt, receipt_sig FROM outcomes WHERE epoid = ?1",
+    )?
+    .query_row([epoid.to_string()], |r| {
+        Ok((
+            r.get::<_, Option<Vec<u8>>>(0)?,
+            r.get::<_, Vec<u8>>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+        ))
+    })
+    .optional()?
+    .map(|(digest, receipt, sig)| {
+        let sig = Signature(
+            sig.try_into()
+                .map_err(|_| corrupt("receipt signature length"))?,
+        );
+        Ok(StoredOutcome {
+            endorsement_digest: digest
+                .map(|d| {
+                    d.try_into()
+                        .map(Digest)
+                        .map_err(|_| corrupt("digest length"))
+                })
+                .transpose()?,
+            receipt: Signed::from_parts(receipt, sig).map_err(|e| corrupt(e.to_string()))?,
+        })
+    })
+    .transpose()
+}
+
+fn totals_row(conn: &Connection) -> Result<(i64, i64), StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT deposits_minor, payouts_minor FROM totals WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
+}
+
+fn balance(conn: &Connection, id: &AccountId) -> Result<i64, StoreError> {
+    conn.prepare_cached("SELECT balance_minor FROM accounts WHERE id = ?1")?
+        .query_row([id.as_str()], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::NoSuchAccount(id.clone()))
+}
+
+/// Appends a journal entry chained to the previous one.
+fn journal_append(
+    conn: &Connection,
+    kind: &str,
+    debit: Option<&AccountId>,
+    credit: Option<&AccountId>,
+    amount: Amount,
+    epoid: Option<&EpoId>,
+    at_ms: u64,
+) -> Result<(), StoreError> {
+    let (seq, prev): (u64, Vec<u8>) = conn
+        .prepare_cached("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+        .optional()?
+        .unwrap_or((0, vec![0; 32]));
+    let seq = seq + 1;
+    let epoid_s = epoid.map(|e| e.to_string());
+    let mut w = Writer::new();
+    w.fixed(b"netbill/v1/journal\0");
+    w.fixed(&prev);
+    w.u64(seq);
+    w.str(kind);
+    w.str(debit.map_or("", |a| a.as_str()));
+    w.str(credit.map_or("", |a| a.as_str()));
+    w.u64(amount.minor());
+    w.str(epoid_s.as_deref().unwrap_or(""));
+    w.u64(at_ms);
+    let hash = Sha256::digest(w.into_bytes()).to_vec();
+    conn.prepare_cached(
+        "INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, at_ms, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        seq as i64,
+        kind,
+        debit.map(|a| a.as_str()),
+        credit.map(|a| a.as_str()),
+        amount.signed(),
+        epoid_s,
+        at_ms as i64,
+        hash
+    ])?;
+    Ok(())
+}
+
+/// Conservation for one transaction: the balances it touched changed by exactly what the
+/// totals changed by. Reads everything back from the database, so it also catches a wrong
+/// `UPDATE`.
+struct BatchCheck {
+    before: HashMap<AccountId, i64>,
+    totals_before: (i64, i64),
+}
+
+impl BatchCheck {
+    fn start(conn: &Connection) -> Result<Self, StoreError> {
+        Ok(Self {
+            before: HashMap::new(),
+            totals_before: totals_row(conn)?,
+        })
+    }
+    fn touch(&mut self, conn: &Connection, id: &AccountId) -> Result<(), StoreError> {
+        if !self.before.contains_key(id) {
+            let b = balance(conn, id)?;
+            self.before.insert(id.clone(), b);
+        }
+        Ok(())
+    }
+    fn finish(&self, conn: &Connection) -> Result<(), StoreError> {
+        let mut delta: i128 = 0;
+        for (id, before) in &self.before {
+            delta += i128::from(balance(conn, id)?) - i128::from(*before);
+        }
+        let (d, p) = totals_row(conn)?;
+        let expected = i128::from(d - self.totals_before.0) - i128::from(p - self.totals_before.1);
+        if delta != expected {
+            return Err(StoreError::ConservationViolated {
+                balances_minor: delta,
+                expected_minor: expected,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests and the simulator.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        let version: Option<i64> = conn
+            .query_row(
+                "SELECT value FROM meta WHERE key = 'schema_version'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match version {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION],
+                )?;
+            }
+            Some(SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(corrupt(format!(
+                    "schema version {v}, expected {SCHEMA_VERSION}"
+                )));
+            }
+        }
+        Ok(Self { conn })
+    }
+
+    /// Runs `f` in an immediate transaction with a conservation check before commit.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>, &mut BatchCheck) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut check = BatchCheck::start(&tx)?;
+        let out = f(&tx, &mut check)?;
+        check.finish(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+}
+
+struct SqliteTx<'a> {
+    tx: &'a Transaction<'a>,
+    check: &'a mut BatchCheck,
+    /// The first database error met while answering a [`LedgerView`] query (which cannot
+    /// return errors); the batch fails with it.
+    view_error: std::cell::RefCell<Option<StoreError>>,
+}
+
+impl SqliteTx<'_> {
+    fn remember<T>(&self, r: Result<Option<T>, StoreError>) -> Option<T> {
+        r.unwrap_or_else(|e| {
+            self.view_error.borrow_mut().get_or_insert(e);
+            None
+        })
+    }
+}
+
+impl LedgerView for SqliteTx<'_> {
+    fn account(&self, id: &AccountId) -> Option<AccountView> {
+        self.remember(read_account(self.tx, id))
+            .map(|a| AccountView {
+                kind: a.kind,
+                key: a.key,
+                key_revoked: a.key_revoked,
+                frozen: a.frozen,
+                balance_minor: a.balance_minor,
+                credit_limit_minor: a.credit_limit_minor,
+                low_water_minor: a.low_water_minor,
+            })
+    }
+    fn outcome(&self, epoid: &EpoId) -> Option<StoredOutcome> {
+        self.remember(read_outcome(self.tx, epoid))
+    }
+}
+
+impl LedgerTx for SqliteTx<'_> {
+    fn record_purchase(
+        &mut self,
+        v: &VerifiedPurchase,
+        receipt: &Signed<Receipt>,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let epo = v.epo();
+        let r = receipt.body_unverified();
+        // The endorsement is kept in its JSON wire form, as evidence.
+        let endorsement_json = serde_json::to_string(&v.endorsement).unwrap_or_default();
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outcomes (epoid, result, customer, merchant, description,
+                   price_minor, endorsement_digest, endorsement, receipt, receipt_sig, decided_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                epo.epoid.to_string(),
+                result_str(r.result),
+                v.secret.account.as_str(),
+                epo.merchant.as_str(),
+                epo.description,
+                epo.price.signed(),
+                v.endorsement_digest.0.to_vec(),
+                endorsement_json,
+                receipt.bytes(),
+                receipt.signature().0.to_vec(),
+                r.time_ms as i64,
+            ])?;
+        if inserted != 1 {
+            return Err(StoreError::OutcomeExists(epo.epoid.clone()));
+        }
+        if r.result == ResultCode::Committed {
+            let customer = &v.secret.account;
+            self.check.touch(self.tx, customer)?;
+            self.check.touch(self.tx, &epo.merchant)?;
+            let price = epo.price.signed();
+            let debited = self
+                .tx
+                .prepare_cached(
+                    "UPDATE accounts SET balance_minor = balance_minor - ?2
+                     WHERE id = ?1 AND balance_minor - ?2 >= -credit_limit_minor",
+                )?
+                .execute(params![customer.as_str(), price])?;
+            let credited = self
+                .tx
+                .prepare_cached(
+                    "UPDATE accounts SET balance_minor = balance_minor + ?2 WHERE id = ?1",
+                )?
+                .execute(params![epo.merchant.as_str(), price])?;
+            if debited != 1 || credited != 1 {
+                return Err(corrupt(format!(
+                    "purchase {} could not move money",
+                    epo.epoid
+                )));
+            }
+            journal_append(
+                self.tx,
+                "purchase",
+                Some(customer),
+                Some(&epo.merchant),
+                epo.price,
+                Some(&epo.epoid),
+                now_ms,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn record_abort(&mut self, epoid: &EpoId, receipt: &Signed<Receipt>) -> Result<(), StoreError> {
+        let inserted = self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outcomes (epoid, result, customer, merchant, description,
+                   price_minor, endorsement_digest, endorsement, receipt, receipt_sig, decided_ms)
+                 VALUES (?1, 'aborted', NULL, ?2, '', 0, NULL, NULL, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                epoid.to_string(),
+                epoid.merchant.as_str(),
+                receipt.bytes(),
+                receipt.signature().0.to_vec(),
+                receipt.body_unverified().time_ms as i64,
+            ])?;
+        if inserted != 1 {
+            return Err(StoreError::OutcomeExists(epoid.clone()));
+        }
+        Ok(())
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_account(&mut self, new: &NewAccount, now_ms: u64) -> Result<(), StoreError> {
+        self.write(|tx, _| {
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO accounts (id, kind, public_key, credit_limit_minor, low_water_minor, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    new.id.as_str(),
+                    kind_str(new.kind),
+                    new.key.0.to_vec(),
+                    new.credit_limit_minor,
+                    new.low_water_minor,
+                    now_ms as i64
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::AccountExists(new.id.clone()));
+            }
+            Ok(())
+        })
+    }
+
+    fn change_account(&mut self, id: &AccountId, change: &AccountChange) -> Result<(), StoreError> {
+        self.write(|tx, _| {
+            let n = match change {
+                AccountChange::Freeze => tx.execute(
+                    "UPDATE accounts SET frozen = 1 WHERE id = ?1",
+                    [id.as_str()],
+                )?,
+                AccountChange::Unfreeze => tx.execute(
+                    "UPDATE accounts SET frozen = 0 WHERE id = ?1",
+                    [id.as_str()],
+                )?,
+                AccountChange::RevokeKey => tx.execute(
+                    "UPDATE accounts SET key_revoked = 1 WHERE id = ?1",
+                    [id.as_str()],
+                )?,
+                AccountChange::SetKey(k) => tx.execute(
+                    "UPDATE accounts SET public_key = ?2, key_revoked = 0 WHERE id = ?1",
+                    params![id.as_str(), k.0.to_vec()],
+                )?,
+                AccountChange::SetCreditLimit(c) => tx.execute(
+                    "UPDATE accounts SET credit_limit_minor = ?2 WHERE id = ?1",
+                    params![id.as_str(), c],
+                )?,
+                AccountChange::SetLowWater(l) => tx.execute(
+                    "UPDATE accounts SET low_water_minor = ?2 WHERE id = ?1",
+                    params![id.as_str(), l],
+                )?,
+            };
+            if n == 0 {
+                return Err(StoreError::NoSuchAccount(id.clone()));
+            }
+            Ok(())
+        })
+    }
+
+    fn transfer(
+        &mut self,
+        id: &AccountId,
+        kind: Transfer,
+        amount: Amount,
+        idempotency_key: Option<&str>,
+        now_ms: u64,
+    ) -> Result<i64, StoreError> {
+        let request = format!("{kind:?}:{id}:{}", amount.minor());
+        self.write(|tx, check| {
+            if let Some(key) = idempotency_key {
+                let seen: Option<(String, i64)> = tx
+                    .query_row(
+                        "SELECT request, balance_minor FROM idempotency WHERE key = ?1",
+                        [key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                if let Some((req, bal)) = seen {
+                    return if req == request {
+                        Ok(bal)
+                    } else {
+                        Err(StoreError::IdempotencyConflict(key.to_string()))
+                    };
+                }
+            }
+            check.touch(tx, id)?;
+            let before = balance(tx, id)?;
+            let (delta, kind_s) = match kind {
+                Transfer::Deposit => (amount.signed(), "deposit"),
+                Transfer::Payout => {
+                    if before < amount.signed() {
+                        return Err(StoreError::WouldOverdraw {
+                            account: id.clone(),
+                            balance: netbill_proto::money::format_minor(before),
+                            amount,
+                        });
+                    }
+                    (-amount.signed(), "payout")
+                }
+            };
+            tx.execute(
+                "UPDATE accounts SET balance_minor = balance_minor + ?2 WHERE id = ?1",
+                params![id.as_str(), delta],
+            )?;
+            match kind {
+                Transfer::Deposit => tx.execute(
+                    "UPDATE totals SET deposits_minor = deposits_minor + ?1 WHERE id = 1",
+                    [amount.signed()],
+                )?,
+                Transfer::Payout => tx.execute(
+                    "UPDATE totals SET payouts_minor = payouts_minor + ?1 WHERE id = 1",
+                    [amount.signed()],
+                )?,
+            };
+            let (debit, credit) = match kind {
+                Transfer::Deposit => (None, Some(id)),
+                Transfer::Payout => (Some(id), None),
+            };
+            journal_append(tx, kind_s, debit, credit, amount, None, now_ms)?;
+            let after = before + delta;
+            if let Some(key) = idempotency_key {
+                tx.execute(
+                    "INSERT INTO idempotency (key, request, balance_minor) VALUES (?1, ?2, ?3)",
+                    params![key, request, after],
+                )?;
+            }
+            Ok(after)
+        })
+    }
+
+    fn account(&mut self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        read_account(&self.conn, id)
+    }
+
+    fn outcome(&mut self, epoid: &EpoId) -> Result<Option<StoredOutcome>, StoreError> {
+        read_outcome(&self.conn, epoid)
+    }
+
+    fn history(
+        &mut self,
+        id: &AccountId,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryLine>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT epoid, result, customer, merchant, description, price_minor, decided_ms FROM outcomes
+             WHERE (customer = ?1 OR merchant = ?1) AND decided_ms >= ?2 AND decided_ms < ?3
+             ORDER BY decided_ms DESC, epoid DESC LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                id.as_str(),
+                from_ms as i64,
+                to_ms.min(i64::MAX as u64) as i64,
+                limit as i64
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (epoid, result, customer, merchant, description, price, at) = row?;
+            out.push(HistoryLine {
+                epoid: epoid.parse().map_err(|_| corrupt("epoid"))?,
+                result: parse_result(&result)?,
+                customer: customer.map(account_id).transpose()?,
+                merchant: account_id(merchant)?,
+                description,
+                price: Amount::from_minor(price as u64).map_err(|_| corrupt("price"))?,
+                decided_ms: at as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn journal(&mut self, after: u64, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, kind, debit, credit, amount_minor, epoid, at_ms, hash FROM journal
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, i64>(6)?,
+                r.get::<_, Vec<u8>>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, kind, debit, credit, amount, epoid, at, hash) = row?;
+            out.push(JournalEntry {
+                seq: seq as u64,
+                kind,
+                debit: debit.map(account_id).transpose()?,
+                credit: credit.map(account_id).transpose()?,
+                amount: Amount::from_minor(amount as u64).map_err(|_| corrupt("amount"))?,
+                epoid: epoid
+                    .map(|e| e.parse().map_err(|_| corrupt("epoid")))
+                    .transpose()?,
+                at_ms: at as u64,
+                hash: hex::encode(hash),
+            });
+        }
+        Ok(out)
+    }
+
+    fn batch(
+        &mut self,
+        f: &mut dyn FnMut(&mut dyn LedgerTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.write(|tx, check| {
+            let mut ltx = SqliteTx {
+                tx,
+                check,
+                view_error: Default::default(),
+            };
+            f(&mut ltx)?;
+            if let Some(e) = ltx.view_error.into_inner() {
+                return Err(e);
+            }
+            Ok(())
+        })
+    }
+
+    fn check_conservation(&mut self) -> Result<Totals, StoreError> {
+        let (balances, accounts): (i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(SUM(balance_minor), 0), COUNT(*) FROM accounts",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let outcomes: i64 = self
+            .conn
+            .query_row("SELECT COUNT(*) FROM outcomes", [], |r| r.get(0))?;
+        let (deposits, payouts) = totals_row(&self.conn)?;
+        if i128::from(balances) != i128::from(deposits) - i128::from(payouts) {
+            return Err(StoreError::ConservationViolated {
+                balances_minor: balances.into(),
+                expected_minor: i128::from(deposits) - i128::from(payouts),
+            });
+        }
+        Ok(Totals {
+            balances_minor: balances,
+            deposits_minor: deposits,
+            payouts_minor: payouts,
+            accounts: accounts as u64,
+            outcomes: outcomes as u64,
+        })
+    }
+}
