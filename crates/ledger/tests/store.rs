@@ -1,7 +1,7 @@
 //! The SQLite store: accounts, transfers, idempotency, outcomes, journal, conservation.
 
 use netbill_ledger::{AccountChange, NewAccount, SqliteStore, Store, StoreError, Transfer};
-use netbill_proto::billing::{self, AccountKind, BillingPolicy, Decision, LedgerView};
+use netbill_proto::billing::{self, AccountKind, BillingPolicy, Decision};
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
 use netbill_proto::crypto::{Crypto, GoodsKey, PublicKey, Signer};
 use netbill_proto::customer::CustomerPurchase;
