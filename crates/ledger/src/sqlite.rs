@@ -160,22 +160,24 @@ fn read_account(conn: &Connection, id: &AccountId) -> Result<Option<AccountRecor
 
 fn read_outcome(conn: &Connection, epoid: &EpoId) -> Result<Option<StoredOutcome>, StoreError> {
     conn.prepare_cached(
-        "SELECT endorsement_digest, receipt, receipt_sig FROM outcomes WHERE epoid = ?1",
+        "SELECT endorsement_digest, receipt, receipt_sig, customer FROM outcomes WHERE epoid = ?1",
     )?
     .query_row([epoid.to_string()], |r| {
         Ok((
             r.get::<_, Option<Vec<u8>>>(0)?,
             r.get::<_, Vec<u8>>(1)?,
             r.get::<_, Vec<u8>>(2)?,
+            r.get::<_, Option<String>>(3)?,
         ))
     })
     .optional()?
-    .map(|(digest, receipt, sig)| {
+    .map(|(digest, receipt, sig, customer)| {
         let sig = Signature(
             sig.try_into()
                 .map_err(|_| corrupt("receipt signature length"))?,
         );
         Ok(StoredOutcome {
+            customer: customer.map(account_id).transpose()?,
             endorsement_digest: digest
                 .map(|d| {
                     d.try_into()

@@ -198,6 +198,8 @@ pub struct AccountView {
 /// An EPOID's recorded outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredOutcome {
+    /// The customer's true account, as N opened it from the EPO (`None` for an abort).
+    pub customer: Option<AccountId>,
     /// Digest of the endorsement decided on; `None` for an abort with no endorsement.
     pub endorsement_digest: Option<Digest>,
     pub receipt: Signed<Receipt>,
@@ -421,6 +423,7 @@ impl MemoryLedger {
         self.outcomes.insert(
             v.epo().epoid.clone(),
             StoredOutcome {
+                customer: Some(v.secret.account.clone()),
                 endorsement_digest: Some(v.endorsement_digest),
                 receipt: receipt.clone(),
             },
@@ -429,6 +432,7 @@ impl MemoryLedger {
     /// Records an abort for an EPOID with no outcome.
     pub fn abort(&mut self, epoid: &EpoId, receipt: Signed<Receipt>) {
         self.outcomes.entry(epoid.clone()).or_insert(StoredOutcome {
+            customer: None,
             endorsement_digest: None,
             receipt,
         });
