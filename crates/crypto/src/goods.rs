@@ -205,11 +205,12 @@ impl<R: Read> Blocks<R> {
             return Ok(None);
         }
         let mut len = 0;
-        if let Some(b) = self.carry.take() {
-            if let Some(first) = buf.first_mut() {
-                *first = b;
-                len = 1;
-            }
+        // `buf` is never empty (chunk sizes are at least 1), so the carried byte fits.
+        if let Some(b) = self.carry.take()
+            && let Some(first) = buf.first_mut()
+        {
+            *first = b;
+            len = 1;
         }
         len += read_full(&mut self.inner, &mut buf[len..])?;
         let last = if len < buf.len() {
@@ -252,7 +253,9 @@ impl<R: Read> EncryptingReader<R> {
         if chunk_size == 0 || chunk_size > MAX_CHUNK_SIZE {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("goods chunk size must be between 1 and {MAX_CHUNK_SIZE}, not {chunk_size}"),
+                format!(
+                    "goods chunk size must be between 1 and {MAX_CHUNK_SIZE}, not {chunk_size}"
+                ),
             ));
         }
         let header = header_bytes(chunk_size);
@@ -362,7 +365,13 @@ pub fn encrypt_stream<R: Read, W: Write>(
 }
 
 /// Does `block` (ciphertext || tag) authenticate as chunk `counter` with final flag `last`?
-fn authenticates(c: &ChaCha20Poly1305, header: &[u8], block: &[u8], counter: u64, last: bool) -> bool {
+fn authenticates(
+    c: &ChaCha20Poly1305,
+    header: &[u8],
+    block: &[u8],
+    counter: u64,
+    last: bool,
+) -> bool {
     let Some(split) = block.len().checked_sub(TAG_LEN) else {
         return false;
     };
@@ -392,7 +401,9 @@ fn diagnose(
 ) -> GoodsError {
     if authenticates(c, header, block, position, !last) {
         return if last {
-            GoodsError::Truncated { chunks: position + 1 }
+            GoodsError::Truncated {
+                chunks: position + 1,
+            }
         } else {
             GoodsError::TrailingData { chunk: position }
         };

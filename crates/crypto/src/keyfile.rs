@@ -57,7 +57,9 @@ pub enum KeyFileError {
         found: String,
     },
     /// The file is not a key file of this format.
-    #[error("key file {path} is malformed ({reason}): restore it from a backup or create a new key")]
+    #[error(
+        "key file {path} is malformed ({reason}): restore it from a backup or create a new key"
+    )]
     Malformed {
         /// The file.
         path: PathBuf,

@@ -9,6 +9,9 @@
 //! * key files: [`keyfile`];
 //! * goods encryption: the chunked streaming AEAD in [`goods`].
 
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 use ed25519_dalek::Signer as _;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
 use netbill_proto::crypto::{
@@ -22,8 +25,8 @@ pub mod goods;
 pub mod keyfile;
 
 pub use goods::{
-    DEFAULT_CHUNK_SIZE, DecryptStats, EncryptStats, EncryptingReader, GoodsError,
-    MAX_CHUNK_SIZE, ciphertext_len, decrypt_stream, encrypt_stream,
+    DEFAULT_CHUNK_SIZE, DecryptStats, EncryptStats, EncryptingReader, GoodsError, MAX_CHUNK_SIZE,
+    ciphertext_len, decrypt_stream, encrypt_stream,
 };
 pub use keyfile::{KeyFileError, load_secret_key, save_secret_key};
 

@@ -21,7 +21,10 @@ fn sha256_abc_vector() {
         RealCrypto.digest(&[b"abc"]).to_hex(),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
-    assert_eq!(RealCrypto.digest(&[b"a", b"", b"bc"]), RealCrypto.digest(&[b"abc"]));
+    assert_eq!(
+        RealCrypto.digest(&[b"a", b"", b"bc"]),
+        RealCrypto.digest(&[b"abc"])
+    );
 }
 
 #[test]
@@ -90,7 +93,10 @@ fn strict_rejects_small_order_forgery_also_in_batch() {
     let (pk, sig) = (PublicKey(id), Signature(sig));
     assert!(!RealCrypto.verify(&pk, b"anything", &sig));
     assert!(!batch_verify(&[(pk, b"anything".as_slice(), sig)]));
-    assert_eq!(verify_many(&[(pk, b"anything".as_slice(), sig)]), vec![false]);
+    assert_eq!(
+        verify_many(&[(pk, b"anything".as_slice(), sig)]),
+        vec![false]
+    );
 }
 
 #[test]
@@ -137,7 +143,10 @@ fn seal_open_round_trip() {
         let msg = vec![0xa5u8; len];
         let sealed = RealCrypto.seal(&pk, b"netbill goods key", &msg, [7; 32]);
         assert_eq!(sealed.len(), len + SEAL_OVERHEAD);
-        assert_eq!(RealCrypto.open(&sk, b"netbill goods key", &sealed), Some(msg));
+        assert_eq!(
+            RealCrypto.open(&sk, b"netbill goods key", &sealed),
+            Some(msg)
+        );
     }
 }
 
@@ -154,7 +163,11 @@ fn open_fails_on_wrong_secret_info_flip_truncation() {
     let sk = random_seal_secret();
     let pk = RealCrypto.seal_key(&sk);
     let sealed = RealCrypto.seal(&pk, b"info", b"the goods key K", random_bytes());
-    assert!(RealCrypto.open(&random_seal_secret(), b"info", &sealed).is_none());
+    assert!(
+        RealCrypto
+            .open(&random_seal_secret(), b"info", &sealed)
+            .is_none()
+    );
     assert!(RealCrypto.open(&sk, b"infO", &sealed).is_none());
     assert!(RealCrypto.open(&sk, b"", &sealed).is_none());
     for i in 0..sealed.len() * 8 {
@@ -163,7 +176,10 @@ fn open_fails_on_wrong_secret_info_flip_truncation() {
         assert!(RealCrypto.open(&sk, b"info", &s).is_none(), "bit {i}");
     }
     for n in 0..sealed.len() {
-        assert!(RealCrypto.open(&sk, b"info", &sealed[..n]).is_none(), "len {n}");
+        assert!(
+            RealCrypto.open(&sk, b"info", &sealed[..n]).is_none(),
+            "len {n}"
+        );
     }
     let mut longer = sealed.clone();
     longer.push(0);
@@ -175,7 +191,11 @@ fn open_fails_on_wrong_secret_info_flip_truncation() {
 fn seal_to_low_order_key_is_empty_not_panic() {
     let sealed = RealCrypto.seal(&SealKey([0; 32]), b"i", b"m", [3; 32]);
     assert!(sealed.is_empty());
-    assert!(RealCrypto.open(&random_seal_secret(), b"i", &sealed).is_none());
+    assert!(
+        RealCrypto
+            .open(&random_seal_secret(), b"i", &sealed)
+            .is_none()
+    );
 }
 
 // ---------------------------------------------------------------- goods
@@ -234,7 +254,10 @@ fn ciphertext_len_formula() {
     assert_eq!(ciphertext_len(0, 16), 8 + 16);
     assert_eq!(ciphertext_len(16, 16), 8 + 16 + 16);
     assert_eq!(ciphertext_len(17, 16), 8 + 17 + 32);
-    assert_eq!(ciphertext_len(1 << 20, DEFAULT_CHUNK_SIZE), 8 + (1 << 20) + 16 * 16);
+    assert_eq!(
+        ciphertext_len(1 << 20, DEFAULT_CHUNK_SIZE),
+        8 + (1 << 20) + 16 * 16
+    );
 }
 
 #[test]
@@ -291,9 +314,15 @@ fn chunk_range(i: usize, total: usize) -> std::ops::Range<usize> {
 #[test]
 fn wrong_key_refused() {
     let ct = encrypt(&GoodsKey([1; 32]), C, &plaintext(40));
-    assert!(matches!(decrypt(&GoodsKey([2; 32]), &ct), Err(GoodsError::WrongKey)));
+    assert!(matches!(
+        decrypt(&GoodsKey([2; 32]), &ct),
+        Err(GoodsError::WrongKey)
+    ));
     let empty = encrypt(&GoodsKey([1; 32]), C, &[]);
-    assert!(matches!(decrypt(&GoodsKey([2; 32]), &empty), Err(GoodsError::WrongKey)));
+    assert!(matches!(
+        decrypt(&GoodsKey([2; 32]), &empty),
+        Err(GoodsError::WrongKey)
+    ));
 }
 
 #[test]
@@ -304,11 +333,17 @@ fn bad_header_and_chunk_sizes_refused() {
     bad[0] = b'X';
     assert!(matches!(decrypt(&key, &bad), Err(GoodsError::BadHeader)));
     for n in 0..HEADER_LEN {
-        assert!(matches!(decrypt(&key, &ct[..n]), Err(GoodsError::BadHeader)));
+        assert!(matches!(
+            decrypt(&key, &ct[..n]),
+            Err(GoodsError::BadHeader)
+        ));
     }
     let mut zero = ct.clone();
     zero[4..8].copy_from_slice(&0u32.to_be_bytes());
-    assert!(matches!(decrypt(&key, &zero), Err(GoodsError::InvalidChunkSize)));
+    assert!(matches!(
+        decrypt(&key, &zero),
+        Err(GoodsError::InvalidChunkSize)
+    ));
     let mut big = ct.clone();
     big[4..8].copy_from_slice(&(MAX_CHUNK_SIZE + 1).to_be_bytes());
     assert!(matches!(
@@ -341,7 +376,10 @@ fn truncation_refused() {
     // Full final chunk: cutting it off leaves a non-final chunk at the end.
     let ct2 = encrypt(&key, C, &plaintext(2 * C as usize));
     let end = chunk_range(1, ct2.len()).start;
-    assert!(matches!(decrypt(&key, &ct2[..end]), Err(GoodsError::Truncated { chunks: 1 })));
+    assert!(matches!(
+        decrypt(&key, &ct2[..end]),
+        Err(GoodsError::Truncated { chunks: 1 })
+    ));
 }
 
 #[test]
@@ -354,7 +392,10 @@ fn reordering_refused() {
     swapped[r1].copy_from_slice(&ct[r0]);
     assert!(matches!(
         decrypt(&key, &swapped),
-        Err(GoodsError::OutOfOrder { position: 0, found: 1 })
+        Err(GoodsError::OutOfOrder {
+            position: 0,
+            found: 1
+        })
     ));
 }
 
@@ -365,10 +406,16 @@ fn extension_refused() {
     let last = chunk_range(2, ct.len());
     let mut ext = ct.clone();
     ext.extend_from_slice(&ct[last]);
-    assert!(matches!(decrypt(&key, &ext), Err(GoodsError::TrailingData { chunk: 2 })));
+    assert!(matches!(
+        decrypt(&key, &ext),
+        Err(GoodsError::TrailingData { chunk: 2 })
+    ));
     let mut one = ct.clone();
     one.push(0);
-    assert!(matches!(decrypt(&key, &one), Err(GoodsError::TrailingData { chunk: 2 })));
+    assert!(matches!(
+        decrypt(&key, &one),
+        Err(GoodsError::TrailingData { chunk: 2 })
+    ));
     // After a short final chunk the boundaries shift; still refused.
     let short = encrypt(&key, C, &plaintext(3 * C as usize + 5));
     for extra in [1usize, 5, 40] {
@@ -414,7 +461,10 @@ fn key_file_round_trip_and_mode() {
     save_secret_key(&path, "signing", &secret, false).expect("save");
     assert_eq!(load_secret_key(&path, "signing").expect("load"), secret);
     let text = std::fs::read_to_string(&path).expect("read");
-    assert_eq!(text, format!("netbill-signing-secret-key v1\n{}\n", hex::encode(secret)));
+    assert_eq!(
+        text,
+        format!("netbill-signing-secret-key v1\n{}\n", hex::encode(secret))
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -454,7 +504,10 @@ fn key_file_readable_by_others_refused() {
     for mode in [0o644, 0o640, 0o604, 0o620] {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
         let err = load_secret_key(&path, "seal").expect_err("insecure");
-        assert!(matches!(err, KeyFileError::InsecurePermissions { .. }), "{err}");
+        assert!(
+            matches!(err, KeyFileError::InsecurePermissions { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("chmod 600"), "{err}");
     }
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).expect("chmod");
@@ -494,6 +547,9 @@ fn key_file_errors() {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         }
         let err = load_secret_key(&p, "seal").expect_err("malformed");
-        assert!(matches!(err, KeyFileError::Malformed { .. }), "case {i}: {err}");
+        assert!(
+            matches!(err, KeyFileError::Malformed { .. }),
+            "case {i}: {err}"
+        );
     }
 }
