@@ -34,9 +34,29 @@
 //!   than 16 bytes means the stream is truncated.
 //! * The header is the associated data of every chunk, so changing the chunk size or
 //!   magic makes every chunk fail.
+//! * Encryptors must produce exactly this layout, so that the ciphertext (and the checksum
+//!   the protocol signs) is a function of `K`, `c` and the plaintext. Decryptors accept any
+//!   stream whose chunks all authenticate in this layout (e.g. also an empty final chunk
+//!   after full ones).
 //! * Encryption is deterministic: the same `K`, `c` and plaintext always give the same
 //!   bytes. That is safe because `K` is fresh for every purchase and encrypts one
 //!   plaintext only; never reuse a `GoodsKey` for different contents.
+//!
+//! # Test vector
+//!
+//! `K` = bytes `00 01 02 … 1f`, `c` = 16, plaintext = ASCII
+//! `abcdefghijklmnopqrstuvwxyz0123456789` (36 bytes, so chunks of 16, 16 and 4 bytes):
+//!
+//! ```text
+//! 4e424731 00000010                                          header
+//! 79da2155c880c1b97a0b370dc22d21574525aab882156ee1bb6fbc1464e204e7  C_0 (f = 0)
+//! ca15b257db5b5fcb7d575cf79c0c4e1adaf8fe86ee939ae135c9ebb6b04ced64  C_1 (f = 0)
+//! 724f82eff2ae699a4fe7b91c6b6a7b36d9956767                          C_2 (f = 1)
+//! SHA-256 of the stream: c269eacbbeb35a404b26c0ca5dd4cf92286c4f7d4c5807200df5294d41cb96fc
+//! ```
+//!
+//! The empty plaintext under the same key gives
+//! `4e424731000000108859ad39d346398749137eb310761e3b`.
 //!
 //! # Guarantees and error reporting
 //!
