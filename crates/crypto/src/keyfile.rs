@@ -123,11 +123,12 @@ fn create_private(path: &Path) -> io::Result<File> {
 ///
 /// Fails with [`KeyFileError::AlreadyExists`] if `path` exists, unless `force`.
 pub fn save_secret_key(
-    path: &Path,
+    path: impl AsRef<Path>,
     kind: &str,
     bytes: &[u8; 32],
     force: bool,
 ) -> Result<(), KeyFileError> {
+    let path = path.as_ref();
     check_kind(kind)?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
@@ -190,7 +191,8 @@ pub fn save_secret_key(
 }
 
 /// Loads the 32-byte secret of a `kind` key file, refusing files others may access.
-pub fn load_secret_key(path: &Path, kind: &str) -> Result<[u8; 32], KeyFileError> {
+pub fn load_secret_key(path: impl AsRef<Path>, kind: &str) -> Result<[u8; 32], KeyFileError> {
+    let path = path.as_ref();
     check_kind(kind)?;
     let f = File::open(path).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {

@@ -528,7 +528,7 @@ fn key_file_errors() {
         Err(KeyFileError::WrongKind { .. })
     ));
     assert!(matches!(
-        save_secret_key(&dir.path().join("x"), "Bad Kind", &[0; 32], false),
+        save_secret_key(dir.path().join("x"), "Bad Kind", &[0; 32], false),
         Err(KeyFileError::InvalidKind(_))
     ));
     let bad_contents: [&[u8]; 5] = [
