@@ -23,7 +23,9 @@ pub const AUTH_WINDOW_MS: u64 = 5 * 60 * 1000;
 
 /// Milliseconds since the Unix epoch, from the system clock.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Servers listen on loopback only (127.0.0.0/8 or ::1).
@@ -59,7 +61,9 @@ impl Problem {
     }
     /// The `<code>` of `urn:netbill:problem:<code>`.
     pub fn code(&self) -> &str {
-        self.kind.strip_prefix("urn:netbill:problem:").unwrap_or(&self.kind)
+        self.kind
+            .strip_prefix("urn:netbill:problem:")
+            .unwrap_or(&self.kind)
     }
     pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
@@ -103,7 +107,10 @@ impl IntoResponse for Problem {
         let body = serde_json::to_vec(&self).unwrap_or_default();
         (
             status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            )],
             body,
         )
             .into_response()
@@ -118,16 +125,18 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                format!("request body rejected: {e}; the limit is {BODY_LEN_MAX} bytes"),
-            )
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(ApiJson)
-            .map_err(|e| Problem::bad_request("malformed-json", format!("malformed JSON body: {e}")))
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body-too-large",
+                    format!("request body rejected: {e}; the limit is {BODY_LEN_MAX} bytes"),
+                )
+            })?;
+        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            Problem::bad_request("malformed-json", format!("malformed JSON body: {e}"))
+        })
     }
 }
 
@@ -139,7 +148,11 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
 
 /// Encodes a signed request for the [`AUTH_HEADER`]: `base64url(bytes).base64url(sig)`.
 pub fn encode_auth(auth: &Signed<RequestAuth>) -> String {
-    format!("{}.{}", B64.encode(auth.bytes()), B64.encode(auth.signature().0))
+    format!(
+        "{}.{}",
+        B64.encode(auth.bytes()),
+        B64.encode(auth.signature().0)
+    )
 }
 
 /// Decodes an [`AUTH_HEADER`] value (not yet verified).
@@ -150,8 +163,11 @@ pub fn decode_auth(value: &str) -> Result<Signed<RequestAuth>, Problem> {
         return Err(bad());
     }
     let bytes = B64.decode(body).map_err(|_| bad())?;
-    let sig: [u8; 64] =
-        B64.decode(sig).ok().and_then(|s| s.try_into().ok()).ok_or_else(bad)?;
+    let sig: [u8; 64] = B64
+        .decode(sig)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(bad)?;
     Signed::from_parts(bytes, Signature(sig)).map_err(|_| bad())
 }
 
@@ -184,7 +200,9 @@ pub fn check_auth(
         .verify(crypto, &key)
         .map_err(|_| Problem::unauthorized("request signature does not verify"))?;
     if a.method != method || a.path != path {
-        return Err(Problem::unauthorized("signed request is for another method or path"));
+        return Err(Problem::unauthorized(
+            "signed request is for another method or path",
+        ));
     }
     if a.body_digest != body_digest(crypto, body) {
         return Err(Problem::unauthorized("signed request is for another body"));

@@ -1,0 +1,101 @@
+//! The NetBill billing server (N): a thin HTTP shell around the protocol core's billing
+//! logic and the ledger. It verifies endorsements in parallel, commits them in batches on
+//! one writer thread, and releases each signed receipt only once its commit is durable.
+
+pub mod api;
+pub mod keys;
+pub mod writer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use netbill_ledger::{SqliteStore, Store};
+use netbill_proto::billing::BillingPolicy;
+
+pub use api::{AccountInfo, CreateAccount, SetKey, Statement, TransferAnswer, TransferRequest};
+pub use keys::{BillingKeys, BillingPublic};
+
+/// How to run a billing server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// The SQLite database file.
+    pub db: PathBuf,
+    /// Directory holding N's key files.
+    pub keys_dir: PathBuf,
+    /// Bearer token for `/v1/admin/*`.
+    pub admin_token: String,
+    pub policy: BillingPolicy,
+    /// Most purchases committed in one transaction.
+    pub batch_max: usize,
+    /// Most jobs waiting for the ledger writer.
+    pub queue_max: usize,
+}
+
+/// A running billing server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub public: BillingPublic,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Waits until the server stops.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task
+            .await
+            .context("server task")?
+            .context("serving HTTP")
+    }
+    /// Stops serving.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// Opens the store, checks conservation, loads the keys and starts serving.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    netbill_http::ensure_loopback(&config.listen).map_err(anyhow::Error::msg)?;
+    if config.admin_token.len() < 16 {
+        anyhow::bail!("the admin token must be at least 16 characters (set NETBILL_ADMIN_TOKEN)");
+    }
+    let keys = BillingKeys::load(&config.keys_dir).with_context(|| {
+        format!(
+            "loading the billing server's keys from {} (create them with `netbill server init`)",
+            config.keys_dir.display()
+        )
+    })?;
+    let mut store = SqliteStore::open(&config.db)
+        .with_context(|| format!("opening the ledger {}", config.db.display()))?;
+    let totals = store
+        .check_conservation()
+        .context("checking conservation at start-up")?;
+    tracing::info!(
+        accounts = totals.accounts,
+        outcomes = totals.outcomes,
+        "ledger open, conservation holds"
+    );
+    let public = keys.public();
+    let writer = writer::Writer::start(
+        Box::new(store) as Box<dyn Store>,
+        netbill_crypto::Ed25519Signer::from_bytes(&keys.signer.secret_bytes()),
+        config.queue_max,
+        config.batch_max,
+    );
+    let state = Arc::new(api::AppState {
+        keys,
+        public,
+        writer,
+        policy: config.policy,
+        admin_token: config.admin_token,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let app = api::router(state);
+    let task = tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(RunningServer { addr, public, task })
+}

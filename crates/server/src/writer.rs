@@ -1,0 +1,229 @@
+//! The one thread that writes the ledger.
+//!
+//! Purchases waiting in the queue are committed together, many per durable write (group
+//! commit); each answer is sent only after the transaction holding it is durable. Other
+//! store work (admin operations, queries) runs on the same thread between batches, so the
+//! ledger has exactly one writer and needs no locks.
+
+use netbill_crypto::{Ed25519Signer, RealCrypto, random_bytes};
+use netbill_ledger::{Store, StoreError};
+use netbill_proto::billing::{self, Decision, VerifiedPurchase};
+use netbill_proto::messages::{Receipt, ResultCode};
+use netbill_proto::{EpoId, Signed};
+use tokio::sync::{mpsc, oneshot};
+
+/// What became of one endorsement.
+#[derive(Debug)]
+pub enum PurchaseAnswer {
+    /// The receipt (new, or stored earlier for this same endorsement).
+    Receipt(Box<Signed<Receipt>>),
+    /// The EPOID has an outcome for a different endorsement.
+    Conflict,
+}
+
+type StoreJob = Box<dyn FnOnce(&mut dyn Store) + Send>;
+
+enum Job {
+    Purchase(
+        Box<VerifiedPurchase>,
+        oneshot::Sender<Result<PurchaseAnswer, String>>,
+    ),
+    Abort(EpoId, oneshot::Sender<Result<Signed<Receipt>, String>>),
+    Run(StoreJob),
+}
+
+/// A handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+/// The writer thread stopped (the server is shutting down or the store failed).
+#[derive(Debug, thiserror::Error)]
+#[error("the ledger writer is not running")]
+pub struct WriterGone;
+
+impl Writer {
+    /// Starts the writer thread over `store`. At most `queue_max` jobs wait; at most
+    /// `batch_max` purchases share one transaction.
+    pub fn start(
+        mut store: Box<dyn Store>,
+        signer: Ed25519Signer,
+        queue_max: usize,
+        batch_max: usize,
+    ) -> Writer {
+        let (tx, mut rx) = mpsc::channel::<Job>(queue_max);
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || {
+                let mut pending: Option<Job> = None;
+                loop {
+                    let Some(first) = pending.take().or_else(|| rx.blocking_recv()) else {
+                        break;
+                    };
+                    match first {
+                        Job::Run(f) => f(store.as_mut()),
+                        Job::Abort(epoid, reply) => {
+                            let _ = reply.send(abort(store.as_mut(), &signer, &epoid));
+                        }
+                        Job::Purchase(v, reply) => {
+                            let mut batch = vec![(v, reply)];
+                            while batch.len() < batch_max {
+                                match rx.try_recv() {
+                                    Ok(Job::Purchase(v, r)) => batch.push((v, r)),
+                                    Ok(other) => {
+                                        pending = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            commit_batch(store.as_mut(), &signer, batch);
+                        }
+                    }
+                }
+                tracing::info!("ledger writer stopped");
+            })
+            .expect("spawning the ledger writer thread");
+        Writer { tx }
+    }
+
+    /// Decides and commits one verified purchase; answers once it is durable.
+    pub async fn purchase(
+        &self,
+        v: VerifiedPurchase,
+    ) -> Result<Result<PurchaseAnswer, String>, WriterGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Purchase(Box::new(v), reply))
+            .await
+            .map_err(|_| WriterGone)?;
+        rx.await.map_err(|_| WriterGone)
+    }
+
+    /// Records an abort for `epoid` if it still has no outcome; returns its receipt.
+    pub async fn abort(&self, epoid: EpoId) -> Result<Result<Signed<Receipt>, String>, WriterGone> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job::Abort(epoid, reply))
+            .await
+            .map_err(|_| WriterGone)?;
+        rx.await.map_err(|_| WriterGone)
+    }
+
+    /// Runs `f` on the store, between batches.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut dyn Store) -> T + Send + 'static,
+    ) -> Result<T, WriterGone> {
+        let (reply, rx) = oneshot::channel();
+        let job: StoreJob = Box::new(move |s| {
+            let _ = reply.send(f(s));
+        });
+        self.tx.send(Job::Run(job)).await.map_err(|_| WriterGone)?;
+        rx.await.map_err(|_| WriterGone)
+    }
+}
+
+type Waiting = (
+    Box<VerifiedPurchase>,
+    oneshot::Sender<Result<PurchaseAnswer, String>>,
+);
+
+fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waiting>) {
+    let now = netbill_http::now_ms();
+    let mut answers: Vec<PurchaseAnswer> = Vec::with_capacity(batch.len());
+    let result = store.batch(&mut |tx| {
+        answers.clear();
+        for (v, _) in &batch {
+            let answer = match billing::decide(v, &*tx, now) {
+                Decision::Settled(r) => PurchaseAnswer::Receipt(r),
+                Decision::Conflict => PurchaseAnswer::Conflict,
+                Decision::Commit {
+                    customer_balance_minor,
+                    low_balance,
+                    ..
+                } => {
+                    let r = receipt(
+                        signer,
+                        v,
+                        ResultCode::Committed,
+                        customer_balance_minor,
+                        low_balance,
+                        now,
+                    );
+                    tx.record_purchase(v, &r, now)?;
+                    PurchaseAnswer::Receipt(Box::new(r))
+                }
+                Decision::Fail {
+                    code,
+                    customer_balance_minor,
+                    low_balance,
+                } => {
+                    let r = receipt(signer, v, code, customer_balance_minor, low_balance, now);
+                    tx.record_purchase(v, &r, now)?;
+                    PurchaseAnswer::Receipt(Box::new(r))
+                }
+            };
+            answers.push(answer);
+        }
+        Ok(())
+    });
+    match result {
+        Ok(()) => {
+            tracing::debug!(purchases = batch.len(), "batch committed");
+            for ((_, reply), answer) in batch.into_iter().zip(answers) {
+                let _ = reply.send(Ok(answer));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, purchases = batch.len(), "batch failed; nothing committed");
+            for (_, reply) in batch {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+}
+
+fn receipt(
+    signer: &Ed25519Signer,
+    v: &VerifiedPurchase,
+    code: ResultCode,
+    balance: i64,
+    low: bool,
+    now: u64,
+) -> Signed<Receipt> {
+    billing::make_receipt(
+        &RealCrypto,
+        signer,
+        v,
+        code,
+        balance,
+        low,
+        now,
+        random_bytes(),
+    )
+}
+
+fn abort(
+    store: &mut dyn Store,
+    signer: &Ed25519Signer,
+    epoid: &EpoId,
+) -> Result<Signed<Receipt>, String> {
+    let now = netbill_http::now_ms();
+    let mut out = None;
+    store
+        .batch(&mut |tx| {
+            out = Some(match tx.outcome(epoid) {
+                Some(done) => done.receipt,
+                None => {
+                    let r = billing::make_abort_receipt(signer, epoid, now);
+                    tx.record_abort(epoid, &r)?;
+                    r
+                }
+            });
+            Ok(())
+        })
+        .map_err(|e: StoreError| e.to_string())?;
+    out.ok_or_else(|| "abort produced no receipt".to_string())
+}
