@@ -1,6 +1,8 @@
 //! What NetBill's HTTP shells share: RFC 9457 problem documents, the JSON extractor that
 //! turns every malformed body into one, the signed-request header, and the loopback rule.
 
+pub mod client;
+
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
