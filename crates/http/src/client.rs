@@ -56,7 +56,10 @@ impl Client {
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(60))
             .build()
-            .map_err(|e| CallError::Unreachable { url: base.clone(), reason: e.to_string() })?;
+            .map_err(|e| CallError::Unreachable {
+                url: base.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(Client { base, http })
     }
 
@@ -122,18 +125,26 @@ impl Client {
     /// Starts a GET whose body the caller streams (e.g. encrypted goods).
     pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, CallError> {
         let url = self.url(path);
-        let resp = self.http.get(&url).send().await.map_err(|e| CallError::Unreachable {
-            url: url.clone(),
-            reason: error_chain(&e),
-        })?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
         if resp.status().is_success() {
             Ok(resp)
         } else {
             let status = resp.status();
             let bytes = read_limited(resp, &url).await?;
-            Err(serde_json::from_slice::<Problem>(&bytes).map(CallError::Problem).unwrap_or(
-                CallError::BadAnswer { url, reason: format!("HTTP {status}") },
-            ))
+            Err(serde_json::from_slice::<Problem>(&bytes)
+                .map(CallError::Problem)
+                .unwrap_or(CallError::BadAnswer {
+                    url,
+                    reason: format!("HTTP {status}"),
+                }))
         }
     }
 }

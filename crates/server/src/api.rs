@@ -37,6 +37,7 @@ pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/keys", get(keys))
+        .route("/v1/merchants/{id}", get(merchant_key))
         .route("/v1/endorsements", post(endorse))
         .route("/v1/status", post(status))
         .route("/v1/accounts/{id}", get(account))
@@ -81,6 +82,32 @@ fn id_param(raw: &str) -> Result<AccountId, Problem> {
 
 async fn keys(State(s): State<Shared>) -> ApiJson<BillingPublic> {
     ApiJson(s.public)
+}
+
+/// A merchant's public signing key, as registered with N (customers check quotes with it).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct MerchantKey {
+    pub id: AccountId,
+    pub public_key: PublicKey,
+}
+
+/// `GET /v1/merchants/{id}`: the public directory of merchant keys.
+async fn merchant_key(
+    State(s): State<Shared>,
+    Path(raw): Path<String>,
+) -> Result<ApiJson<MerchantKey>, Problem> {
+    let id = id_param(&raw)?;
+    let a = load_account(&s, id.clone()).await?;
+    if a.kind != AccountKind::Merchant || a.key_revoked || a.frozen {
+        return Err(Problem::not_found(
+            "no-such-merchant",
+            format!("{id} is not an active merchant"),
+        ));
+    }
+    Ok(ApiJson(MerchantKey {
+        id,
+        public_key: a.key,
+    }))
 }
 
 /// Step 6 → 7: an endorsed EPO in, a signed receipt out (once durable).

@@ -14,7 +14,10 @@ use anyhow::Context as _;
 use netbill_ledger::{SqliteStore, Store};
 use netbill_proto::billing::BillingPolicy;
 
-pub use api::{AccountInfo, CreateAccount, SetKey, Statement, TransferAnswer, TransferRequest};
+pub use api::{
+    AccountInfo, CreateAccount, MerchantKey, SetKey, Statement, StatementLine, TransferAnswer,
+    TransferRequest,
+};
 pub use keys::{BillingKeys, BillingPublic};
 
 /// How to run a billing server.

@@ -1,0 +1,507 @@
+//! The merchant's HTTP API: steps 1–8 from the merchant's side, and the C→M status query.
+
+use std::io::Read;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use netbill_crypto::{
+    DEFAULT_CHUNK_SIZE, EncryptingReader, RealCrypto, random_bytes, random_goods_key,
+};
+use netbill_http::client::{CallError, Client};
+use netbill_http::{ApiJson, Problem, now_ms};
+use netbill_proto::crypto::{Digest, PublicKey, Signer};
+use netbill_proto::merchant::{self, MerchantError, MerchantPurchase};
+use netbill_proto::messages::{
+    DeliveryNote, Epo, GoodsOffer, GoodsRequest, PriceRequest, Quote, StatusAnswer,
+};
+use netbill_proto::{AccountId, Amount, EpoId, GroupName, ProductCode, Signed};
+use netbill_server::BillingPublic;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::Fault;
+use crate::catalog::Catalog;
+use crate::store::MerchantStore;
+
+/// What every handler shares.
+pub struct MerchantState {
+    pub id: AccountId,
+    pub signer: netbill_crypto::Ed25519Signer,
+    pub billing_keys: BillingPublic,
+    pub billing: Client,
+    pub catalog: Catalog,
+    pub store: MerchantStore,
+    pub epo_expiry_ms: u64,
+    pub quote_ttl_ms: u64,
+    pub fault: Fault,
+}
+
+type Shared = Arc<MerchantState>;
+
+/// All routes.
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/catalog", get(catalog))
+        .route("/goods/{code}", get(priced_resource))
+        .route("/v1/quotes", post(quote))
+        .route("/v1/purchases", post(start_purchase))
+        .route("/v1/purchases/{id}/goods", get(goods))
+        .route("/v1/purchases/{id}/delivered", post(delivered))
+        .route("/v1/purchases/{id}/pay", post(pay))
+        .route("/v1/status/{epoid}", get(status))
+        .fallback(|| async {
+            Problem::not_found("no-such-endpoint", "no such endpoint; see docs/protocol.md")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            netbill_http::BODY_LEN_MAX,
+        ))
+        .with_state(state)
+}
+
+fn merchant_problem(e: MerchantError) -> Problem {
+    match e {
+        MerchantError::AlreadyEndorsed => Problem::conflict(e.code(), e.to_string()),
+        MerchantError::NotDelivered | MerchantError::NotEndorsed => {
+            Problem::conflict(e.code(), e.to_string())
+        }
+        _ => Problem::unprocessable(e.code(), e.to_string()),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Problem {
+    Problem::internal(e)
+}
+
+/// A product as listed publicly.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub code: ProductCode,
+    pub description: String,
+    pub price: Amount,
+    pub group_prices: Vec<(GroupName, Amount)>,
+    pub size_bytes: u64,
+}
+
+fn listing(s: &MerchantState, code: &ProductCode) -> Option<Listing> {
+    s.catalog.products.get(code).map(|p| Listing {
+        code: p.offer.product.clone(),
+        description: p.offer.description.clone(),
+        price: p.offer.price,
+        group_prices: p.offer.group_prices.clone(),
+        size_bytes: p.offer.goods_len,
+    })
+}
+
+/// `GET /v1/catalog`: every product for sale.
+async fn catalog(State(s): State<Shared>) -> ApiJson<Vec<Listing>> {
+    ApiJson(
+        s.catalog
+            .products
+            .keys()
+            .filter_map(|c| listing(&s, c))
+            .collect(),
+    )
+}
+
+fn product(s: &MerchantState, raw: &str) -> Result<ProductCode, Problem> {
+    let code = ProductCode::new(raw)
+        .map_err(|e| Problem::bad_request("bad-product-code", e.to_string()))?;
+    if !s.catalog.products.contains_key(&code) {
+        return Err(Problem::not_found(
+            "unknown-product",
+            format!("this merchant sells no product {code}"),
+        ));
+    }
+    Ok(code)
+}
+
+fn make_quote(s: &MerchantState, req: &PriceRequest) -> Result<Signed<Quote>, Problem> {
+    let p = s.catalog.products.get(&req.product).ok_or_else(|| {
+        Problem::not_found(
+            "unknown-product",
+            format!("this merchant sells no product {}", req.product),
+        )
+    })?;
+    let quote_id = s.store.next("quote").map_err(internal)?;
+    merchant::make_quote(
+        &RealCrypto,
+        &s.signer,
+        &s.id,
+        req,
+        &p.offer,
+        &|g| s.catalog.groups.get(g).copied(),
+        quote_id,
+        now_ms(),
+        s.quote_ttl_ms,
+    )
+    .map_err(merchant_problem)
+}
+
+/// The 402 answer of a priced resource.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct PaymentRequired {
+    pub merchant: AccountId,
+    pub product: Listing,
+    /// A signed quote, when the request named the customer's key.
+    pub quote: Option<Signed<Quote>>,
+    /// Where to accept a quote (step 3).
+    pub purchase_url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Who {
+    customer_key: Option<PublicKey>,
+    identity: Option<String>,
+}
+
+/// `GET /goods/{code}`: the priced resource. Answers 402 with the offer, and with a signed
+/// quote when the query names `customer_key` (and optionally `identity`).
+async fn priced_resource(
+    State(s): State<Shared>,
+    Path(raw): Path<String>,
+    Query(who): Query<Who>,
+) -> Result<Response, Problem> {
+    let code = product(&s, &raw)?;
+    let quote = match who.customer_key {
+        Some(customer_key) => Some(make_quote(
+            &s,
+            &PriceRequest {
+                identity: who
+                    .identity
+                    .unwrap_or_else(|| customer_key.to_hex()[..16].to_string()),
+                customer_key,
+                product: code.clone(),
+                prd_hex: String::new(),
+                bid: None,
+                credentials: vec![],
+            },
+        )?),
+        None => None,
+    };
+    let body = PaymentRequired {
+        merchant: s.id.clone(),
+        product: listing(&s, &code).ok_or_else(|| internal("listed product vanished"))?,
+        quote,
+        purchase_url: "/v1/purchases".into(),
+    };
+    Ok((StatusCode::PAYMENT_REQUIRED, ApiJson(body)).into_response())
+}
+
+/// Steps 1–2: a price request (with credentials, bid, product request data) → a quote.
+async fn quote(
+    State(s): State<Shared>,
+    ApiJson(req): ApiJson<PriceRequest>,
+) -> Result<ApiJson<Signed<Quote>>, Problem> {
+    Ok(ApiJson(make_quote(&s, &req)?))
+}
+
+/// Reads `inner` and hashes what passes through.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Steps 3–4a: accept a quote; draw K; compute the ciphertext's checksum; persist.
+async fn start_purchase(
+    State(s): State<Shared>,
+    ApiJson(req): ApiJson<GoodsRequest>,
+) -> Result<Response, Problem> {
+    let q =
+        merchant::check_goods_request(&RealCrypto, &s.signer.public_key(), &req.quote, now_ms())
+            .map_err(merchant_problem)?
+            .clone();
+    let product = s.catalog.products.get(&q.product).ok_or_else(|| {
+        Problem::not_found("unknown-product", format!("no product {}", q.product))
+    })?;
+    let path = product.path.clone();
+    let key = random_goods_key();
+    let k = key.clone();
+    let (stats, plain_digest) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        let mut src = Hashing {
+            inner: std::fs::File::open(&path)?,
+            hash: Sha256::new(),
+        };
+        let stats =
+            netbill_crypto::encrypt_stream(&k, DEFAULT_CHUNK_SIZE, &mut src, std::io::sink())?;
+        Ok((stats, Digest(src.hash.finalize().into())))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    if plain_digest != q.goods_digest {
+        return Err(Problem::conflict(
+            "goods-changed",
+            "the product changed since the quote was made; ask for a new quote",
+        ));
+    }
+    let id = hex::encode(random_bytes::<16>());
+    let offer = GoodsOffer {
+        purchase: id.clone(),
+        checksum: stats.checksum,
+        ciphertext_len: stats.ciphertext_len,
+    };
+    let p = MerchantPurchase::new(req.quote, key, offer.clone());
+    s.store.put(&id, &p, now_ms()).map_err(internal)?;
+    Ok((StatusCode::CREATED, ApiJson(offer)).into_response())
+}
+
+fn load(s: &MerchantState, id: &str) -> Result<MerchantPurchase, Problem> {
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Problem::bad_request(
+            "bad-purchase-id",
+            "a purchase id is 32 hex digits",
+        ));
+    }
+    s.store
+        .get(id)
+        .map_err(internal)?
+        .ok_or_else(|| Problem::not_found("no-such-purchase", format!("no purchase {id}")))
+}
+
+/// Step 4: stream the ciphertext, encrypted on the fly in constant memory.
+async fn goods(State(s): State<Shared>, Path(id): Path<String>) -> Result<Response, Problem> {
+    let p = load(&s, &id)?;
+    let code = p.quote.body_unverified().product.clone();
+    let path = s
+        .catalog
+        .products
+        .get(&code)
+        .ok_or_else(|| Problem::not_found("unknown-product", format!("no product {code}")))?
+        .path
+        .clone();
+    let file = std::fs::File::open(&path).map_err(internal)?;
+    let mut reader =
+        EncryptingReader::new(&p.goods_key, DEFAULT_CHUNK_SIZE, file).map_err(internal)?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let mut buf = vec![0u8; 64 * 1024];
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(bytes::Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.netbill.goods".to_string(),
+            ),
+            (header::CONTENT_LENGTH, p.offer.ciphertext_len.to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Step 4 ends: stamp the EPOID (at the end of delivery). Idempotent.
+async fn delivered(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<DeliveryNote>, Problem> {
+    let mut p = load(&s, &id)?;
+    if let Some(note) = &p.delivery {
+        return Ok(ApiJson(note.clone()));
+    }
+    let serial = s.store.next("epoid").map_err(internal)?;
+    let note = p.deliver(serial, now_ms(), s.epo_expiry_ms);
+    s.store.put(&id, &p, now_ms()).map_err(internal)?;
+    Ok(ApiJson(note))
+}
+
+/// Steps 5–8: the customer's EPO in; endorse (persisted first), send to N, forward the receipt.
+async fn pay(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+    ApiJson(epo): ApiJson<Signed<Epo>>,
+) -> Result<ApiJson<StatusAnswer>, Problem> {
+    let mut p = load(&s, &id)?;
+    let endorsement = p
+        .endorse(
+            &RealCrypto,
+            &s.signer,
+            &s.billing_keys.seal_key,
+            epo,
+            "",
+            now_ms(),
+            random_bytes(),
+        )
+        .map_err(merchant_problem)?;
+    // The point of no return: durable before it leaves.
+    s.store.put(&id, &p, now_ms()).map_err(internal)?;
+    let epoid = endorsement
+        .body_unverified()
+        .epo
+        .body_unverified()
+        .epoid
+        .clone();
+    let answer: StatusAnswer = match s
+        .billing
+        .call(
+            reqwest::Method::POST,
+            "/v1/endorsements",
+            Some(&endorsement),
+            &[],
+        )
+        .await
+    {
+        Ok(a) => a,
+        Err(CallError::Unreachable { reason, .. }) => {
+            return Err(Problem::unavailable(format!(
+                "the purchase order is endorsed but the billing server is unreachable ({reason}); \
+                 the merchant keeps retrying — ask for the receipt later (netbill wallet recover)"
+            )));
+        }
+        Err(e) => {
+            return Err(Problem::new(
+                StatusCode::BAD_GATEWAY,
+                "billing-refused",
+                format!("the billing server refused the purchase: {e}"),
+            ));
+        }
+    };
+    let receipt = answer.receipt.ok_or_else(|| {
+        Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "billing-refused",
+            "the billing server answered without a receipt",
+        )
+    })?;
+    p.settle(&RealCrypto, &s.billing_keys.sign_key, receipt.clone())
+        .map_err(|e| Problem::new(StatusCode::BAD_GATEWAY, "bad-receipt", e.to_string()))?;
+    s.store.put(&id, &p, now_ms()).map_err(internal)?;
+    if s.fault == Fault::DropReceipt {
+        return Err(Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "receipt-lost",
+            "(test fault) the receipt was dropped on the way to the customer",
+        ));
+    }
+    Ok(ApiJson(StatusAnswer {
+        epoid,
+        receipt: Some(receipt),
+    }))
+}
+
+/// Asks N for the outcome of an endorsed purchase (M→N status query) and settles it.
+async fn query_billing(
+    s: &MerchantState,
+    id: &str,
+    p: &mut MerchantPurchase,
+) -> Result<(), String> {
+    let Some(epoid) = p.epoid().cloned() else {
+        return Ok(());
+    };
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "epoid": epoid })).map_err(|e| e.to_string())?;
+    let auth = netbill_http::sign_request(
+        &RealCrypto,
+        &s.signer,
+        &s.id,
+        "POST",
+        "/v1/status",
+        &body,
+        now_ms(),
+    );
+    let answer: StatusAnswer = s
+        .billing
+        .call_raw(
+            reqwest::Method::POST,
+            "/v1/status",
+            Some(body),
+            &[(netbill_http::AUTH_HEADER, auth)],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    match answer.receipt {
+        Some(r) => {
+            p.settle(&RealCrypto, &s.billing_keys.sign_key, r)
+                .map_err(|e| e.to_string())?;
+            s.store.put(id, p, now_ms()).map_err(|e| e.to_string())?;
+        }
+        None => {
+            // No outcome yet: (re-)send the very same endorsement; N answers idempotently.
+            if let Some(e) = &p.endorsement {
+                let a: StatusAnswer = s
+                    .billing
+                    .call(reqwest::Method::POST, "/v1/endorsements", Some(e), &[])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(r) = a.receipt {
+                    p.settle(&RealCrypto, &s.billing_keys.sign_key, r)
+                        .map_err(|e| e.to_string())?;
+                    s.store.put(id, p, now_ms()).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Recovery: settle every purchase that was endorsed but has no receipt.
+pub async fn settle_unsettled(s: &MerchantState) {
+    let pending = match s.store.unsettled() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!(error = %e, "reading unsettled purchases");
+            return;
+        }
+    };
+    for (id, mut p) in pending {
+        if let Err(e) = query_billing(s, &id, &mut p).await {
+            tracing::warn!(purchase = %id, error = %e, "settling an endorsed purchase; will retry");
+        }
+    }
+}
+
+/// C→M status query: the receipt for an EPOID, asking N first if the merchant lacks it.
+async fn status(
+    State(s): State<Shared>,
+    Path(raw): Path<String>,
+) -> Result<ApiJson<StatusAnswer>, Problem> {
+    let epoid: EpoId = raw.parse().map_err(|e: netbill_proto::ids::EpoIdError| {
+        Problem::bad_request("bad-epoid", e.to_string())
+    })?;
+    let Some((id, mut p)) = s.store.by_epoid(&epoid).map_err(internal)? else {
+        return Err(Problem::not_found(
+            "no-such-purchase",
+            format!("this merchant has no purchase {epoid}"),
+        ));
+    };
+    if p.receipt.is_none() && p.endorsement.is_some() {
+        if let Err(e) = query_billing(&s, &id, &mut p).await {
+            tracing::warn!(purchase = %id, error = %e, "status query to the billing server failed");
+        }
+    }
+    Ok(ApiJson(StatusAnswer {
+        epoid,
+        receipt: p.receipt,
+    }))
+}
