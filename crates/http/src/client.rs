@@ -122,6 +122,39 @@ impl Client {
         }
     }
 
+    /// `GET`s a priced resource, whose expected answer is `402 Payment Required` with an
+    /// offer in the body.
+    pub async fn get_payment_required<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, CallError> {
+        let url = self.url(path);
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| CallError::Unreachable {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
+        let status = resp.status();
+        let bytes = read_limited(resp, &url).await?;
+        if status == reqwest::StatusCode::PAYMENT_REQUIRED {
+            serde_json::from_slice(&bytes).map_err(|e| CallError::BadAnswer {
+                url,
+                reason: e.to_string(),
+            })
+        } else {
+            Err(serde_json::from_slice::<Problem>(&bytes)
+                .map(CallError::Problem)
+                .unwrap_or(CallError::BadAnswer {
+                    url,
+                    reason: format!("HTTP {status}, expected 402 Payment Required"),
+                }))
+        }
+    }
+
     /// Starts a GET whose body the caller streams (e.g. encrypted goods).
     pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, CallError> {
         let url = self.url(path);

@@ -1,0 +1,724 @@
+//! The NetBill customer wallet (C): a thin shell around the protocol core's customer logic.
+//!
+//! A wallet is a directory, readable by its owner only:
+//! - `wallet.json`: the account, the identity shown to merchants, the billing server's URL
+//!   and its pinned public keys;
+//! - `customer-sign.key`: the signing key;
+//! - `purchases/<id>.json`: one record per purchase, written (atomically, durably) *before*
+//!   each message that depends on it is sent — in particular before the signed EPO leaves,
+//!   so that after any crash `recover` can finish every purchase;
+//! - `purchases/<id>.goods`: the ciphertext as received.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use netbill_crypto::{
+    Ed25519Signer, RealCrypto, load_secret_key, random_bytes, random_seal_secret, save_secret_key,
+};
+use netbill_http::client::{CallError, Client};
+use netbill_http::now_ms;
+use netbill_merchant::api::PaymentRequired;
+use netbill_proto::crypto::{Digest, PublicKey, Signer};
+use netbill_proto::customer::{
+    self, CustomerError, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
+};
+use netbill_proto::messages::{
+    DeliveryNote, GoodsOffer, GoodsRequest, GroupCredential, PriceRequest, Quote, ResultCode,
+    StatusAnswer,
+};
+use netbill_proto::{AccountId, Amount, ProductCode, Signed};
+use netbill_server::{AccountInfo, BillingPublic, MerchantKey, Statement};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+const CONFIG_FILE: &str = "wallet.json";
+const KEY_FILE: &str = "customer-sign.key";
+const PURCHASES_DIR: &str = "purchases";
+
+/// Largest goods a wallet downloads unless told otherwise: 4 GiB.
+pub const GOODS_LEN_MAX: u64 = 4 << 30;
+
+/// Everything that can go wrong in the wallet, each saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum WalletError {
+    #[error("{0} is not a wallet: create one with `netbill wallet init`")]
+    NotAWallet(PathBuf),
+    #[error("{0} already holds a wallet")]
+    AlreadyAWallet(PathBuf),
+    #[error("{0}")]
+    Server(#[from] CallError),
+    #[error("refused: {0}")]
+    Protocol(#[from] CustomerError),
+    #[error("the billing server's keys differ from the pinned ones: is {0} the right server?")]
+    BillingKeyMismatch(String),
+    #[error("the merchant answered with no quote")]
+    NoQuote,
+    #[error("the goods are {len} bytes, over the limit of {max}")]
+    GoodsTooLarge { len: u64, max: u64 },
+    #[error(
+        "the decrypted goods are not what the quote promised (digest mismatch): keep the evidence in {0} and dispute the purchase"
+    )]
+    NotAsPromised(PathBuf),
+    #[error(
+        "the goods could not be decrypted with the paid key: {0}; keep the evidence and dispute the purchase"
+    )]
+    Undecryptable(String),
+    #[error("no purchase {0} in this wallet")]
+    NoSuchPurchase(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WalletError {
+    let what = what.into();
+    move |source| WalletError::Io { what, source }
+}
+
+/// `wallet.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletConfig {
+    pub account: AccountId,
+    /// The identity (or pseudonym) merchants see.
+    pub identity: String,
+    pub billing_url: String,
+    pub billing: BillingPublic,
+}
+
+/// One purchase as the wallet keeps it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PurchaseRecord {
+    pub merchant_url: String,
+    pub merchant_key: PublicKey,
+    /// Where the plaintext goes once paid.
+    pub out: PathBuf,
+    pub purchase: CustomerPurchase,
+    /// Set once the goods are decrypted and checked.
+    pub delivered_to: Option<PathBuf>,
+}
+
+/// What became of a purchase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Paid; the goods are at `path`.
+    Paid {
+        path: PathBuf,
+        price: Amount,
+        balance_minor: i64,
+        low_balance: bool,
+    },
+    /// Not paid: N's signed reason.
+    NotPaid {
+        result: ResultCode,
+        balance_minor: Option<i64>,
+    },
+    /// The EPO is signed but the outcome is not known yet (merchant or N unreachable).
+    Pending { reason: String },
+    /// Abandoned before the EPO was signed.
+    Aborted,
+}
+
+/// Options of a purchase.
+#[derive(Clone, Debug, Default)]
+pub struct BuyOptions {
+    /// Refuse quotes above this price.
+    pub max_price: Option<Amount>,
+    pub credentials: Vec<Signed<GroupCredential>>,
+    /// Where to write the goods (default: `./<product>`).
+    pub out: Option<PathBuf>,
+    pub memo: String,
+}
+
+/// A step of a purchase, reported as it happens (for transcripts and progress bars).
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// A protocol step (1–8) with a one-line description.
+    Protocol(u8, String),
+    /// Bytes of ciphertext received so far, of the total.
+    Download(u64, u64),
+}
+
+/// An open wallet.
+pub struct Wallet {
+    dir: PathBuf,
+    pub config: WalletConfig,
+    signer: Ed25519Signer,
+    billing: Client,
+}
+
+/// Writes `bytes` to `path` atomically and durably, readable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts
+            .open(&tmp)
+            .map_err(io(format!("writing {}", tmp.display())))?;
+        f.write_all(bytes)
+            .map_err(io(format!("writing {}", tmp.display())))?;
+        f.sync_all()
+            .map_err(io(format!("syncing {}", tmp.display())))?;
+    }
+    fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))?;
+    if let Some(parent) = path.parent()
+        && let Ok(d) = fs::File::open(parent)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Fetches N's public keys, checking them against `pinned` if given.
+pub async fn fetch_billing_keys(
+    url: &str,
+    pinned: Option<PublicKey>,
+) -> Result<BillingPublic, WalletError> {
+    let client = Client::new(url)?;
+    let keys: BillingPublic = client
+        .call::<(), _>(reqwest::Method::GET, "/v1/keys", None, &[])
+        .await?;
+    if let Some(p) = pinned
+        && p != keys.sign_key
+    {
+        return Err(WalletError::BillingKeyMismatch(url.to_string()));
+    }
+    Ok(keys)
+}
+
+impl Wallet {
+    /// Creates a wallet in `dir`. Returns it; register `public_key()` with the operator.
+    pub fn create(
+        dir: &Path,
+        account: AccountId,
+        identity: Option<String>,
+        billing_url: &str,
+        billing: BillingPublic,
+    ) -> Result<Wallet, WalletError> {
+        if dir.join(CONFIG_FILE).exists() {
+            return Err(WalletError::AlreadyAWallet(dir.to_path_buf()));
+        }
+        fs::create_dir_all(dir.join(PURCHASES_DIR))
+            .map_err(io(format!("creating {}", dir.display())))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+                .map_err(io("restricting the wallet directory"))?;
+        }
+        let signer = Ed25519Signer::generate();
+        save_secret_key(
+            dir.join(KEY_FILE),
+            "customer-sign",
+            &signer.secret_bytes(),
+            false,
+        )
+        .map_err(|e| WalletError::Other(e.to_string()))?;
+        let config = WalletConfig {
+            identity: identity.unwrap_or_else(|| account.to_string()),
+            account,
+            billing_url: billing_url.to_string(),
+            billing,
+        };
+        write_private(
+            &dir.join(CONFIG_FILE),
+            &serde_json::to_vec_pretty(&config).unwrap_or_default(),
+        )?;
+        Wallet::open(dir)
+    }
+
+    /// Opens the wallet in `dir`.
+    pub fn open(dir: &Path) -> Result<Wallet, WalletError> {
+        let cfg = dir.join(CONFIG_FILE);
+        if !cfg.exists() {
+            return Err(WalletError::NotAWallet(dir.to_path_buf()));
+        }
+        let config: WalletConfig = serde_json::from_slice(
+            &fs::read(&cfg).map_err(io(format!("reading {}", cfg.display())))?,
+        )
+        .map_err(|e| WalletError::Other(format!("{} is damaged: {e}", cfg.display())))?;
+        let signer = Ed25519Signer::from_bytes(
+            &load_secret_key(dir.join(KEY_FILE), "customer-sign")
+                .map_err(|e| WalletError::Other(e.to_string()))?,
+        );
+        let billing = Client::new(&config.billing_url)?;
+        Ok(Wallet {
+            dir: dir.to_path_buf(),
+            config,
+            signer,
+            billing,
+        })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.signer.public_key()
+    }
+
+    fn record_path(&self, id: &str) -> PathBuf {
+        self.dir.join(PURCHASES_DIR).join(format!("{id}.json"))
+    }
+
+    fn goods_path(&self, id: &str) -> PathBuf {
+        self.dir.join(PURCHASES_DIR).join(format!("{id}.goods"))
+    }
+
+    fn save(&self, r: &PurchaseRecord) -> Result<(), WalletError> {
+        let bytes = serde_json::to_vec_pretty(r).map_err(|e| WalletError::Other(e.to_string()))?;
+        write_private(&self.record_path(&r.purchase.offer.purchase), &bytes)
+    }
+
+    /// Every purchase record in the wallet, oldest first.
+    pub fn purchases(&self) -> Result<Vec<PurchaseRecord>, WalletError> {
+        let dir = self.dir.join(PURCHASES_DIR);
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io(format!("listing {}", dir.display())))? {
+            let path = entry.map_err(io("listing purchases"))?.path();
+            if path.extension().is_some_and(|e| e == "json") {
+                let bytes = fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+                let rec: PurchaseRecord = serde_json::from_slice(&bytes).map_err(|e| {
+                    WalletError::Other(format!("{} is damaged: {e}", path.display()))
+                })?;
+                out.push(rec);
+            }
+        }
+        out.sort_by_key(|r| r.purchase.quote.body_unverified().quote_id);
+        Ok(out)
+    }
+
+    async fn merchant_key(&self, merchant: &AccountId) -> Result<PublicKey, WalletError> {
+        let k: MerchantKey = self
+            .billing
+            .call::<(), _>(
+                reqwest::Method::GET,
+                &format!("/v1/merchants/{merchant}"),
+                None,
+                &[],
+            )
+            .await?;
+        Ok(k.public_key)
+    }
+
+    /// Buys `product` from the merchant at `merchant_url`: the whole protocol, steps 1–8.
+    pub async fn buy(
+        &self,
+        merchant_url: &str,
+        product: &ProductCode,
+        opts: &BuyOptions,
+        report: &mut dyn FnMut(Step),
+    ) -> Result<Outcome, WalletError> {
+        let merchant = Client::new(merchant_url)?;
+        // Steps 1–2: price request, signed quote.
+        let quote: Signed<Quote> = if opts.credentials.is_empty() {
+            let path = format!(
+                "/goods/{product}?customer_key={}&identity={}",
+                self.public_key(),
+                self.config.identity
+            );
+            let pr = merchant_402(&merchant, &path).await?;
+            pr.quote.ok_or(WalletError::NoQuote)?
+        } else {
+            let req = PriceRequest {
+                identity: self.config.identity.clone(),
+                customer_key: self.public_key(),
+                product: product.clone(),
+                prd_hex: String::new(),
+                bid: None,
+                credentials: opts.credentials.clone(),
+            };
+            merchant
+                .call(reqwest::Method::POST, "/v1/quotes", Some(&req), &[])
+                .await?
+        };
+        let q = quote.body_unverified();
+        report(Step::Protocol(
+            1,
+            format!(
+                "C → M  price request for {product} as {:?}",
+                self.config.identity
+            ),
+        ));
+        let merchant_key = self.merchant_key(&q.merchant).await?;
+        let q = customer::check_quote(
+            &RealCrypto,
+            &quote,
+            &QuoteExpectation {
+                merchant_key: &merchant_key,
+                customer_key: &self.public_key(),
+                product,
+                max_price: opts.max_price,
+            },
+            now_ms(),
+        )?;
+        report(Step::Protocol(
+            2,
+            format!(
+                "M → C  signed quote #{}: {:?} for {}{}",
+                q.quote_id,
+                q.description,
+                q.price,
+                q.group
+                    .as_ref()
+                    .map(|g| format!(" (group price: {g})"))
+                    .unwrap_or_default()
+            ),
+        ));
+        // Steps 3–4: accept; the merchant draws K and offers the ciphertext.
+        let offer: GoodsOffer = merchant
+            .call(
+                reqwest::Method::POST,
+                "/v1/purchases",
+                Some(&GoodsRequest {
+                    quote: quote.clone(),
+                }),
+                &[],
+            )
+            .await?;
+        report(Step::Protocol(
+            3,
+            "C → M  goods request (accept the quote)".into(),
+        ));
+        if offer.ciphertext_len > GOODS_LEN_MAX {
+            return Err(WalletError::GoodsTooLarge {
+                len: offer.ciphertext_len,
+                max: GOODS_LEN_MAX,
+            });
+        }
+        let out = opts
+            .out
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(product.as_str()));
+        let mut rec = PurchaseRecord {
+            merchant_url: merchant_url.to_string(),
+            merchant_key,
+            out,
+            purchase: CustomerPurchase::new(quote, offer.clone(), random_seal_secret()),
+            delivered_to: None,
+        };
+        self.save(&rec)?;
+        let (checksum, len) = self.download(&merchant, &offer, report).await?;
+        let note: DeliveryNote = merchant
+            .call::<(), _>(
+                reqwest::Method::POST,
+                &format!("/v1/purchases/{}/delivered", offer.purchase),
+                None,
+                &[],
+            )
+            .await?;
+        if let Err(e) = rec
+            .purchase
+            .delivered(checksum, len, note.clone(), now_ms())
+        {
+            rec.purchase.abort()?;
+            self.save(&rec)?;
+            return Err(e.into());
+        }
+        report(Step::Protocol(
+            4,
+            format!(
+                "M → C  {len} bytes encrypted under a fresh K, checksum {} verified, EPOID {}",
+                &checksum.to_hex()[..16],
+                note.epoid
+            ),
+        ));
+        self.save(&rec)?;
+        // Step 5: sign the EPO — the point of no return. Durable before it leaves.
+        let epo = rec.purchase.sign_epo(
+            &RealCrypto,
+            &self.signer,
+            &self.config.billing.seal_key,
+            &self.config.account,
+            random_bytes(),
+            &opts.memo,
+            now_ms(),
+            random_bytes(),
+        )?;
+        self.save(&rec)?;
+        report(Step::Protocol(
+            5,
+            format!(
+                "C → M  EPO signed for {} (point of no return)",
+                rec.purchase.quote.body_unverified().price
+            ),
+        ));
+        let answer: Result<StatusAnswer, CallError> = merchant
+            .call(
+                reqwest::Method::POST,
+                &format!("/v1/purchases/{}/pay", offer.purchase),
+                Some(&epo),
+                &[],
+            )
+            .await;
+        match answer {
+            Ok(StatusAnswer {
+                receipt: Some(r), ..
+            }) => {
+                report(Step::Protocol(
+                    6,
+                    "M → N  EPO endorsed with K (sealed to N)".into(),
+                ));
+                report(Step::Protocol(
+                    7,
+                    format!(
+                        "N → M  signed receipt: {}",
+                        r.body_unverified().result.describe()
+                    ),
+                ));
+                report(Step::Protocol(
+                    8,
+                    "M → C  receipt forwarded; K opened from its sealed part".into(),
+                ));
+                self.finish(&mut rec, r)
+            }
+            Ok(StatusAnswer { receipt: None, .. }) => Ok(Outcome::Pending {
+                reason: "the merchant has no receipt yet".into(),
+            }),
+            Err(e) => {
+                report(Step::Protocol(8, format!("M → C  no receipt: {e}")));
+                Ok(Outcome::Pending {
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Downloads the ciphertext to the purchase's goods file, hashing it on the way.
+    async fn download(
+        &self,
+        merchant: &Client,
+        offer: &GoodsOffer,
+        report: &mut dyn FnMut(Step),
+    ) -> Result<(Digest, u64), WalletError> {
+        let path = self.goods_path(&offer.purchase);
+        let mut resp = merchant
+            .get_stream(&format!("/v1/purchases/{}/goods", offer.purchase))
+            .await?;
+        let mut file =
+            fs::File::create(&path).map_err(io(format!("creating {}", path.display())))?;
+        let mut hash = Sha256::new();
+        let mut len = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            WalletError::Server(CallError::Unreachable {
+                url: merchant.base().to_string(),
+                reason: e.to_string(),
+            })
+        })? {
+            len += chunk.len() as u64;
+            if len > offer.ciphertext_len {
+                return Err(WalletError::Protocol(CustomerError::ChecksumMismatch));
+            }
+            hash.update(&chunk);
+            file.write_all(&chunk)
+                .map_err(io(format!("writing {}", path.display())))?;
+            report(Step::Download(len, offer.ciphertext_len));
+        }
+        file.sync_all()
+            .map_err(io(format!("syncing {}", path.display())))?;
+        Ok((Digest(hash.finalize().into()), len))
+    }
+
+    /// Takes a receipt for a committed purchase: recovers K, decrypts, checks, records.
+    fn finish(
+        &self,
+        rec: &mut PurchaseRecord,
+        receipt: Signed<netbill_proto::messages::Receipt>,
+    ) -> Result<Outcome, WalletError> {
+        let settlement =
+            rec.purchase
+                .settle(&RealCrypto, &self.config.billing.sign_key, receipt)?;
+        self.save(rec)?;
+        match settlement {
+            Settlement::Paid {
+                goods_key,
+                balance_minor,
+                low_balance,
+            } => {
+                let id = rec.purchase.offer.purchase.clone();
+                let src = self.goods_path(&id);
+                let tmp = rec.out.with_extension("netbill-partial");
+                let stats = {
+                    let input =
+                        fs::File::open(&src).map_err(io(format!("reading {}", src.display())))?;
+                    let output = fs::File::create(&tmp)
+                        .map_err(io(format!("creating {}", tmp.display())))?;
+                    netbill_crypto::decrypt_stream(
+                        &goods_key,
+                        std::io::BufReader::new(input),
+                        std::io::BufWriter::new(output),
+                    )
+                    .map_err(|e| WalletError::Undecryptable(e.to_string()))?
+                };
+                if stats.plaintext_digest != rec.purchase.quote.body_unverified().goods_digest {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(WalletError::NotAsPromised(src));
+                }
+                fs::rename(&tmp, &rec.out).map_err(io(format!("writing {}", rec.out.display())))?;
+                rec.delivered_to = Some(rec.out.clone());
+                self.save(rec)?;
+                Ok(Outcome::Paid {
+                    path: rec.out.clone(),
+                    price: rec.purchase.quote.body_unverified().price,
+                    balance_minor,
+                    low_balance,
+                })
+            }
+            Settlement::NotPaid {
+                result,
+                balance_minor,
+            } => Ok(Outcome::NotPaid {
+                result,
+                balance_minor,
+            }),
+        }
+    }
+
+    /// Finishes every unfinished purchase: an uncommitted one is aborted (nothing was paid);
+    /// a committed one gets its receipt from the merchant, else from N, and its goods.
+    pub async fn recover(&self) -> Result<Vec<(String, Outcome)>, WalletError> {
+        let mut out = Vec::new();
+        for mut rec in self.purchases()? {
+            let id = rec.purchase.offer.purchase.clone();
+            let outcome = match rec.purchase.state() {
+                CustomerState::Receiving | CustomerState::Delivered => {
+                    rec.purchase.abort()?;
+                    self.save(&rec)?;
+                    Outcome::Aborted
+                }
+                CustomerState::Committed => self.recover_committed(&mut rec).await?,
+                CustomerState::Settled(ResultCode::Committed) if rec.delivered_to.is_none() => {
+                    let r = rec
+                        .purchase
+                        .receipt
+                        .clone()
+                        .ok_or_else(|| WalletError::Other("settled without receipt".into()))?;
+                    rec.purchase.receipt = None;
+                    self.finish(&mut rec, r)?
+                }
+                _ => continue,
+            };
+            out.push((id, outcome));
+        }
+        Ok(out)
+    }
+
+    async fn recover_committed(&self, rec: &mut PurchaseRecord) -> Result<Outcome, WalletError> {
+        let epoid = rec
+            .purchase
+            .epo
+            .as_ref()
+            .map(|e| e.body_unverified().epoid.clone())
+            .ok_or_else(|| WalletError::Other("committed without an EPO".into()))?;
+        // First the merchant (C→M), then N (C→N).
+        let from_merchant = match Client::new(&rec.merchant_url) {
+            Ok(m) => m
+                .call::<(), StatusAnswer>(
+                    reqwest::Method::GET,
+                    &format!("/v1/status/{epoid}"),
+                    None,
+                    &[],
+                )
+                .await
+                .ok()
+                .and_then(|a| a.receipt),
+            Err(_) => None,
+        };
+        let receipt = match from_merchant {
+            Some(r) => Some(r),
+            None => self.status_at_billing(&epoid).await?.receipt,
+        };
+        match receipt {
+            Some(r) => self.finish(rec, r),
+            None => Ok(Outcome::Pending {
+                reason: format!(
+                    "no outcome yet for {epoid}; it is decided at the latest when the EPO expires"
+                ),
+            }),
+        }
+    }
+
+    /// A C→N status query, signed with the wallet's key.
+    pub async fn status_at_billing(
+        &self,
+        epoid: &netbill_proto::EpoId,
+    ) -> Result<StatusAnswer, WalletError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "epoid": epoid })).unwrap_or_default();
+        let auth = netbill_http::sign_request(
+            &RealCrypto,
+            &self.signer,
+            &self.config.account,
+            "POST",
+            "/v1/status",
+            &body,
+            now_ms(),
+        );
+        Ok(self
+            .billing
+            .call_raw(
+                reqwest::Method::POST,
+                "/v1/status",
+                Some(body),
+                &[(netbill_http::AUTH_HEADER, auth)],
+            )
+            .await?)
+    }
+
+    async fn signed_get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<T, WalletError> {
+        let auth = netbill_http::sign_request(
+            &RealCrypto,
+            &self.signer,
+            &self.config.account,
+            "GET",
+            path,
+            b"",
+            now_ms(),
+        );
+        Ok(self
+            .billing
+            .call::<(), T>(
+                reqwest::Method::GET,
+                path,
+                None,
+                &[(netbill_http::AUTH_HEADER, auth)],
+            )
+            .await?)
+    }
+
+    /// The account's balance and status, from N.
+    pub async fn balance(&self) -> Result<AccountInfo, WalletError> {
+        self.signed_get(&format!("/v1/accounts/{}", self.config.account))
+            .await
+    }
+
+    /// The account's statement for `[from_ms, to_ms)`, from N.
+    pub async fn statement(
+        &self,
+        from_ms: Option<u64>,
+        to_ms: Option<u64>,
+    ) -> Result<Statement, WalletError> {
+        let mut path = format!("/v1/accounts/{}/statement", self.config.account);
+        let mut sep = '?';
+        for (k, v) in [("from_ms", from_ms), ("to_ms", to_ms)] {
+            if let Some(v) = v {
+                path.push_str(&format!("{sep}{k}={v}"));
+                sep = '&';
+            }
+        }
+        self.signed_get(&path).await
+    }
+}
+
+/// `GET` a priced resource: a `402` answer carries the offer (and quote).
+async fn merchant_402(merchant: &Client, path: &str) -> Result<PaymentRequired, WalletError> {
+    Ok(merchant.get_payment_required(path).await?)
+}
