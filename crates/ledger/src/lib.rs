@@ -171,7 +171,7 @@ pub trait Store: Send {
 }
 
 /// The ledger's totals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Totals {
     pub balances_minor: i64,
     pub deposits_minor: i64,

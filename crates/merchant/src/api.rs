@@ -495,10 +495,11 @@ async fn status(
             format!("this merchant has no purchase {epoid}"),
         ));
     };
-    if p.receipt.is_none() && p.endorsement.is_some() {
-        if let Err(e) = query_billing(&s, &id, &mut p).await {
-            tracing::warn!(purchase = %id, error = %e, "status query to the billing server failed");
-        }
+    if p.receipt.is_none()
+        && p.endorsement.is_some()
+        && let Err(e) = query_billing(&s, &id, &mut p).await
+    {
+        tracing::warn!(purchase = %id, error = %e, "status query to the billing server failed");
     }
     Ok(ApiJson(StatusAnswer {
         epoid,

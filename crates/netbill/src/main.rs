@@ -1,29 +1,95 @@
 //! `netbill`: one binary, one subcommand per job. It parses arguments and calls libraries.
 
+mod admin;
+mod demo;
+mod group;
+mod merchant;
+mod server;
+mod wallet;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// NetBill: atomic micropayments for information goods, certified delivery,
 /// cryptographic postage indicia, and an atomicity checker for payment protocols.
+///
+/// Quick start: `netbill demo` runs a billing server, a merchant and a customer in one
+/// process and buys four articles. See the README for the three-terminal walkthrough.
 #[derive(Parser)]
-#[command(name = "netbill", version, about, long_about = None)]
+#[command(name = "netbill", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Run the whole system in one process on loopback and buy four articles, printing a
+    /// transcript of the protocol, every receipt, balances and a conservation check.
+    Demo(demo::DemoArgs),
+    /// The billing server (N): accounts, atomic purchase commits, receipts.
+    #[command(subcommand)]
+    Server(server::ServerCommand),
+    /// The merchant server (M): sells the files of a catalog.
+    #[command(subcommand)]
+    Merchant(merchant::MerchantCommand),
+    /// The customer's wallet (C): buy, balance, history, statement, recover.
+    Wallet(wallet::WalletArgs),
+    /// Operator commands against a billing server (admin token required).
+    Admin(admin::AdminArgs),
+    /// A group authority: issues credentials that merchants honour with group prices.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NETBILL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
 
 fn main() -> ExitCode {
+    init_logging();
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Demo(args) => runtime().and_then(|rt| rt.block_on(demo::run(args))),
+        Command::Server(cmd) => runtime().and_then(|rt| rt.block_on(server::run(cmd))),
+        Command::Merchant(cmd) => runtime().and_then(|rt| rt.block_on(merchant::run(cmd))),
+        Command::Wallet(args) => runtime().and_then(|rt| rt.block_on(wallet::run(args))),
+        Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(args))),
+        Command::Group(cmd) => group::run(cmd),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, without repeating a cause the message already holds.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let m = cause.to_string();
+        if out.contains(&m) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&m);
+    }
+    out.replace('\n', " ")
 }

@@ -32,6 +32,12 @@ macro_rules! byte_array {
                 Ok(Self(out))
             }
         }
+        impl std::str::FromStr for $name {
+            type Err = ParseKeyError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::from_hex(s)
+            }
+        }
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{}({})", stringify!($name), &self.to_hex()[..16])

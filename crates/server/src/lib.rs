@@ -2,6 +2,7 @@
 //! logic and the ledger. It verifies endorsements in parallel, commits them in batches on
 //! one writer thread, and releases each signed receipt only once its commit is durable.
 
+pub mod admin_client;
 pub mod api;
 pub mod keys;
 pub mod writer;
@@ -14,6 +15,7 @@ use anyhow::Context as _;
 use netbill_ledger::{SqliteStore, Store};
 use netbill_proto::billing::BillingPolicy;
 
+pub use admin_client::{AdminAction, AdminClient};
 pub use api::{
     AccountInfo, CreateAccount, MerchantKey, SetKey, Statement, StatementLine, TransferAnswer,
     TransferRequest,
