@@ -14,11 +14,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Cryptographic postage indicia: devices, funding, printing, sorting-station verification.
+    Postage(netbill_postage::cli::PostageArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Postage(args) => netbill_postage::cli::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {
