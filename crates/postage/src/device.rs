@@ -830,3 +830,252 @@ pub fn tamper_dir(dir: &Path, reason: &str, pin: Option<&str>) -> DeviceError {
         Err(_) => erase(dir, reason, None),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::Operator;
+
+    fn today() -> MailDate {
+        "2026-11-23".parse().expect("date")
+    }
+
+    fn request(postage: u64) -> PrintRequest {
+        PrintRequest {
+            postage: Postage(postage),
+            date: today(),
+            origin: Zip(15213),
+            destination: DeliveryPoint::new(Zip(10001), "3890-01").expect("dp"),
+            rate: RateCategory::Letter,
+        }
+    }
+
+    /// Operator plus a device funded with `funds` mills.
+    fn setup(root: &Path, funds: u64) -> (Operator, Device) {
+        let op = Operator::init(&root.join("op")).expect("operator");
+        let id = op.allocate_device_id().expect("id");
+        let mut dev = Device::create(&root.join("psd"), id, op.public_key(), KeySpec::SealedFile, |pk| {
+            op.certify(id, pk, today())
+        })
+        .expect("device");
+        if funds > 0 {
+            let c = op.issue_credit(id, Postage(funds), today()).expect("credit");
+            dev.fund(&c.to_bytes()).expect("fund");
+        }
+        (op, dev)
+    }
+
+    fn reopen(root: &Path) -> Device {
+        Device::open(&root.join("psd"), None).expect("reopen")
+    }
+
+    #[test]
+    fn print_decrements_and_signs_verifiably() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (_op, mut dev) = setup(tmp.path(), 10_000);
+        let ind = dev.print(&request(580)).expect("print");
+        assert_eq!(ind.sequence, 1);
+        assert_eq!(ind.ascending, Postage(580));
+        assert_eq!(ind.descending, Postage(9_420));
+        let key = dev.certificate().verifying_key().expect("key");
+        assert!(ind.verify_signature(&key));
+        drop(dev);
+        let dev = reopen(tmp.path());
+        let r = dev.registers();
+        assert_eq!((r.ascending, r.descending, r.total_funded, r.sequence), (Postage(580), Postage(9_420), Postage(10_000), 1));
+    }
+
+    #[test]
+    fn crash_at_every_print_step_keeps_the_invariant() {
+        for point in CrashPoint::PRINT {
+            let tmp = tempfile::tempdir().expect("tmp");
+            let (_op, mut dev) = setup(tmp.path(), 10_000);
+            dev.print(&request(100)).expect("first print");
+            let before = dev.registers();
+            dev.crash_at(point);
+            match dev.print(&request(580)) {
+                Err(DeviceError::SimulatedCrash(p)) => assert_eq!(p, point),
+                other => panic!("expected a simulated crash at {point:?}, got {other:?}"),
+            }
+            drop(dev);
+            let mut dev = reopen(tmp.path());
+            let after = dev.registers();
+            after.check_invariant().expect("invariant after crash");
+            assert!(!fsutil::temp_path(&tmp.path().join("psd").join(STATE_FILE)).exists());
+            if point == CrashPoint::PrintCommitted {
+                // The decrement happened: the indicium must be recoverable by re-issue.
+                assert_eq!(after.descending.0, before.descending.0 - 580, "{point:?}");
+                assert_eq!(after.sequence, before.sequence + 1);
+                let again = dev.reissue_last().expect("reissue");
+                assert_eq!(again.sequence, after.sequence);
+                assert_eq!(again.postage, Postage(580));
+                assert!(again.is_reissue());
+                assert!(again.verify_signature(&dev.certificate().verifying_key().expect("key")));
+            } else {
+                // No decrement, and no signed indicium ever left the device.
+                assert_eq!(after, before, "{point:?}");
+                assert_eq!(dev.reissue_last().expect("reissue").postage, Postage(100));
+            }
+            let next = dev.print(&request(580)).expect("print after recovery");
+            assert_eq!(next.sequence, dev.registers().sequence);
+            dev.registers().check_invariant().expect("invariant");
+        }
+    }
+
+    #[test]
+    fn crash_at_every_fund_step_keeps_the_invariant_and_credit_single_use() {
+        for point in CrashPoint::FUND {
+            let tmp = tempfile::tempdir().expect("tmp");
+            let (op, mut dev) = setup(tmp.path(), 1_000);
+            let before = dev.registers();
+            let credit = op.issue_credit(dev.id(), Postage(5_000), today()).expect("credit");
+            dev.crash_at(point);
+            assert!(matches!(dev.fund(&credit.to_bytes()), Err(DeviceError::SimulatedCrash(p)) if p == point));
+            drop(dev);
+            let mut dev = reopen(tmp.path());
+            let after = dev.registers();
+            after.check_invariant().expect("invariant after crash");
+            if point == CrashPoint::FundCommitted {
+                assert_eq!(after.total_funded, Postage(6_000));
+                assert_eq!(after.credits_accepted, 2);
+                let err = dev.fund(&credit.to_bytes()).expect_err("replay after crash");
+                assert!(matches!(err, DeviceError::CreditReplayed { number: 2, accepted: 2 }));
+            } else {
+                assert_eq!(after, before, "{point:?}");
+                let r = dev.fund(&credit.to_bytes()).expect("credit still usable once");
+                assert_eq!(r.total_funded, Postage(6_000));
+            }
+            assert_eq!(dev.registers().total_funded, Postage(6_000));
+        }
+    }
+
+    #[test]
+    fn bad_credits_are_refused_without_register_change() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (op, mut dev) = setup(tmp.path(), 1_000);
+        let used = op.issue_credit(dev.id(), Postage(2_000), today()).expect("credit");
+        dev.fund(&used.to_bytes()).expect("fund");
+        let before = dev.registers();
+
+        assert!(matches!(dev.fund(&used.to_bytes()), Err(DeviceError::CreditReplayed { .. })));
+
+        let other_id = op.allocate_device_id().expect("id");
+        let _other = Device::create(&tmp.path().join("psd2"), other_id, op.public_key(), KeySpec::SealedFile, |pk| {
+            op.certify(other_id, pk, today())
+        })
+        .expect("second device");
+        let foreign = op.issue_credit(other_id, Postage(9_000), today()).expect("credit");
+        assert!(matches!(dev.fund(&foreign.to_bytes()), Err(DeviceError::CreditForeign { .. })));
+
+        let rogue = Operator::init(&tmp.path().join("rogue")).expect("rogue");
+        let forged = FundingCredit::issue(
+            &SigningKey::from_bytes(&[3; 32]),
+            dev.id(),
+            3,
+            Postage(1_000_000),
+            today(),
+        );
+        assert!(matches!(dev.fund(&forged.to_bytes()), Err(DeviceError::CreditBadSignature)));
+        drop(rogue);
+
+        let skipped = op.issue_credit(dev.id(), Postage(1), today()).expect("credit 3");
+        let skipped2 = op.issue_credit(dev.id(), Postage(1), today()).expect("credit 4");
+        assert!(matches!(dev.fund(&skipped2.to_bytes()), Err(DeviceError::CreditOutOfOrder { number: 4, expected: 3 })));
+        let mut flipped = skipped.to_bytes();
+        flipped[20] ^= 0x01;
+        assert!(matches!(dev.fund(&flipped), Err(DeviceError::CreditBadSignature)));
+        assert!(matches!(dev.fund(&flipped[..10]), Err(DeviceError::CreditMalformed(_))));
+
+        assert_eq!(dev.registers(), before);
+        drop(dev);
+        assert_eq!(reopen(tmp.path()).registers(), before);
+    }
+
+    #[test]
+    fn insufficient_or_invalid_postage_changes_nothing() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (_op, mut dev) = setup(tmp.path(), 1_000);
+        let before = dev.registers();
+        assert!(matches!(
+            dev.print(&request(1_001)),
+            Err(DeviceError::InsufficientFunds { needed: Postage(1_001), available: Postage(1_000) })
+        ));
+        assert!(matches!(dev.print(&request(0)), Err(DeviceError::InvalidPostage(_))));
+        assert!(matches!(dev.print(&request(POSTAGE_MAX + 1)), Err(DeviceError::InvalidPostage(_))));
+        assert!(matches!(dev.reissue_last(), Err(DeviceError::NothingToReissue)));
+        assert_eq!(dev.registers(), before);
+        dev.print(&request(1_000)).expect("exactly the balance");
+        assert_eq!(dev.registers().descending, Postage::ZERO);
+    }
+
+    #[test]
+    fn altered_state_file_erases_keys_and_is_terminal() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (_op, mut dev) = setup(tmp.path(), 5_000);
+        dev.print(&request(580)).expect("print");
+        let regs = dev.registers();
+        drop(dev);
+        let state = tmp.path().join("psd").join(STATE_FILE);
+        let mut bytes = fs::read(&state).expect("state");
+        // Flip one bit inside the (authenticated, plaintext) registers.
+        let pos = bytes.len() / 2;
+        bytes[pos] ^= 0x04;
+        fs::write(&state, &bytes).expect("write");
+        assert!(matches!(Device::open(&tmp.path().join("psd"), None), Err(DeviceError::Tampered { .. })));
+        assert!(!tmp.path().join("psd").join(SEAL_KEY_FILE).exists(), "storage key must be erased");
+        // Restoring the original bytes does not help: the keys are gone for good.
+        bytes[pos] ^= 0x04;
+        fs::write(&state, &bytes).expect("write");
+        assert!(matches!(Device::open(&tmp.path().join("psd"), None), Err(DeviceError::Tampered { .. })));
+        let info = tamper_info(&tmp.path().join("psd")).expect("tamper info");
+        assert!(info.reason.contains("integrity"), "{}", info.reason);
+        assert_eq!(info.registers, Some(regs));
+    }
+
+    #[test]
+    fn explicit_tamper_and_missing_storage_key_are_terminal() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (_op, dev) = setup(tmp.path(), 5_000);
+        let e = dev.tamper("case opened");
+        assert!(matches!(e, DeviceError::Tampered { ref reason } if reason == "case opened"));
+        assert!(matches!(reopen_err(tmp.path()), DeviceError::Tampered { .. }));
+
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (_op, dev) = setup(tmp.path(), 5_000);
+        drop(dev);
+        fs::remove_file(tmp.path().join("psd").join(SEAL_KEY_FILE)).expect("rm");
+        assert!(matches!(reopen_err(tmp.path()), DeviceError::Tampered { ref reason } if reason.contains("storage key")));
+    }
+
+    fn reopen_err(root: &Path) -> DeviceError {
+        match Device::open(&root.join("psd"), None) {
+            Ok(_) => panic!("device should not open"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn report_is_signed_and_audits_clean() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (op, mut dev) = setup(tmp.path(), 5_000);
+        dev.print(&request(580)).expect("print");
+        let report = dev.report(today()).expect("report");
+        let parsed = DeviceReport::from_bytes(&report.to_bytes()).expect("parse");
+        assert_eq!(parsed, report);
+        let audit = op.audit(&report.to_bytes()).expect("audit");
+        assert!(audit.findings.is_empty(), "{:?}", audit.findings);
+        let mut forged = report.clone();
+        forged.registers.descending = Postage(1_000_000);
+        forged.registers.total_funded = Postage(1_000_580);
+        let audit = op.audit(&forged.to_bytes()).expect("audit");
+        assert!(audit.findings.iter().any(|f| f.contains("signature")));
+        assert!(audit.findings.iter().any(|f| f.contains("control total")));
+    }
+
+    #[test]
+    fn second_open_is_refused_while_in_use() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (_op, _dev) = setup(tmp.path(), 0);
+        assert!(matches!(reopen_err(tmp.path()), DeviceError::Busy(_)));
+    }
+}

@@ -57,6 +57,7 @@ impl FromStr for Postage {
         };
         let syntax = || ParseAmountError::Syntax(input.to_string());
         let (whole, frac) = match number.split_once('.') {
+            Some((_, "")) => return Err(syntax()),
             Some((w, f)) => (w, f),
             None => (number, ""),
         };

@@ -298,7 +298,7 @@ impl TrustStore {
         if !pub_path.exists() {
             return Err(OperatorError::NotInitialised(public.to_path_buf()));
         }
-        let operator = VerifyingKey::from_bytes(&read_hex32(&pub_path)?)
+        let operator = VerifyingKey::from_bytes(&*read_hex32(&pub_path)?)
             .map_err(|_| OperatorError::Damaged(pub_path.clone(), "not an Ed25519 public key".into()))?;
         let mut certs = HashMap::new();
         let dir = public.join("certs");

@@ -1,0 +1,42 @@
+//! Our PNG labels decode byte-for-byte with an independent decoder: ZXingReader (zxing-cpp).
+//! Needs `zxing-cpp-tools`; run `.ci/postage-deps.sh` to install it.
+
+mod common;
+
+use std::process::Command;
+
+use common::{day, letter, operator_and_device};
+use netbill_postage::barcode;
+
+fn zxing_reader_bytes(path: &std::path::Path) -> Vec<u8> {
+    let out = match Command::new("ZXingReader").args(["-bytes", "-format", "PDF417"]).arg(path).output() {
+        Ok(o) => o,
+        Err(e) => panic!(
+            "ZXingReader (package zxing-cpp-tools) is required for this test and could not be run ({e}); \
+             install it with `bash .ci/postage-deps.sh`"
+        ),
+    };
+    assert!(out.status.success(), "ZXingReader failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+#[test]
+fn zxing_cpp_reads_our_labels_byte_for_byte() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_op, mut dev) = operator_and_device(tmp.path(), "psd", 100_000_000);
+    let today = day("2026-11-23");
+    for (i, postage) in [580u64, 1, 16_777_215, 73_450, 999].into_iter().enumerate() {
+        let ind = dev.print(&letter(today, postage)).expect("print");
+        let data = ind.to_bytes();
+        let path = tmp.path().join(format!("label-{i}.png"));
+        std::fs::write(&path, barcode::render_png(&data).expect("png")).expect("write");
+        assert_eq!(zxing_reader_bytes(&path), data.to_vec(), "label {i}");
+    }
+    // Payloads with every byte value, including the ones that are control characters in Latin-1.
+    let all: Vec<u8> = (0..=255u8).collect();
+    for chunk in all.chunks(107) {
+        let path = tmp.path().join("bytes.png");
+        std::fs::write(&path, barcode::render_png(chunk).expect("png")).expect("write");
+        assert_eq!(zxing_reader_bytes(&path), chunk.to_vec());
+    }
+}
