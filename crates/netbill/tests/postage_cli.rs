@@ -42,10 +42,10 @@ impl Env {
         assert_eq!(e.trim_end().lines().count(), 1, "error must be one line: {e}");
         e
     }
-    /// Runs and requires a rejecting verdict (exit code 2); returns stdout.
+    /// Runs and requires a rejecting verdict (exit code 3); returns stdout.
     fn rejected(&self, args: &[&str]) -> String {
         let o = self.run(args);
-        assert_eq!(o.status.code(), Some(2), "netbill postage {args:?}: {}{}", text(&o.stdout), text(&o.stderr));
+        assert_eq!(o.status.code(), Some(3), "netbill postage {args:?}: {}{}", text(&o.stdout), text(&o.stderr));
         text(&o.stdout)
     }
     fn setup_device(&self, funds: &str) {
@@ -54,10 +54,13 @@ impl Env {
         self.ok(&["fund", "--device", "psd", "--operator", "op", "--amount", funds, "--save-credit", "credit1.bin"]);
     }
     fn print(&self, out: &str, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "print", "--device", "psd", "--from", "15213", "--to", "10001", "--delivery-point", "3890-01",
-            "--postage", "USD:0.58", "--date", "2026-11-23", "--out", out,
-        ];
+        let mut args = vec!["print", "--device", "psd", "--out", out];
+        let defaults = [("--from", "15213"), ("--to", "10001"), ("--delivery-point", "3890-01"), ("--postage", "USD:0.58"), ("--date", "2026-11-23")];
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.extend_from_slice(&[flag, value]);
+            }
+        }
         args.extend_from_slice(extra);
         self.run(&args)
     }
@@ -109,10 +112,10 @@ fn print_verify_copy_and_independent_decode() {
     assert!(out.starts_with("ACCEPT device 1 seq 1 USD:0.58 mailed 2026-11-23 to 10001-3890-01"), "{out}");
     // A copy of the same label is refused, as is the same data typed in.
     let o = env.verify("label.png", "10001", "2026-11-24");
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3));
     assert!(text(&o.stdout).starts_with("REJECT duplicate: copied indicium"), "{}", text(&o.stdout));
     let o = env.run(&["verify", "--data", hex_line.trim(), "--station", "100", "--trust", "op/public", "--store", "station.db", "--today", "2026-11-24"]);
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(o.status.code(), Some(3));
 
     // Re-issue of the last indicium: marked, decodes, and is still the same piece (duplicate).
     let out = env.ok(&["reissue", "--device", "psd", "--out", "again.png"]);
@@ -183,7 +186,7 @@ fn bad_inputs_get_clear_verdicts_and_errors() {
     env.ok(&["operator", "credit", "--dir", "op", "--device-id", "2", "--amount", "USD:5", "--out", "foreign.bin"]);
     let e = env.err(&["fund", "--device", "psd", "--credit", "foreign.bin"]);
     assert!(e.contains("is for device 2, this is device 1"), "{e}");
-    let o = env.print("b.png", &["--postage", "USD:0.50"]);
+    let o = env.print("b.png", &["--postage", "USD:0.40"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let e = env.err(&[
         "print", "--device", "psd", "--from", "15213", "--to", "10001", "--delivery-point", "3890-01",
@@ -191,8 +194,13 @@ fn bad_inputs_get_clear_verdicts_and_errors() {
     ]);
     assert!(e.contains("insufficient postage"), "{e}");
     assert!(!env.p("c.png").exists());
-    let e = env.err(&["print", "--device", "psd", "--from", "1521", "--to", "10001", "--delivery-point", "3890-01", "--postage", "USD:0.58", "--out", "d.png"]);
-    assert!(e.contains("ZIP"), "{e}");
+    // Malformed arguments are usage errors (exit 2) that say what to write.
+    let o = env.print("d.png", &["--from", "1521"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("expected 5 digits, like 15213"), "{}", text(&o.stderr));
+    let o = env.print("d.png", &["--postage", "0.5811"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("write amounts like USD:0.58"), "{}", text(&o.stderr));
     let after = env.registers();
     assert!(after.contains("pieces printed:      2"), "{after}");
     assert_ne!(before, after);

@@ -21,7 +21,7 @@ use crate::station::{Rejection, SeenStore, Station};
 use crate::{DeviceId, MailDate, Postage};
 
 /// Exit code for a rejecting verdict or a failed audit.
-pub const EXIT_REJECTED: u8 = 2;
+pub const EXIT_REJECTED: u8 = 3;
 const SMALL_FILE_MAX: u64 = 64 * 1024;
 const DATA_FILE_MAX: u64 = 16 * 1024 * 1024;
 const SHEET_MAX: u32 = 10_000;
@@ -61,8 +61,8 @@ pub enum PostageCommand {
     /// Sorting station: decode and verify indicia, and record each accepted one.
     ///
     /// INPUT is a PNG image of a label, a file of hex indicia (one per line), a raw 107-byte
-    /// indicium, or with `--data` the hex itself. Prints one verdict per indicium; exits 2 if
-    /// any is rejected.
+    /// indicium, or with `--data` the hex itself. Prints one verdict per indicium. Exit code:
+    /// 0 all accepted, 3 some rejected, 1 error, 2 usage error.
     Verify(VerifyArgs),
     /// Sorting station: drop seen-set partitions whose entries are all older than six months.
     Purge(PurgeArgs),
