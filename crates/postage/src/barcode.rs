@@ -45,7 +45,10 @@ pub enum BarcodeError {
 /// Encodes `data` as a PDF417 module matrix (1 pixel per module, rows 4 modules tall, no margin).
 pub fn encode_matrix(data: &[u8]) -> Result<BitMatrix, BarcodeError> {
     if data.is_empty() || data.len() > PAYLOAD_MAX {
-        return Err(BarcodeError::Encode(format!("payload of {} bytes", data.len())));
+        return Err(BarcodeError::Encode(format!(
+            "payload of {} bytes",
+            data.len()
+        )));
     }
     // rxing takes text: each byte travels as the Latin-1 character of the same value.
     let text: String = data.iter().map(|b| char::from(*b)).collect();
@@ -71,19 +74,22 @@ pub fn symbol_size(data: &[u8]) -> Result<(u32, u32), BarcodeError> {
 fn matrix_to_image(m: &BitMatrix, px: u32) -> GrayImage {
     let q = QUIET_MODULES * px;
     let (w, h) = (m.getWidth() * px + 2 * q, m.getHeight() * px + 2 * q);
-    let mut img = GrayImage::from_pixel(w, h, Luma([255]));
+    let mut buf = vec![255u8; w as usize * h as usize];
+    let mut row = vec![255u8; w as usize];
     for y in 0..m.getHeight() {
+        row.fill(255);
         for x in 0..m.getWidth() {
             if m.get(x, y) {
-                for dy in 0..px {
-                    for dx in 0..px {
-                        img.put_pixel(q + x * px + dx, q + y * px + dy, Luma([0]));
-                    }
-                }
+                let start = (q + x * px) as usize;
+                row[start..start + px as usize].fill(0);
             }
         }
+        for dy in 0..px {
+            let off = ((q + y * px + dy) * w) as usize;
+            buf[off..off + w as usize].copy_from_slice(&row);
+        }
     }
-    img
+    GrayImage::from_raw(w, h, buf).unwrap_or_else(|| GrayImage::new(w, h))
 }
 
 fn png_bytes(img: &GrayImage) -> Result<Vec<u8>, BarcodeError> {
@@ -161,7 +167,10 @@ fn svg_symbol(m: &BitMatrix, x0: u32, y0: u32, caption: &[String], out: &mut Str
 }
 
 /// Renders labels (symbol + human-readable caption lines) as one SVG, `per_row` per row.
-pub fn render_svg(items: &[(Vec<u8>, Vec<String>)], per_row: usize) -> Result<String, BarcodeError> {
+pub fn render_svg(
+    items: &[(Vec<u8>, Vec<String>)],
+    per_row: usize,
+) -> Result<String, BarcodeError> {
     let matrices = items
         .iter()
         .map(|(d, _)| encode_matrix(d))
@@ -169,7 +178,10 @@ pub fn render_svg(items: &[(Vec<u8>, Vec<String>)], per_row: usize) -> Result<St
     let per_row = per_row.max(1);
     let max_caption = items.iter().map(|(_, c)| c.len()).max().unwrap_or(0) as u32;
     let cell_w = matrices.iter().map(|m| m.getWidth()).max().unwrap_or(1) + 2 * QUIET_MODULES;
-    let cell_h = matrices.iter().map(|m| m.getHeight()).max().unwrap_or(1) + 2 * QUIET_MODULES + 6 * max_caption + 4;
+    let cell_h = matrices.iter().map(|m| m.getHeight()).max().unwrap_or(1)
+        + 2 * QUIET_MODULES
+        + 6 * max_caption
+        + 4;
     let cols = per_row.min(items.len()).max(1) as u32;
     let rows = items.len().div_ceil(per_row).max(1) as u32;
     let (w, h) = (cell_w * cols, cell_h * rows);
@@ -213,7 +225,9 @@ pub fn decode_luma(luma: &[u8], width: u32, height: u32) -> Result<Vec<u8>, Barc
 /// Decodes a PDF417 symbol from image file bytes (PNG), enforcing size limits.
 pub fn decode_image(bytes: &[u8]) -> Result<Vec<u8>, BarcodeError> {
     if bytes.len() as u64 > IMAGE_FILE_MAX {
-        return Err(BarcodeError::Image(format!("file larger than {IMAGE_FILE_MAX} bytes")));
+        return Err(BarcodeError::Image(format!(
+            "file larger than {IMAGE_FILE_MAX} bytes"
+        )));
     }
     let mut reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
@@ -222,7 +236,9 @@ pub fn decode_image(bytes: &[u8]) -> Result<Vec<u8>, BarcodeError> {
     limits.max_image_width = Some(IMAGE_SIDE_MAX);
     limits.max_image_height = Some(IMAGE_SIDE_MAX);
     reader.limits(limits);
-    let img = reader.decode().map_err(|e| BarcodeError::Image(e.to_string()))?;
+    let img = reader
+        .decode()
+        .map_err(|e| BarcodeError::Image(e.to_string()))?;
     let luma = img.to_luma8();
     let (w, h) = luma.dimensions();
     decode_luma(luma.as_raw(), w, h)
@@ -249,7 +265,10 @@ mod tests {
 
     #[test]
     fn garbage_images_are_errors_not_panics() {
-        assert!(matches!(decode_image(b"not an image"), Err(BarcodeError::Image(_))));
+        assert!(matches!(
+            decode_image(b"not an image"),
+            Err(BarcodeError::Image(_))
+        ));
         let blank = png_bytes(&GrayImage::from_pixel(50, 50, Luma([255]))).expect("png");
         assert_eq!(decode_image(&blank), Err(BarcodeError::NotFound));
         assert!(encode_matrix(&[]).is_err());

@@ -70,7 +70,10 @@ impl DeviceCertificate {
     /// Checks the operator's signature.
     pub fn verify(&self, operator: &VerifyingKey) -> bool {
         operator
-            .verify_strict(&self.signed_bytes(), &Signature::from_bytes(&self.signature))
+            .verify_strict(
+                &self.signed_bytes(),
+                &Signature::from_bytes(&self.signature),
+            )
             .is_ok()
     }
 

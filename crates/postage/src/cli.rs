@@ -17,7 +17,7 @@ use crate::fsutil;
 use crate::indicium::{DeliveryPoint, INDICIUM_LEN, Indicium, RateCategory, Zip};
 use crate::operator::{Operator, TrustStore};
 use crate::pkcs11::TokenConfig;
-use crate::station::{Rejection, SeenStore, Station};
+use crate::station::{SeenStore, Station};
 use crate::{DeviceId, MailDate, Postage};
 
 /// Exit code for a rejecting verdict or a failed audit.
@@ -335,12 +335,24 @@ fn run_operator(cmd: OperatorCommand) -> anyhow::Result<ExitCode> {
             println!("public key {}", hex::encode(op.public_key()));
             println!("give stations the directory {}", op.public_dir().display());
         }
-        OperatorCommand::Credit { dir, device_id, amount, out, date } => {
+        OperatorCommand::Credit {
+            dir,
+            device_id,
+            amount,
+            out,
+            date,
+        } => {
             let op = Operator::open(&dir)?;
             let credit = op.issue_credit(device_id, amount, today_or(date))?;
             fsutil::write_file(&out, &credit.to_bytes(), true)
                 .with_context(|| format!("cannot write {}", out.display()))?;
-            println!("credit #{} of {} for device {} written to {}", credit.number, amount, device_id, out.display());
+            println!(
+                "credit #{} of {} for device {} written to {}",
+                credit.number,
+                amount,
+                device_id,
+                out.display()
+            );
         }
         OperatorCommand::Revoke { dir, serial } => {
             Operator::open(&dir)?.revoke(serial)?;
@@ -354,7 +366,10 @@ fn run_operator(cmd: OperatorCommand) -> anyhow::Result<ExitCode> {
             print_registers(&audit.report.registers);
             println!("credits issued and accepted: {}", audit.credited);
             if audit.findings.is_empty() {
-                println!("AUDIT OK: device {} report of {} is consistent", audit.report.device_id, audit.report.date);
+                println!(
+                    "AUDIT OK: device {} report of {} is consistent",
+                    audit.report.device_id, audit.report.date
+                );
             } else {
                 for f in &audit.findings {
                     println!("AUDIT FAILED: {f}");
@@ -377,27 +392,51 @@ fn print_registers(r: &device::Registers) {
 
 fn run_device(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        DeviceCommand::Init { dev, operator, pkcs11_module, pkcs11_token, date } => {
+        DeviceCommand::Init {
+            dev,
+            operator,
+            pkcs11_module,
+            pkcs11_token,
+            date,
+        } => {
             let op = Operator::open(&operator)?;
             let today = today_or(date);
             let id = op.allocate_device_id()?;
             let key = match (pkcs11_module, pkcs11_token) {
                 (Some(module), Some(token_label)) => {
                     let Some(pin) = dev.pkcs11_pin.clone() else {
-                        bail!("a PKCS#11 token needs its user PIN: pass --pkcs11-pin or set NETBILL_PKCS11_PIN");
+                        bail!(
+                            "a PKCS#11 token needs its user PIN: pass --pkcs11-pin or set NETBILL_PKCS11_PIN"
+                        );
                     };
                     KeySpec::Token {
-                        config: TokenConfig { module, token_label, key_label: format!("netbill-psd-{}", id.0) },
+                        config: TokenConfig {
+                            module,
+                            token_label,
+                            key_label: format!("netbill-psd-{}", id.0),
+                        },
                         pin,
                     }
                 }
                 _ => KeySpec::SealedFile,
             };
-            let d = Device::create(&dev.device, id, op.public_key(), key, |pk| op.certify(id, pk, today))?;
+            let d = Device::create(&dev.device, id, op.public_key(), key, |pk| {
+                op.certify(id, pk, today)
+            })?;
             let c = d.certificate();
             println!("device {} created in {}", d.id(), dev.device.display());
-            println!("certificate serial {} valid {} to {}", c.serial, c.valid_from, c.valid_until);
-            println!("signing key: {}", if d.uses_token() { "PKCS#11 token" } else { "sealed device state" });
+            println!(
+                "certificate serial {} valid {} to {}",
+                c.serial, c.valid_from, c.valid_until
+            );
+            println!(
+                "signing key: {}",
+                if d.uses_token() {
+                    "PKCS#11 token"
+                } else {
+                    "sealed device state"
+                }
+            );
         }
         DeviceCommand::Report { dev, out, date } => {
             if let Some(info) = device::tamper_info(&dev.device) {
@@ -415,7 +454,11 @@ fn run_device(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_REJECTED));
             }
             let d = open_device(&dev)?;
-            println!("device {}, certificate serial {}", d.id(), d.certificate().serial);
+            println!(
+                "device {}, certificate serial {}",
+                d.id(),
+                d.certificate().serial
+            );
             print_registers(&d.registers());
             if let Some(out) = out {
                 let report = d.report(today_or(date))?;
@@ -428,7 +471,10 @@ fn run_device(cmd: DeviceCommand) -> anyhow::Result<ExitCode> {
             let e = device::tamper_dir(&dev.device, &reason, dev.pkcs11_pin.as_deref());
             match e {
                 device::DeviceError::Tampered { reason } => {
-                    println!("device {} disabled: keys erased ({reason})", dev.device.display());
+                    println!(
+                        "device {} disabled: keys erased ({reason})",
+                        dev.device.display()
+                    );
                 }
                 other => return Err(other.into()),
             }
@@ -453,8 +499,12 @@ fn run_fund(a: FundArgs) -> anyhow::Result<ExitCode> {
         }
         _ => bail!("give either --credit FILE or --operator DIR --amount USD:…"),
     };
-    let amount = FundingCredit::from_bytes(&bytes).map(|c| c.amount).unwrap_or_default();
-    let regs = d.fund(&bytes).context("funding refused; no register changed")?;
+    let amount = FundingCredit::from_bytes(&bytes)
+        .map(|c| c.amount)
+        .unwrap_or_default();
+    let regs = d
+        .fund(&bytes)
+        .context("funding refused; no register changed")?;
     println!("device {} funded with {}", d.id(), amount);
     print_registers(&regs);
     Ok(ExitCode::SUCCESS)
@@ -462,7 +512,12 @@ fn run_fund(a: FundArgs) -> anyhow::Result<ExitCode> {
 
 fn caption(ind: &Indicium) -> Vec<String> {
     vec![
-        format!("{} {} {}", ind.postage, ind.rate.name().to_uppercase(), ind.date),
+        format!(
+            "{} {} {}",
+            ind.postage,
+            ind.rate.name().to_uppercase(),
+            ind.date
+        ),
         format!("FROM {} TO {}", ind.origin, ind.destination),
         format!(
             "PSD {} #{}{}",
@@ -474,7 +529,11 @@ fn caption(ind: &Indicium) -> Vec<String> {
 }
 
 fn write_labels(out: &Path, indicia: &[Indicium], per_row: usize) -> anyhow::Result<()> {
-    let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let bytes = match ext.as_str() {
         "png" => {
             let datas: Vec<Vec<u8>> = indicia.iter().map(|i| i.to_bytes().to_vec()).collect();
@@ -485,31 +544,43 @@ fn write_labels(out: &Path, indicia: &[Indicium], per_row: usize) -> anyhow::Res
             }
         }
         "svg" => {
-            let items: Vec<(Vec<u8>, Vec<String>)> =
-                indicia.iter().map(|i| (i.to_bytes().to_vec(), caption(i))).collect();
+            let items: Vec<(Vec<u8>, Vec<String>)> = indicia
+                .iter()
+                .map(|i| (i.to_bytes().to_vec(), caption(i)))
+                .collect();
             barcode::render_svg(&items, per_row)?.into_bytes()
         }
         _ => bail!("output {} must end in .png or .svg", out.display()),
     };
-    fsutil::write_file(out, &bytes, false).with_context(|| format!("cannot write {}", out.display()))
+    fsutil::write_file(out, &bytes, false)
+        .with_context(|| format!("cannot write {}", out.display()))
 }
 
 fn check_label_path(out: &Path) -> anyhow::Result<()> {
-    match out.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()) {
+    match out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+    {
         Some(e) if e == "png" || e == "svg" => Ok(()),
         _ => bail!("output {} must end in .png or .svg", out.display()),
     }
 }
 
 fn append_hex(path: &Path, ind: &Indicium) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
     writeln!(f, "{}", hex::encode(ind.to_bytes()))?;
     f.sync_all()
 }
 
 fn progress(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+    {
         pb.set_style(style.progress_chars("=> "));
     }
     pb.set_message(what.to_string());
@@ -550,7 +621,9 @@ fn run_print(a: PrintArgs) -> anyhow::Result<ExitCode> {
     }
     let mut printed = Vec::with_capacity(a.count as usize);
     for _ in 0..a.count {
-        let ind = d.print(&req).context("printing refused; no register changed")?;
+        let ind = d
+            .print(&req)
+            .context("printing refused; no register changed")?;
         if let Some(p) = &data_out {
             append_hex(p, &ind).with_context(|| {
                 format!(
@@ -573,9 +646,18 @@ fn run_print(a: PrintArgs) -> anyhow::Result<ExitCode> {
     })?;
     let first = printed.first().map(|i| i.sequence).unwrap_or(0);
     if a.count == 1 {
-        println!("printed indicium #{first} ({}) to {}", a.postage, a.out.display());
+        println!(
+            "printed indicium #{first} ({}) to {}",
+            a.postage,
+            a.out.display()
+        );
     } else {
-        println!("printed {} indicia #{first}..#{last} ({} each) to {}", a.count, a.postage, a.out.display());
+        println!(
+            "printed {} indicia #{first}..#{last} ({} each) to {}",
+            a.count,
+            a.postage,
+            a.out.display()
+        );
     }
     if let Some(p) = data_out {
         println!("indicium data appended to {}", p.display());
@@ -589,7 +671,11 @@ fn run_reissue(a: ReissueArgs) -> anyhow::Result<ExitCode> {
     let mut d = open_device(&a.dev)?;
     let ind = d.reissue_last()?;
     write_labels(&a.out, std::slice::from_ref(&ind), 1)?;
-    println!("re-issued indicium #{} (marked RE-ISSUE) to {}", ind.sequence, a.out.display());
+    println!(
+        "re-issued indicium #{} (marked RE-ISSUE) to {}",
+        ind.sequence,
+        a.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -604,10 +690,13 @@ fn parse_hex_lines(text: &str) -> Vec<Result<Vec<u8>, BarcodeError>> {
 /// Reads verification input: PNG image, hex lines, or a raw indicium.
 fn read_input(input: &str, is_data: bool) -> anyhow::Result<Vec<Result<Vec<u8>, BarcodeError>>> {
     if is_data {
-        return Ok(vec![hex::decode(input.trim()).map_err(|_| BarcodeError::Image("--data is not hex".into()))]);
+        return Ok(vec![
+            hex::decode(input.trim()).map_err(|_| BarcodeError::Image("--data is not hex".into())),
+        ]);
     }
     let path = Path::new(input);
-    let bytes = fsutil::read_limited(path, DATA_FILE_MAX).with_context(|| format!("cannot read {input}"))?;
+    let bytes = fsutil::read_limited(path, DATA_FILE_MAX)
+        .with_context(|| format!("cannot read {input}"))?;
     if bytes.starts_with(b"\x89PNG") {
         return Ok(vec![barcode::decode_image(&bytes)]);
     }
@@ -618,7 +707,11 @@ fn read_input(input: &str, is_data: bool) -> anyhow::Result<Vec<Result<Vec<u8>, 
         Ok(t) if t.trim_start().starts_with('<') => Ok(vec![Err(BarcodeError::Image(
             "SVG is a print format; scan or rasterise the label to PNG first".into(),
         ))]),
-        Ok(t) if !t.trim().is_empty() && t.bytes().all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace()) => {
+        Ok(t)
+            if !t.trim().is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b.is_ascii_whitespace()) =>
+        {
             Ok(parse_hex_lines(t))
         }
         _ => Ok(vec![barcode::decode_image(&bytes)]),
@@ -649,19 +742,31 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if verdicts.len() > 1 {
-        println!("{} accepted, {} rejected", verdicts.len() - rejected, rejected);
+        println!(
+            "{} accepted, {} rejected",
+            verdicts.len() - rejected,
+            rejected
+        );
     }
-    Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::from(EXIT_REJECTED) })
+    Ok(if rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REJECTED)
+    })
 }
 
 fn run_render(a: RenderArgs) -> anyhow::Result<ExitCode> {
     check_label_path(&a.out)?;
-    let text = fsutil::read_limited(&a.data, DATA_FILE_MAX).with_context(|| format!("cannot read {}", a.data.display()))?;
+    let text = fsutil::read_limited(&a.data, DATA_FILE_MAX)
+        .with_context(|| format!("cannot read {}", a.data.display()))?;
     let text = String::from_utf8(text).context("the data file is not text")?;
     let mut indicia = Vec::new();
     for (n, item) in parse_hex_lines(&text).into_iter().enumerate() {
         let bytes = item.map_err(|e| anyhow::anyhow!("line {}: {e}", n + 1))?;
-        indicia.push(Indicium::from_bytes(&bytes).with_context(|| format!("line {}: not an indicium", n + 1))?);
+        indicia.push(
+            Indicium::from_bytes(&bytes)
+                .with_context(|| format!("line {}: not an indicium", n + 1))?,
+        );
     }
     if indicia.is_empty() {
         bail!("{} holds no indicia", a.data.display());
@@ -681,7 +786,11 @@ fn run_purge(a: PurgeArgs) -> anyhow::Result<ExitCode> {
         println!("nothing to purge");
     }
     for m in dropped {
-        println!("dropped partition {m} (mailed in {}-{:02}, all older than six months)", m / 100, m % 100);
+        println!(
+            "dropped partition {m} (mailed in {}-{:02}, all older than six months)",
+            m / 100,
+            m % 100
+        );
     }
     for (m, n) in station.counts()? {
         println!("kept partition {m}: {n} entries");
@@ -703,9 +812,13 @@ fn bench_in(tmp: &Path, n: u32) -> anyhow::Result<ExitCode> {
     let today = MailDate::today_utc();
     let op = Operator::init(&tmp.join("operator"))?;
     let id = op.allocate_device_id()?;
-    let mut d = Device::create(&tmp.join("device"), id, op.public_key(), KeySpec::SealedFile, |pk| {
-        op.certify(id, pk, today)
-    })?;
+    let mut d = Device::create(
+        &tmp.join("device"),
+        id,
+        op.public_key(),
+        KeySpec::SealedFile,
+        |pk| op.certify(id, pk, today),
+    )?;
     let credit = op.issue_credit(id, Postage(u64::from(n) * 1000), today)?;
     d.fund(&credit.to_bytes())?;
     let req = PrintRequest {
@@ -718,10 +831,15 @@ fn bench_in(tmp: &Path, n: u32) -> anyhow::Result<ExitCode> {
 
     let pb = progress(u64::from(n), "printing");
     let t = Instant::now();
+    let (mut device_secs, mut render_secs) = (0.0, 0.0);
     let mut images = Vec::with_capacity(n as usize);
     for _ in 0..n {
+        let t_dev = Instant::now();
         let ind = d.print(&req)?;
+        device_secs += t_dev.elapsed().as_secs_f64();
+        let t_render = Instant::now();
         images.push(barcode::render_png(&ind.to_bytes())?);
+        render_secs += t_render.elapsed().as_secs_f64();
         pb.inc(1);
     }
     let print_secs = t.elapsed().as_secs_f64();
@@ -731,10 +849,16 @@ fn bench_in(tmp: &Path, n: u32) -> anyhow::Result<ExitCode> {
     let mut station = Station::open(&tmp.join("station.db"), trust, "10001")?;
     let pb = progress(u64::from(n), "verifying");
     let t = Instant::now();
+    let (mut decode_secs, mut check_secs) = (0.0, 0.0);
     let mut accepted = 0u32;
     for png in &images {
+        let t_decode = Instant::now();
         let item = barcode::decode_image(png);
-        if let Ok(Ok(_)) = station.check_batch(std::slice::from_ref(&item), today).map(|mut v| v.pop().unwrap_or(Err(Rejection::BadSignature))) {
+        decode_secs += t_decode.elapsed().as_secs_f64();
+        let t_check = Instant::now();
+        let verdict = station.check_batch(std::slice::from_ref(&item), today)?;
+        check_secs += t_check.elapsed().as_secs_f64();
+        if matches!(verdict.first(), Some(Ok(_))) {
             accepted += 1;
         }
         pb.inc(1);
@@ -759,10 +883,42 @@ fn bench_in(tmp: &Path, n: u32) -> anyhow::Result<ExitCode> {
     }
     let raw_secs = t.elapsed().as_secs_f64();
     let report: DeviceReport = d.report(today)?;
-    println!("indicia: {n}, {} bytes each, PNG label ~{} bytes", INDICIUM_LEN, images.first().map(Vec::len).unwrap_or(0));
-    println!("printed:  {:>9.0} indicia/s (sign + durable register commit + PNG render)", f64::from(n) / print_secs);
-    println!("verified: {:>9.0} indicia/s at the station (PNG decode + signature/certificate + duplicate check + durable record)", f64::from(n) / verify_secs);
-    println!("raw Ed25519 verify: {:>9.0} signatures/s ({ok} of {rounds} in this run)", f64::from(rounds) / raw_secs);
-    println!("device registers after the run: ascending {} descending {}", report.registers.ascending, report.registers.descending);
+    let rate = |count: u32, secs: f64| f64::from(count) / secs.max(1e-9);
+    println!(
+        "indicia: {n}, {INDICIUM_LEN} bytes each, PNG label ~{} bytes",
+        images.first().map(Vec::len).unwrap_or(0)
+    );
+    println!(
+        "printed:  {:>9.0} indicia/s (sign + durable register commit + PNG render)",
+        rate(n, print_secs)
+    );
+    println!(
+        "  device print alone (sign + fsynced commit): {:>9.0}/s",
+        rate(n, device_secs)
+    );
+    println!(
+        "  PNG render alone:                          {:>9.0}/s",
+        rate(n, render_secs)
+    );
+    println!(
+        "verified: {:>9.0} indicia/s at the station (PNG decode + signature/certificate + duplicate check + durable record)",
+        rate(n, verify_secs)
+    );
+    println!(
+        "  PNG decode alone:                          {:>9.0}/s",
+        rate(n, decode_secs)
+    );
+    println!(
+        "  verify + duplicate check + commit alone:   {:>9.0}/s",
+        rate(n, check_secs)
+    );
+    println!(
+        "raw Ed25519 verify: {:>9.0} signatures/s ({ok} of {rounds} in this run)",
+        rate(rounds, raw_secs)
+    );
+    println!(
+        "device registers after the run: ascending {} descending {}",
+        report.registers.ascending, report.registers.descending
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -63,8 +63,14 @@ impl<'a> Reader<'a> {
     }
     /// Takes the next `n` bytes.
     pub fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
-        let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated(field))?;
-        let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated(field))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .ok_or(DecodeError::Truncated(field))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(DecodeError::Truncated(field))?;
         self.pos = end;
         Ok(s)
     }

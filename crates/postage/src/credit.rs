@@ -49,7 +49,13 @@ impl FundingCredit {
         amount: Postage,
         issued: MailDate,
     ) -> FundingCredit {
-        let mut c = FundingCredit { device_id, number, amount, issued, signature: [0; 64] };
+        let mut c = FundingCredit {
+            device_id,
+            number,
+            amount,
+            issued,
+            signature: [0; 64],
+        };
         c.signature = operator.sign(&[CREDIT_TAG, &c.body()].concat()).to_bytes();
         c
     }
@@ -57,7 +63,10 @@ impl FundingCredit {
     /// Checks the operator's signature.
     pub fn verify(&self, operator: &VerifyingKey) -> bool {
         operator
-            .verify_strict(&[CREDIT_TAG, &self.body()].concat(), &Signature::from_bytes(&self.signature))
+            .verify_strict(
+                &[CREDIT_TAG, &self.body()].concat(),
+                &Signature::from_bytes(&self.signature),
+            )
             .is_ok()
     }
 

@@ -130,9 +130,15 @@ impl FromStr for MailDate {
         if !ok {
             return Err(DateError::Syntax(input.to_string()));
         }
-        let y: i64 = s[0..4].parse().map_err(|_| DateError::Syntax(input.to_string()))?;
-        let m: u32 = s[5..7].parse().map_err(|_| DateError::Syntax(input.to_string()))?;
-        let d: u32 = s[8..10].parse().map_err(|_| DateError::Syntax(input.to_string()))?;
+        let y: i64 = s[0..4]
+            .parse()
+            .map_err(|_| DateError::Syntax(input.to_string()))?;
+        let m: u32 = s[5..7]
+            .parse()
+            .map_err(|_| DateError::Syntax(input.to_string()))?;
+        let d: u32 = s[8..10]
+            .parse()
+            .map_err(|_| DateError::Syntax(input.to_string()))?;
         if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
             return Err(DateError::Syntax(input.to_string()));
         }
@@ -153,8 +159,18 @@ mod tests {
         assert_eq!(d.month_key(), 202_608);
         assert_eq!(d.end_of_month(), d);
         assert_eq!("2000-01-01".parse::<MailDate>(), Ok(MailDate(0)));
-        assert_eq!("2024-02-29".parse::<MailDate>().map(|d| d.ymd()), Ok((2024, 2, 29)));
-        for bad in ["2023-02-29", "1999-12-31", "2026-13-01", "26-01-01", "2026/01/01", ""] {
+        assert_eq!(
+            "2024-02-29".parse::<MailDate>().map(|d| d.ymd()),
+            Ok((2024, 2, 29))
+        );
+        for bad in [
+            "2023-02-29",
+            "1999-12-31",
+            "2026-13-01",
+            "26-01-01",
+            "2026/01/01",
+            "",
+        ] {
             assert!(bad.parse::<MailDate>().is_err(), "{bad} should not parse");
         }
         for n in 0..=u16::MAX {

@@ -21,7 +21,8 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::credit::FundingCredit;
 use crate::fsutil;
 use crate::indicium::{
-    DeliveryPoint, FLAG_REISSUE, INDICIUM_LEN, Indicium, POSTAGE_MAX, REGISTER_MAX, RateCategory, Zip,
+    DeliveryPoint, FLAG_REISSUE, INDICIUM_LEN, Indicium, POSTAGE_MAX, REGISTER_MAX, RateCategory,
+    Zip,
 };
 use crate::pkcs11::{Pkcs11Error, TokenConfig, TokenKey};
 use crate::{DeviceId, MailDate, Postage};
@@ -66,27 +67,36 @@ impl CrashPoint {
         CrashPoint::PrintCommitted,
     ];
     /// All crash points of `fund`.
-    pub const FUND: [CrashPoint; 3] =
-        [CrashPoint::FundVerified, CrashPoint::FundTempWritten, CrashPoint::FundCommitted];
+    pub const FUND: [CrashPoint; 3] = [
+        CrashPoint::FundVerified,
+        CrashPoint::FundTempWritten,
+        CrashPoint::FundCommitted,
+    ];
 }
 
 /// Everything that can go wrong with a device.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     /// The directory does not hold a device.
-    #[error("{0} is not a postage device (no {STATE_FILE}); create one with `netbill postage device init`")]
+    #[error(
+        "{0} is not a postage device (no {STATE_FILE}); create one with `netbill postage device init`"
+    )]
     NotADevice(PathBuf),
     /// A device already exists there.
     #[error("{0} already holds a postage device; choose another --device directory")]
     AlreadyExists(PathBuf),
     /// The device is in the terminal tampered state: keys erased.
-    #[error("device is TAMPERED and permanently disabled ({reason}); its keys are erased; return it to the operator for audit (`netbill postage device report`)")]
+    #[error(
+        "device is TAMPERED and permanently disabled ({reason}); its keys are erased; return it to the operator for audit (`netbill postage device report`)"
+    )]
     Tampered {
         /// Why the device was disabled.
         reason: String,
     },
     /// Not enough postage in the descending register.
-    #[error("insufficient postage: this piece needs {needed} but the device holds {available}; fund it with `netbill postage fund`")]
+    #[error(
+        "insufficient postage: this piece needs {needed} but the device holds {available}; fund it with `netbill postage fund`"
+    )]
     InsufficientFunds {
         /// Requested postage.
         needed: Postage,
@@ -103,7 +113,9 @@ pub enum DeviceError {
     #[error("funding credit signature is invalid: not issued by this device's operator")]
     CreditBadSignature,
     /// The credit is bound to another device.
-    #[error("funding credit is for device {credit_device}, this is device {this_device}: a credit can only fund the device it names")]
+    #[error(
+        "funding credit is for device {credit_device}, this is device {this_device}: a credit can only fund the device it names"
+    )]
     CreditForeign {
         /// Device named in the credit.
         credit_device: DeviceId,
@@ -111,7 +123,9 @@ pub enum DeviceError {
         this_device: DeviceId,
     },
     /// The credit was already accepted.
-    #[error("funding credit #{number} was already used (this device has accepted {accepted} credits); credits are single-use")]
+    #[error(
+        "funding credit #{number} was already used (this device has accepted {accepted} credits); credits are single-use"
+    )]
     CreditReplayed {
         /// Number in the credit.
         number: u32,
@@ -119,7 +133,9 @@ pub enum DeviceError {
         accepted: u32,
     },
     /// The credit skips a number.
-    #[error("funding credit #{number} is out of order: the device expects credit #{expected} first")]
+    #[error(
+        "funding credit #{number} is out of order: the device expects credit #{expected} first"
+    )]
     CreditOutOfOrder {
         /// Number in the credit.
         number: u32,
@@ -130,10 +146,14 @@ pub enum DeviceError {
     #[error("funding credit amount must be positive")]
     CreditZero,
     /// A register or counter would overflow its field.
-    #[error("register limit reached: the device cannot hold more than USD:1099511627.775 or print more pieces")]
+    #[error(
+        "register limit reached: the device cannot hold more than USD:1099511627.775 or print more pieces"
+    )]
     RegisterOverflow,
     /// Ascending + descending ≠ total funded.
-    #[error("register invariant violated: ascending {ascending} + descending {descending} != total funded {total}")]
+    #[error(
+        "register invariant violated: ascending {ascending} + descending {descending} != total funded {total}"
+    )]
     InvariantViolated {
         /// Ascending register.
         ascending: Postage,
@@ -149,7 +169,9 @@ pub enum DeviceError {
     #[error("the operator's certificate does not match this device's key or id")]
     CertificateMismatch,
     /// The device key lives in a token but no PIN was given.
-    #[error("this device's key is in a PKCS#11 token: give the PIN with --pkcs11-pin or NETBILL_PKCS11_PIN")]
+    #[error(
+        "this device's key is in a PKCS#11 token: give the PIN with --pkcs11-pin or NETBILL_PKCS11_PIN"
+    )]
     PinRequired,
     /// Token failure.
     #[error(transparent)]
@@ -295,7 +317,14 @@ impl PublicState {
             _ => return Err(DecodeError::Invalid("last indicium flag")),
         };
         r.finish()?;
-        Ok(PublicState { device_id, cert, operator_key, key_location, registers, last_indicium })
+        Ok(PublicState {
+            device_id,
+            cert,
+            operator_key,
+            key_location,
+            registers,
+            last_indicium,
+        })
     }
 }
 
@@ -403,7 +432,11 @@ impl DeviceReport {
     }
     /// Verifies the device signature.
     pub fn verify(&self, key: &VerifyingKey) -> bool {
-        key.verify_strict(&self.signed_bytes(), &Signature::from_bytes(&self.signature)).is_ok()
+        key.verify_strict(
+            &self.signed_bytes(),
+            &Signature::from_bytes(&self.signature),
+        )
+        .is_ok()
     }
 }
 
@@ -428,29 +461,58 @@ fn seal(seal_key: &[u8; 32], public: &[u8], secret: &[u8]) -> Result<Vec<u8>, De
         reason: "storage key has the wrong length".into(),
     })?;
     let ct = cipher
-        .encrypt(&Nonce::from(nonce), Payload { msg: secret, aad: &out })
-        .map_err(|_| DeviceError::Tampered { reason: "sealing failed".into() })?;
+        .encrypt(
+            &Nonce::from(nonce),
+            Payload {
+                msg: secret,
+                aad: &out,
+            },
+        )
+        .map_err(|_| DeviceError::Tampered {
+            reason: "sealing failed".into(),
+        })?;
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&ct);
     Ok(out)
 }
 
-/// Splits a sealed file into (associated data, public part, nonce, ciphertext) without checking it.
-fn split_sealed(bytes: &[u8]) -> Option<(&[u8], &[u8], [u8; 12], &[u8])> {
+/// The parts of a sealed state file, not yet checked.
+struct Sealed<'a> {
+    aad: &'a [u8],
+    public: &'a [u8],
+    nonce: [u8; 12],
+    ciphertext: &'a [u8],
+}
+
+/// Splits a sealed file into its parts without checking it.
+fn split_sealed(bytes: &[u8]) -> Option<Sealed<'_>> {
     let rest = bytes.strip_prefix(STATE_MAGIC.as_slice())?;
     let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
     let public = rest.get(4..4usize.checked_add(len)?)?;
     let aad = bytes.get(..STATE_MAGIC.len() + 4 + len)?;
     let after = rest.get(4 + len..)?;
     let nonce: [u8; 12] = after.get(..12)?.try_into().ok()?;
-    Some((aad, public, nonce, after.get(12..)?))
+    Some(Sealed {
+        aad,
+        public,
+        nonce,
+        ciphertext: after.get(12..)?,
+    })
 }
 
 fn unseal(seal_key: &[u8; 32], bytes: &[u8]) -> Option<(PublicState, Zeroizing<Vec<u8>>)> {
-    let (aad, public, nonce, ct) = split_sealed(bytes)?;
+    let parts = split_sealed(bytes)?;
     let cipher = ChaCha20Poly1305::new_from_slice(seal_key).ok()?;
-    let secret = cipher.decrypt(&Nonce::from(nonce), Payload { msg: ct, aad }).ok()?;
-    let state = PublicState::decode(public).ok()?;
+    let secret = cipher
+        .decrypt(
+            &Nonce::from(parts.nonce),
+            Payload {
+                msg: parts.ciphertext,
+                aad: parts.aad,
+            },
+        )
+        .ok()?;
+    let state = PublicState::decode(parts.public).ok()?;
     Some((state, Zeroizing::new(secret)))
 }
 
@@ -460,7 +522,10 @@ fn lock_dir(dir: &Path) -> Result<File, DeviceError> {
         .truncate(false)
         .write(true)
         .open(dir.join(LOCK_FILE))
-        .map_err(io_err(format!("cannot open the lock file in {}", dir.display())))?;
+        .map_err(io_err(format!(
+            "cannot open the lock file in {}",
+            dir.display()
+        )))?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(fs::TryLockError::WouldBlock) => Err(DeviceError::Busy(dir.to_path_buf())),
@@ -473,7 +538,7 @@ pub fn tamper_info(dir: &Path) -> Option<TamperInfo> {
     let reason = fs::read_to_string(dir.join(TAMPER_FILE)).ok()?;
     let state = fsutil::read_limited(&dir.join(STATE_FILE), STATE_MAX)
         .ok()
-        .and_then(|b| split_sealed(&b).and_then(|(_, p, _, _)| PublicState::decode(p).ok()));
+        .and_then(|b| split_sealed(&b).and_then(|p| PublicState::decode(p.public).ok()));
     Some(TamperInfo {
         reason: reason.trim().chars().take(500).collect(),
         device_id: state.as_ref().map(|s| s.device_id),
@@ -561,7 +626,14 @@ impl Device {
             registers,
             last_indicium: None,
         };
-        let mut dev = Device { dir: dir.to_path_buf(), seal_key, state, backend, crash_at: None, _lock: lock };
+        let mut dev = Device {
+            dir: dir.to_path_buf(),
+            seal_key,
+            state,
+            backend,
+            crash_at: None,
+            _lock: lock,
+        };
         let state = dev.state.clone();
         dev.commit(state, None, None)?;
         Ok(dev)
@@ -571,7 +643,9 @@ impl Device {
     /// `pin` is required when the key lives in a PKCS#11 token.
     pub fn open(dir: &Path, pin: Option<&str>) -> Result<Device, DeviceError> {
         if let Some(info) = tamper_info(dir) {
-            return Err(DeviceError::Tampered { reason: info.reason });
+            return Err(DeviceError::Tampered {
+                reason: info.reason,
+            });
         }
         let state_path = dir.join(STATE_FILE);
         let seal_path = dir.join(SEAL_KEY_FILE);
@@ -596,10 +670,18 @@ impl Device {
             _ => return Err(erase(dir, "device storage key missing or damaged", None)),
         };
         let Some((state, secret)) = unseal(&seal_key, &bytes) else {
-            return Err(erase(dir, "state file failed its integrity check (altered or corrupted)", None));
+            return Err(erase(
+                dir,
+                "state file failed its integrity check (altered or corrupted)",
+                None,
+            ));
         };
         if let Err(e) = state.registers.check_invariant() {
-            return Err(erase(dir, &format!("sealed state is inconsistent: {e}"), None));
+            return Err(erase(
+                dir,
+                &format!("sealed state is inconsistent: {e}"),
+                None,
+            ));
         }
         let backend = match (&state.key_location, secret.as_slice()) {
             (KeyLocation::SealedFile, [0, seed @ ..]) if seed.len() == 32 => {
@@ -611,7 +693,13 @@ impl Device {
                 let pin = pin.ok_or(DeviceError::PinRequired)?;
                 Backend::Token(TokenKey::open(cfg, pin)?)
             }
-            _ => return Err(erase(dir, "sealed secret does not match the key location", None)),
+            _ => {
+                return Err(erase(
+                    dir,
+                    "sealed secret does not match the key location",
+                    None,
+                ));
+            }
         };
         let public_key = match &backend {
             Backend::Software(sk) => sk.verifying_key().to_bytes(),
@@ -622,9 +710,20 @@ impl Device {
                 Backend::Token(t) => Some(t),
                 Backend::Software(_) => None,
             };
-            return Err(erase(dir, "device key does not match its certificate", token));
+            return Err(erase(
+                dir,
+                "device key does not match its certificate",
+                token,
+            ));
         }
-        Ok(Device { dir: dir.to_path_buf(), seal_key, state, backend, crash_at: None, _lock: lock })
+        Ok(Device {
+            dir: dir.to_path_buf(),
+            seal_key,
+            state,
+            backend,
+            crash_at: None,
+            _lock: lock,
+        })
     }
 
     /// Arms a simulated crash (test hook): the operation stops at `point` and returns
@@ -712,12 +811,18 @@ impl Device {
         let regs = self.state.registers;
         regs.check_invariant()?;
         if regs.descending < p {
-            return Err(DeviceError::InsufficientFunds { needed: p, available: regs.descending });
+            return Err(DeviceError::InsufficientFunds {
+                needed: p,
+                available: regs.descending,
+            });
         }
         let mut next = self.state.clone();
         next.registers.ascending = Postage(regs.ascending.0 + p.0);
         next.registers.descending = Postage(regs.descending.0 - p.0);
-        next.registers.sequence = regs.sequence.checked_add(1).ok_or(DeviceError::RegisterOverflow)?;
+        next.registers.sequence = regs
+            .sequence
+            .checked_add(1)
+            .ok_or(DeviceError::RegisterOverflow)?;
         next.registers.check_invariant()?;
         if next.registers.ascending.0 > REGISTER_MAX {
             return Err(DeviceError::RegisterOverflow);
@@ -740,14 +845,21 @@ impl Device {
         ind.signature = self.sign(&ind.signed_bytes())?;
         self.crash(CrashPoint::PrintAfterSign)?;
         next.last_indicium = Some(ind.to_bytes());
-        self.commit(next, Some(CrashPoint::PrintTempWritten), Some(CrashPoint::PrintCommitted))?;
+        self.commit(
+            next,
+            Some(CrashPoint::PrintTempWritten),
+            Some(CrashPoint::PrintCommitted),
+        )?;
         Ok(ind)
     }
 
     /// Re-issues the last indicium (same data and sequence, flagged as a re-issue, signed again);
     /// registers do not change, the re-issue counter does.
     pub fn reissue_last(&mut self) -> Result<Indicium, DeviceError> {
-        let bytes = self.state.last_indicium.ok_or(DeviceError::NothingToReissue)?;
+        let bytes = self
+            .state
+            .last_indicium
+            .ok_or(DeviceError::NothingToReissue)?;
         let mut ind = Indicium::from_bytes(&bytes).map_err(|_| DeviceError::NothingToReissue)?;
         ind.flags |= FLAG_REISSUE;
         ind.signature = self.sign(&ind.signed_bytes())?;
@@ -759,9 +871,10 @@ impl Device {
 
     /// Accepts an operator-signed funding credit once, adding its amount to the registers.
     pub fn fund(&mut self, credit_bytes: &[u8]) -> Result<Registers, DeviceError> {
-        let credit = FundingCredit::from_bytes(credit_bytes).map_err(DeviceError::CreditMalformed)?;
-        let operator =
-            VerifyingKey::from_bytes(&self.state.operator_key).map_err(|_| DeviceError::CreditBadSignature)?;
+        let credit =
+            FundingCredit::from_bytes(credit_bytes).map_err(DeviceError::CreditMalformed)?;
+        let operator = VerifyingKey::from_bytes(&self.state.operator_key)
+            .map_err(|_| DeviceError::CreditBadSignature)?;
         if !credit.verify(&operator) {
             return Err(DeviceError::CreditBadSignature);
         }
@@ -773,17 +886,30 @@ impl Device {
         }
         let regs = self.state.registers;
         if credit.number <= regs.credits_accepted {
-            return Err(DeviceError::CreditReplayed { number: credit.number, accepted: regs.credits_accepted });
+            return Err(DeviceError::CreditReplayed {
+                number: credit.number,
+                accepted: regs.credits_accepted,
+            });
         }
-        let expected = regs.credits_accepted.checked_add(1).ok_or(DeviceError::RegisterOverflow)?;
+        let expected = regs
+            .credits_accepted
+            .checked_add(1)
+            .ok_or(DeviceError::RegisterOverflow)?;
         if credit.number != expected {
-            return Err(DeviceError::CreditOutOfOrder { number: credit.number, expected });
+            return Err(DeviceError::CreditOutOfOrder {
+                number: credit.number,
+                expected,
+            });
         }
         if credit.amount.0 == 0 {
             return Err(DeviceError::CreditZero);
         }
         let mut next = self.state.clone();
-        let total = regs.total_funded.0.checked_add(credit.amount.0).ok_or(DeviceError::RegisterOverflow)?;
+        let total = regs
+            .total_funded
+            .0
+            .checked_add(credit.amount.0)
+            .ok_or(DeviceError::RegisterOverflow)?;
         if total > REGISTER_MAX {
             return Err(DeviceError::RegisterOverflow);
         }
@@ -792,7 +918,11 @@ impl Device {
         next.registers.credits_accepted = expected;
         next.registers.check_invariant()?;
         self.crash(CrashPoint::FundVerified)?;
-        self.commit(next, Some(CrashPoint::FundTempWritten), Some(CrashPoint::FundCommitted))?;
+        self.commit(
+            next,
+            Some(CrashPoint::FundTempWritten),
+            Some(CrashPoint::FundCommitted),
+        )?;
         Ok(self.state.registers)
     }
 
@@ -811,7 +941,12 @@ impl Device {
 
     /// Explicit tamper trigger: erases the keys and puts the device in its terminal state.
     pub fn tamper(self, reason: &str) -> DeviceError {
-        let Device { dir, mut seal_key, backend, .. } = self;
+        let Device {
+            dir,
+            mut seal_key,
+            backend,
+            ..
+        } = self;
         seal_key.zeroize();
         let token = match backend {
             Backend::Token(t) => Some(t),
@@ -854,12 +989,18 @@ mod tests {
     fn setup(root: &Path, funds: u64) -> (Operator, Device) {
         let op = Operator::init(&root.join("op")).expect("operator");
         let id = op.allocate_device_id().expect("id");
-        let mut dev = Device::create(&root.join("psd"), id, op.public_key(), KeySpec::SealedFile, |pk| {
-            op.certify(id, pk, today())
-        })
+        let mut dev = Device::create(
+            &root.join("psd"),
+            id,
+            op.public_key(),
+            KeySpec::SealedFile,
+            |pk| op.certify(id, pk, today()),
+        )
         .expect("device");
         if funds > 0 {
-            let c = op.issue_credit(id, Postage(funds), today()).expect("credit");
+            let c = op
+                .issue_credit(id, Postage(funds), today())
+                .expect("credit");
             dev.fund(&c.to_bytes()).expect("fund");
         }
         (op, dev)
@@ -882,7 +1023,10 @@ mod tests {
         drop(dev);
         let dev = reopen(tmp.path());
         let r = dev.registers();
-        assert_eq!((r.ascending, r.descending, r.total_funded, r.sequence), (Postage(580), Postage(9_420), Postage(10_000), 1));
+        assert_eq!(
+            (r.ascending, r.descending, r.total_funded, r.sequence),
+            (Postage(580), Postage(9_420), Postage(10_000), 1)
+        );
     }
 
     #[test]
@@ -928,9 +1072,13 @@ mod tests {
             let tmp = tempfile::tempdir().expect("tmp");
             let (op, mut dev) = setup(tmp.path(), 1_000);
             let before = dev.registers();
-            let credit = op.issue_credit(dev.id(), Postage(5_000), today()).expect("credit");
+            let credit = op
+                .issue_credit(dev.id(), Postage(5_000), today())
+                .expect("credit");
             dev.crash_at(point);
-            assert!(matches!(dev.fund(&credit.to_bytes()), Err(DeviceError::SimulatedCrash(p)) if p == point));
+            assert!(
+                matches!(dev.fund(&credit.to_bytes()), Err(DeviceError::SimulatedCrash(p)) if p == point)
+            );
             drop(dev);
             let mut dev = reopen(tmp.path());
             let after = dev.registers();
@@ -938,11 +1086,21 @@ mod tests {
             if point == CrashPoint::FundCommitted {
                 assert_eq!(after.total_funded, Postage(6_000));
                 assert_eq!(after.credits_accepted, 2);
-                let err = dev.fund(&credit.to_bytes()).expect_err("replay after crash");
-                assert!(matches!(err, DeviceError::CreditReplayed { number: 2, accepted: 2 }));
+                let err = dev
+                    .fund(&credit.to_bytes())
+                    .expect_err("replay after crash");
+                assert!(matches!(
+                    err,
+                    DeviceError::CreditReplayed {
+                        number: 2,
+                        accepted: 2
+                    }
+                ));
             } else {
                 assert_eq!(after, before, "{point:?}");
-                let r = dev.fund(&credit.to_bytes()).expect("credit still usable once");
+                let r = dev
+                    .fund(&credit.to_bytes())
+                    .expect("credit still usable once");
                 assert_eq!(r.total_funded, Postage(6_000));
             }
             assert_eq!(dev.registers().total_funded, Postage(6_000));
@@ -953,19 +1111,33 @@ mod tests {
     fn bad_credits_are_refused_without_register_change() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (op, mut dev) = setup(tmp.path(), 1_000);
-        let used = op.issue_credit(dev.id(), Postage(2_000), today()).expect("credit");
+        let used = op
+            .issue_credit(dev.id(), Postage(2_000), today())
+            .expect("credit");
         dev.fund(&used.to_bytes()).expect("fund");
         let before = dev.registers();
 
-        assert!(matches!(dev.fund(&used.to_bytes()), Err(DeviceError::CreditReplayed { .. })));
+        assert!(matches!(
+            dev.fund(&used.to_bytes()),
+            Err(DeviceError::CreditReplayed { .. })
+        ));
 
         let other_id = op.allocate_device_id().expect("id");
-        let _other = Device::create(&tmp.path().join("psd2"), other_id, op.public_key(), KeySpec::SealedFile, |pk| {
-            op.certify(other_id, pk, today())
-        })
+        let _other = Device::create(
+            &tmp.path().join("psd2"),
+            other_id,
+            op.public_key(),
+            KeySpec::SealedFile,
+            |pk| op.certify(other_id, pk, today()),
+        )
         .expect("second device");
-        let foreign = op.issue_credit(other_id, Postage(9_000), today()).expect("credit");
-        assert!(matches!(dev.fund(&foreign.to_bytes()), Err(DeviceError::CreditForeign { .. })));
+        let foreign = op
+            .issue_credit(other_id, Postage(9_000), today())
+            .expect("credit");
+        assert!(matches!(
+            dev.fund(&foreign.to_bytes()),
+            Err(DeviceError::CreditForeign { .. })
+        ));
 
         let rogue = Operator::init(&tmp.path().join("rogue")).expect("rogue");
         let forged = FundingCredit::issue(
@@ -975,16 +1147,35 @@ mod tests {
             Postage(1_000_000),
             today(),
         );
-        assert!(matches!(dev.fund(&forged.to_bytes()), Err(DeviceError::CreditBadSignature)));
+        assert!(matches!(
+            dev.fund(&forged.to_bytes()),
+            Err(DeviceError::CreditBadSignature)
+        ));
         drop(rogue);
 
-        let skipped = op.issue_credit(dev.id(), Postage(1), today()).expect("credit 3");
-        let skipped2 = op.issue_credit(dev.id(), Postage(1), today()).expect("credit 4");
-        assert!(matches!(dev.fund(&skipped2.to_bytes()), Err(DeviceError::CreditOutOfOrder { number: 4, expected: 3 })));
+        let skipped = op
+            .issue_credit(dev.id(), Postage(1), today())
+            .expect("credit 3");
+        let skipped2 = op
+            .issue_credit(dev.id(), Postage(1), today())
+            .expect("credit 4");
+        assert!(matches!(
+            dev.fund(&skipped2.to_bytes()),
+            Err(DeviceError::CreditOutOfOrder {
+                number: 4,
+                expected: 3
+            })
+        ));
         let mut flipped = skipped.to_bytes();
         flipped[20] ^= 0x01;
-        assert!(matches!(dev.fund(&flipped), Err(DeviceError::CreditBadSignature)));
-        assert!(matches!(dev.fund(&flipped[..10]), Err(DeviceError::CreditMalformed(_))));
+        assert!(matches!(
+            dev.fund(&flipped),
+            Err(DeviceError::CreditBadSignature)
+        ));
+        assert!(matches!(
+            dev.fund(&flipped[..10]),
+            Err(DeviceError::CreditMalformed(_))
+        ));
 
         assert_eq!(dev.registers(), before);
         drop(dev);
@@ -998,11 +1189,23 @@ mod tests {
         let before = dev.registers();
         assert!(matches!(
             dev.print(&request(1_001)),
-            Err(DeviceError::InsufficientFunds { needed: Postage(1_001), available: Postage(1_000) })
+            Err(DeviceError::InsufficientFunds {
+                needed: Postage(1_001),
+                available: Postage(1_000)
+            })
         ));
-        assert!(matches!(dev.print(&request(0)), Err(DeviceError::InvalidPostage(_))));
-        assert!(matches!(dev.print(&request(POSTAGE_MAX + 1)), Err(DeviceError::InvalidPostage(_))));
-        assert!(matches!(dev.reissue_last(), Err(DeviceError::NothingToReissue)));
+        assert!(matches!(
+            dev.print(&request(0)),
+            Err(DeviceError::InvalidPostage(_))
+        ));
+        assert!(matches!(
+            dev.print(&request(POSTAGE_MAX + 1)),
+            Err(DeviceError::InvalidPostage(_))
+        ));
+        assert!(matches!(
+            dev.reissue_last(),
+            Err(DeviceError::NothingToReissue)
+        ));
         assert_eq!(dev.registers(), before);
         dev.print(&request(1_000)).expect("exactly the balance");
         assert_eq!(dev.registers().descending, Postage::ZERO);
@@ -1021,12 +1224,21 @@ mod tests {
         let pos = bytes.len() / 2;
         bytes[pos] ^= 0x04;
         fs::write(&state, &bytes).expect("write");
-        assert!(matches!(Device::open(&tmp.path().join("psd"), None), Err(DeviceError::Tampered { .. })));
-        assert!(!tmp.path().join("psd").join(SEAL_KEY_FILE).exists(), "storage key must be erased");
+        assert!(matches!(
+            Device::open(&tmp.path().join("psd"), None),
+            Err(DeviceError::Tampered { .. })
+        ));
+        assert!(
+            !tmp.path().join("psd").join(SEAL_KEY_FILE).exists(),
+            "storage key must be erased"
+        );
         // Restoring the original bytes does not help: the keys are gone for good.
         bytes[pos] ^= 0x04;
         fs::write(&state, &bytes).expect("write");
-        assert!(matches!(Device::open(&tmp.path().join("psd"), None), Err(DeviceError::Tampered { .. })));
+        assert!(matches!(
+            Device::open(&tmp.path().join("psd"), None),
+            Err(DeviceError::Tampered { .. })
+        ));
         let info = tamper_info(&tmp.path().join("psd")).expect("tamper info");
         assert!(info.reason.contains("integrity"), "{}", info.reason);
         assert_eq!(info.registers, Some(regs));
@@ -1038,13 +1250,18 @@ mod tests {
         let (_op, dev) = setup(tmp.path(), 5_000);
         let e = dev.tamper("case opened");
         assert!(matches!(e, DeviceError::Tampered { ref reason } if reason == "case opened"));
-        assert!(matches!(reopen_err(tmp.path()), DeviceError::Tampered { .. }));
+        assert!(matches!(
+            reopen_err(tmp.path()),
+            DeviceError::Tampered { .. }
+        ));
 
         let tmp = tempfile::tempdir().expect("tmp");
         let (_op, dev) = setup(tmp.path(), 5_000);
         drop(dev);
         fs::remove_file(tmp.path().join("psd").join(SEAL_KEY_FILE)).expect("rm");
-        assert!(matches!(reopen_err(tmp.path()), DeviceError::Tampered { ref reason } if reason.contains("storage key")));
+        assert!(
+            matches!(reopen_err(tmp.path()), DeviceError::Tampered { ref reason } if reason.contains("storage key"))
+        );
     }
 
     fn reopen_err(root: &Path) -> DeviceError {

@@ -11,13 +11,19 @@ pub fn read_limited(path: &Path, max: u64) -> io::Result<Vec<u8>> {
     if len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("{} is {len} bytes, larger than the limit of {max}", path.display()),
+            format!(
+                "{} is {len} bytes, larger than the limit of {max}",
+                path.display()
+            ),
         ));
     }
     let mut buf = Vec::with_capacity(len as usize);
     f.take(max + 1).read_to_end(&mut buf)?;
     if buf.len() as u64 > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "file grew past the size limit"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file grew past the size limit",
+        ));
     }
     Ok(buf)
 }

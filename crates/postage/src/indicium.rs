@@ -70,7 +70,11 @@ impl FromStr for RateCategory {
         (1..=5)
             .filter_map(RateCategory::from_code)
             .find(|r| r.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| format!("unknown rate category {s:?}: use letter, postcard, flat, parcel or priority"))
+            .ok_or_else(|| {
+                format!(
+                    "unknown rate category {s:?}: use letter, postcard, flat, parcel or priority"
+                )
+            })
     }
 }
 
@@ -83,9 +87,13 @@ impl FromStr for Zip {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
         if t.len() == 5 && t.bytes().all(|b| b.is_ascii_digit()) {
-            t.parse().map(Zip).map_err(|_| format!("invalid ZIP code {s:?}"))
+            t.parse()
+                .map(Zip)
+                .map_err(|_| format!("invalid ZIP code {s:?}"))
         } else {
-            Err(format!("invalid ZIP code {s:?}: expected 5 digits, like 15213"))
+            Err(format!(
+                "invalid ZIP code {s:?}: expected 5 digits, like 15213"
+            ))
         }
     }
 }
@@ -112,7 +120,9 @@ impl DeliveryPoint {
                 "invalid delivery point {rest:?}: expected ZIP+4 and 2-digit delivery point, like 3890-01"
             ));
         }
-        let tail: u64 = digits.parse().map_err(|_| format!("invalid delivery point {rest:?}"))?;
+        let tail: u64 = digits
+            .parse()
+            .map_err(|_| format!("invalid delivery point {rest:?}"))?;
         Ok(DeliveryPoint(u64::from(zip.0) * 1_000_000 + tail))
     }
     /// The 5-digit ZIP part.
@@ -245,8 +255,11 @@ impl Indicium {
 
     /// Verifies the device signature with the given key.
     pub fn verify_signature(&self, key: &VerifyingKey) -> bool {
-        key.verify_strict(&self.signed_bytes(), &Signature::from_bytes(&self.signature))
-            .is_ok()
+        key.verify_strict(
+            &self.signed_bytes(),
+            &Signature::from_bytes(&self.signature),
+        )
+        .is_ok()
     }
 }
 
@@ -286,9 +299,15 @@ mod tests {
         assert!(Indicium::from_bytes(&b[..106]).is_err());
         let mut bad = b;
         bad[0] = 2;
-        assert_eq!(Indicium::from_bytes(&bad), Err(DecodeError::Invalid("version")));
+        assert_eq!(
+            Indicium::from_bytes(&bad),
+            Err(DecodeError::Invalid("version"))
+        );
         let mut bad = b;
         bad[42] = 99;
-        assert_eq!(Indicium::from_bytes(&bad), Err(DecodeError::Invalid("rate category")));
+        assert_eq!(
+            Indicium::from_bytes(&bad),
+            Err(DecodeError::Invalid("rate category"))
+        );
     }
 }

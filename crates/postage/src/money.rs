@@ -17,7 +17,9 @@ pub enum ParseAmountError {
     #[error("unsupported currency in {0:?}: write amounts like USD:0.58")]
     Currency(String),
     /// Not a decimal number with at most three decimals.
-    #[error("invalid amount {0:?}: write amounts like USD:0.58 (at most 3 decimals, the unit is 1/10 cent)")]
+    #[error(
+        "invalid amount {0:?}: write amounts like USD:0.58 (at most 3 decimals, the unit is 1/10 cent)"
+    )]
     Syntax(String),
     /// Too large to represent.
     #[error("amount {0:?} is too large")]
@@ -38,7 +40,7 @@ impl fmt::Display for Postage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let whole = self.0 / MILLS_PER_DOLLAR;
         let frac = self.0 % MILLS_PER_DOLLAR;
-        if frac % 10 == 0 {
+        if frac.is_multiple_of(10) {
             write!(f, "USD:{}.{:02}", whole, frac / 10)
         } else {
             write!(f, "USD:{whole}.{frac:03}")
@@ -92,7 +94,9 @@ mod tests {
         assert_eq!("0.585".parse::<Postage>(), Ok(Postage(585)));
         assert_eq!("usd:12".parse::<Postage>(), Ok(Postage(12_000)));
         assert_eq!("USD:1.5".parse::<Postage>(), Ok(Postage(1_500)));
-        for bad in ["", "USD:", "1.2345", "-1", "1e3", "EUR:1", "1.", "abc", "USD:0,58"] {
+        for bad in [
+            "", "USD:", "1.2345", "-1", "1e3", "EUR:1", "1.", "abc", "USD:0,58",
+        ] {
             assert!(bad.parse::<Postage>().is_err(), "{bad} should not parse");
         }
     }

@@ -39,7 +39,9 @@ pub enum OperatorError {
     #[error("{0} is damaged: {1}")]
     Damaged(PathBuf, String),
     /// The device is not registered with this operator.
-    #[error("device {0} has no certificate from this operator; initialise it with `netbill postage device init`")]
+    #[error(
+        "device {0} has no certificate from this operator; initialise it with `netbill postage device init`"
+    )]
     UnknownDevice(DeviceId),
     /// The certificate serial is unknown.
     #[error("no certificate with serial {0}")]
@@ -110,7 +112,8 @@ impl Operator {
             return Err(OperatorError::AlreadyExists(dir.to_path_buf()));
         }
         for sub in ["public/certs", "registry"] {
-            fs::create_dir_all(dir.join(sub)).map_err(io_err(format!("cannot create {}", dir.display())))?;
+            fs::create_dir_all(dir.join(sub))
+                .map_err(io_err(format!("cannot create {}", dir.display())))?;
         }
         let mut seed = Zeroizing::new([0u8; 32]);
         rand::fill(&mut seed[..]);
@@ -123,7 +126,10 @@ impl Operator {
             .map_err(io_err("cannot write the operator public key"))?;
         fsutil::write_file(&dir.join("public/revoked"), b"", false)
             .map_err(io_err("cannot write the revocation list"))?;
-        Ok(Operator { dir: dir.to_path_buf(), key })
+        Ok(Operator {
+            dir: dir.to_path_buf(),
+            key,
+        })
     }
 
     /// Opens an existing operator directory.
@@ -132,7 +138,10 @@ impl Operator {
             return Err(OperatorError::NotInitialised(dir.to_path_buf()));
         }
         let seed = read_hex32(&dir.join(KEY_FILE))?;
-        Ok(Operator { dir: dir.to_path_buf(), key: SigningKey::from_bytes(&seed) })
+        Ok(Operator {
+            dir: dir.to_path_buf(),
+            key: SigningKey::from_bytes(&seed),
+        })
     }
 
     /// The operator's public key.
@@ -165,8 +174,12 @@ impl Operator {
         public_key: [u8; 32],
         today: MailDate,
     ) -> Result<DeviceCertificate, OperatorError> {
-        let serial = u32::try_from(self.next_counter("next_serial")?)
-            .map_err(|_| OperatorError::Damaged(self.dir.join("registry/next_serial"), "serials exhausted".into()))?;
+        let serial = u32::try_from(self.next_counter("next_serial")?).map_err(|_| {
+            OperatorError::Damaged(
+                self.dir.join("registry/next_serial"),
+                "serials exhausted".into(),
+            )
+        })?;
         let cert = DeviceCertificate::issue(
             &self.key,
             serial,
@@ -175,10 +188,17 @@ impl Operator {
             today,
             today.add_months(CERT_VALIDITY_MONTHS),
         );
-        let path = self.public_dir().join("certs").join(format!("{serial:010}.cert"));
-        fsutil::write_file(&path, &cert.to_bytes(), false).map_err(io_err("cannot publish the certificate"))?;
+        let path = self
+            .public_dir()
+            .join("certs")
+            .join(format!("{serial:010}.cert"));
+        fsutil::write_file(&path, &cert.to_bytes(), false)
+            .map_err(io_err("cannot publish the certificate"))?;
         fsutil::write_file(
-            &self.dir.join("registry").join(format!("device-{}.cert", device_id.0)),
+            &self
+                .dir
+                .join("registry")
+                .join(format!("device-{}.cert", device_id.0)),
             serial.to_string().as_bytes(),
             false,
         )
@@ -187,23 +207,32 @@ impl Operator {
     }
 
     fn credits_path(&self, device_id: DeviceId) -> PathBuf {
-        self.dir.join("registry").join(format!("device-{}.credits", device_id.0))
+        self.dir
+            .join("registry")
+            .join(format!("device-{}.credits", device_id.0))
     }
 
     /// Credits issued to a device so far: `(number, amount)` in order.
-    pub fn credits_issued(&self, device_id: DeviceId) -> Result<Vec<(u32, Postage)>, OperatorError> {
+    pub fn credits_issued(
+        &self,
+        device_id: DeviceId,
+    ) -> Result<Vec<(u32, Postage)>, OperatorError> {
         let path = self.credits_path(device_id);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err(format!("cannot read {}", path.display()))(e)),
         };
-        let damaged = || OperatorError::Damaged(path.clone(), "expected lines `number mills`".into());
+        let damaged =
+            || OperatorError::Damaged(path.clone(), "expected lines `number mills`".into());
         text.lines()
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let (n, a) = l.trim().split_once(' ').ok_or_else(damaged)?;
-                Ok((n.parse().map_err(|_| damaged())?, Postage(a.parse().map_err(|_| damaged())?)))
+                Ok((
+                    n.parse().map_err(|_| damaged())?,
+                    Postage(a.parse().map_err(|_| damaged())?),
+                ))
             })
             .collect()
     }
@@ -218,14 +247,22 @@ impl Operator {
         if amount.0 == 0 {
             return Err(OperatorError::ZeroCredit);
         }
-        if !self.dir.join("registry").join(format!("device-{}.cert", device_id.0)).exists() {
+        if !self
+            .dir
+            .join("registry")
+            .join(format!("device-{}.cert", device_id.0))
+            .exists()
+        {
             return Err(OperatorError::UnknownDevice(device_id));
         }
         let mut issued = self.credits_issued(device_id)?;
         let number = issued.len() as u32 + 1;
         let credit = FundingCredit::issue(&self.key, device_id, number, amount, today);
         issued.push((number, amount));
-        let text: String = issued.iter().map(|(n, a)| format!("{n} {}\n", a.0)).collect();
+        let text: String = issued
+            .iter()
+            .map(|(n, a)| format!("{n} {}\n", a.0))
+            .collect();
         fsutil::replace_atomically(&self.credits_path(device_id), text.as_bytes(), false)
             .map_err(io_err("cannot record the credit"))?;
         Ok(credit)
@@ -233,14 +270,18 @@ impl Operator {
 
     /// Adds a certificate serial to the published revocation list.
     pub fn revoke(&self, serial: u32) -> Result<(), OperatorError> {
-        let path = self.public_dir().join("certs").join(format!("{serial:010}.cert"));
+        let path = self
+            .public_dir()
+            .join("certs")
+            .join(format!("{serial:010}.cert"));
         if !path.exists() {
             return Err(OperatorError::UnknownSerial(serial));
         }
         let list = self.public_dir().join("revoked");
         let mut text = fs::read_to_string(&list).unwrap_or_default();
         text.push_str(&format!("{serial}\n"));
-        fsutil::replace_atomically(&list, text.as_bytes(), false).map_err(io_err("cannot update the revocation list"))
+        fsutil::replace_atomically(&list, text.as_bytes(), false)
+            .map_err(io_err("cannot update the revocation list"))
     }
 
     /// Checks a device report: signature by the certified key, register invariant, and control
@@ -267,7 +308,10 @@ impl Operator {
         let issued = self.credits_issued(report.device_id)?;
         let accepted = report.registers.credits_accepted as usize;
         if accepted > issued.len() {
-            findings.push(format!("device claims {accepted} credits but only {} were issued", issued.len()));
+            findings.push(format!(
+                "device claims {accepted} credits but only {} were issued",
+                issued.len()
+            ));
         }
         let credited = Postage(issued.iter().take(accepted).map(|(_, a)| a.0).sum());
         if credited != report.registers.total_funded {
@@ -276,7 +320,11 @@ impl Operator {
                 report.registers.total_funded, credited
             ));
         }
-        Ok(Audit { report, credited, findings })
+        Ok(Audit {
+            report,
+            credited,
+            findings,
+        })
     }
 }
 
@@ -298,28 +346,43 @@ impl TrustStore {
         if !pub_path.exists() {
             return Err(OperatorError::NotInitialised(public.to_path_buf()));
         }
-        let operator = VerifyingKey::from_bytes(&*read_hex32(&pub_path)?)
-            .map_err(|_| OperatorError::Damaged(pub_path.clone(), "not an Ed25519 public key".into()))?;
+        let operator = VerifyingKey::from_bytes(&*read_hex32(&pub_path)?).map_err(|_| {
+            OperatorError::Damaged(pub_path.clone(), "not an Ed25519 public key".into())
+        })?;
         let mut certs = HashMap::new();
         let dir = public.join("certs");
-        let entries = fs::read_dir(&dir).map_err(io_err(format!("cannot list {}", dir.display())))?;
+        let entries =
+            fs::read_dir(&dir).map_err(io_err(format!("cannot list {}", dir.display())))?;
         for entry in entries.flatten() {
-            let Ok(bytes) = fsutil::read_limited(&entry.path(), SMALL_FILE_MAX) else { continue };
+            let Ok(bytes) = fsutil::read_limited(&entry.path(), SMALL_FILE_MAX) else {
+                continue;
+            };
             if bytes.len() != CERT_LEN {
                 continue;
             }
-            let Ok(cert) = DeviceCertificate::from_bytes(&bytes) else { continue };
+            let Ok(cert) = DeviceCertificate::from_bytes(&bytes) else {
+                continue;
+            };
             if !cert.verify(&operator) {
                 continue;
             }
-            let Some(key) = cert.verifying_key() else { continue };
+            let Some(key) = cert.verifying_key() else {
+                continue;
+            };
             certs.insert(cert.serial, (cert, key));
         }
         let revoked_path = public.join("revoked");
         let revoked = match fsutil::read_limited(&revoked_path, REVOKED_MAX) {
-            Ok(b) => String::from_utf8_lossy(&b).lines().filter_map(|l| l.trim().parse().ok()).collect(),
+            Ok(b) => String::from_utf8_lossy(&b)
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect(),
             Err(_) => HashSet::new(),
         };
-        Ok(TrustStore { operator, certs, revoked })
+        Ok(TrustStore {
+            operator,
+            certs,
+            revoked,
+        })
     }
 }

@@ -41,7 +41,9 @@ pub enum Pkcs11Error {
         source: CkError,
     },
     /// No token with the label.
-    #[error("no PKCS#11 token labelled {0:?}; create it (softhsm2-util --init-token --free --label ...) or fix --pkcs11-token")]
+    #[error(
+        "no PKCS#11 token labelled {0:?}; create it (softhsm2-util --init-token --free --label ...) or fix --pkcs11-token"
+    )]
     NoToken(String),
     /// Login failed.
     #[error("PKCS#11 login to token {0:?} failed: {1}; check the PIN (NETBILL_PKCS11_PIN)")]
@@ -70,17 +72,25 @@ pub struct TokenKey {
 
 fn connect(cfg: &TokenConfig, pin: &str) -> Result<Session, Pkcs11Error> {
     let module = cfg.module.display().to_string();
-    let ctx = Pkcs11::new(&cfg.module)
-        .map_err(|source| Pkcs11Error::Module { module: module.clone(), source })?;
+    let ctx = Pkcs11::new(&cfg.module).map_err(|source| Pkcs11Error::Module {
+        module: module.clone(),
+        source,
+    })?;
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
         Err(source) => return Err(Pkcs11Error::Module { module, source }),
     }
-    let slots = ctx.get_slots_with_initialized_token().map_err(|e| Pkcs11Error::Op("slot listing", e))?;
+    let slots = ctx
+        .get_slots_with_initialized_token()
+        .map_err(|e| Pkcs11Error::Op("slot listing", e))?;
     for slot in slots {
-        let info = ctx.get_token_info(slot).map_err(|e| Pkcs11Error::Op("token info", e))?;
+        let info = ctx
+            .get_token_info(slot)
+            .map_err(|e| Pkcs11Error::Op("token info", e))?;
         if info.label().trim_end() == cfg.token_label {
-            let session = ctx.open_rw_session(slot).map_err(|e| Pkcs11Error::Op("open session", e))?;
+            let session = ctx
+                .open_rw_session(slot)
+                .map_err(|e| Pkcs11Error::Op("open session", e))?;
             session
                 .login(UserType::User, Some(&AuthPin::new(pin.into())))
                 .map_err(|e| Pkcs11Error::Login(cfg.token_label.clone(), e))?;
@@ -90,9 +100,16 @@ fn connect(cfg: &TokenConfig, pin: &str) -> Result<Session, Pkcs11Error> {
     Err(Pkcs11Error::NoToken(cfg.token_label.clone()))
 }
 
-fn find(session: &Session, label: &str, class: ObjectClass) -> Result<Vec<ObjectHandle>, Pkcs11Error> {
+fn find(
+    session: &Session,
+    label: &str,
+    class: ObjectClass,
+) -> Result<Vec<ObjectHandle>, Pkcs11Error> {
     session
-        .find_objects(&[Attribute::Class(class), Attribute::Label(label.as_bytes().to_vec())])
+        .find_objects(&[
+            Attribute::Class(class),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
         .map_err(|e| Pkcs11Error::Op("find objects", e))
 }
 
@@ -140,10 +157,19 @@ impl TokenKey {
             Attribute::Label(label),
         ];
         let (public, private) = session
-            .generate_key_pair(&Mechanism::EccEdwardsKeyPairGen, &public_template, &private_template)
+            .generate_key_pair(
+                &Mechanism::EccEdwardsKeyPairGen,
+                &public_template,
+                &private_template,
+            )
             .map_err(|e| Pkcs11Error::Op("Ed25519 key generation", e))?;
         let public_key = read_public(&session, public)?;
-        Ok(TokenKey { session, private, public, public_key })
+        Ok(TokenKey {
+            session,
+            private,
+            public,
+            public_key,
+        })
     }
 
     /// Opens an existing key pair by label.
@@ -156,7 +182,12 @@ impl TokenKey {
             .first()
             .ok_or_else(|| Pkcs11Error::NoKey(cfg.key_label.clone()))?;
         let public_key = read_public(&session, public)?;
-        Ok(TokenKey { session, private, public, public_key })
+        Ok(TokenKey {
+            session,
+            private,
+            public,
+            public_key,
+        })
     }
 
     /// The Ed25519 public key.
@@ -167,13 +198,20 @@ impl TokenKey {
     /// Signs `msg` with pure Ed25519 inside the token.
     pub fn sign(&self, msg: &[u8]) -> Result<[u8; 64], Pkcs11Error> {
         let mech = Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure));
-        let sig = self.session.sign(&mech, self.private, msg).map_err(|e| Pkcs11Error::Op("sign", e))?;
+        let sig = self
+            .session
+            .sign(&mech, self.private, msg)
+            .map_err(|e| Pkcs11Error::Op("sign", e))?;
         <[u8; 64]>::try_from(sig.as_slice()).map_err(|_| Pkcs11Error::PublicKey)
     }
 
     /// Destroys the key pair in the token (tamper response).
     pub fn destroy(self) -> Result<(), Pkcs11Error> {
-        self.session.destroy_object(self.private).map_err(|e| Pkcs11Error::Op("destroy private key", e))?;
-        self.session.destroy_object(self.public).map_err(|e| Pkcs11Error::Op("destroy public key", e))
+        self.session
+            .destroy_object(self.private)
+            .map_err(|e| Pkcs11Error::Op("destroy private key", e))?;
+        self.session
+            .destroy_object(self.public)
+            .map_err(|e| Pkcs11Error::Op("destroy public key", e))
     }
 }

@@ -79,7 +79,9 @@ pub enum Rejection {
         station: String,
     },
     /// `(device, sequence)` was already accepted.
-    #[error("copied indicium: device {device} sequence {sequence} was already accepted on {first_seen}")]
+    #[error(
+        "copied indicium: device {device} sequence {sequence} was already accepted on {first_seen}"
+    )]
     Duplicate {
         /// Device.
         device: DeviceId,
@@ -113,7 +115,9 @@ impl Rejection {
 #[derive(Debug, thiserror::Error)]
 pub enum StationError {
     /// The delivery area is not 3 or 5 digits.
-    #[error("invalid station delivery area {0:?}: give a 5-digit ZIP (e.g. 10001) or a 3-digit ZIP prefix (e.g. 100)")]
+    #[error(
+        "invalid station delivery area {0:?}: give a 5-digit ZIP (e.g. 10001) or a 3-digit ZIP prefix (e.g. 100)"
+    )]
     InvalidArea(String),
     /// Database failure.
     #[error("station store {context}: {source}")]
@@ -155,17 +159,29 @@ pub fn verify_indicium(
         return Err(Rejection::BadSignature);
     }
     if ind.date < cert.valid_from || ind.date > cert.valid_until {
-        return Err(Rejection::CertificateExpired { serial: cert.serial, date: ind.date });
+        return Err(Rejection::CertificateExpired {
+            serial: cert.serial,
+            date: ind.date,
+        });
     }
     if ind.date > today {
-        return Err(Rejection::FutureDated { date: ind.date, today });
+        return Err(Rejection::FutureDated {
+            date: ind.date,
+            today,
+        });
     }
     let valid_until = ind.date.add_months(VALIDITY_MONTHS);
     if today > valid_until {
-        return Err(Rejection::Expired { date: ind.date, valid_until });
+        return Err(Rejection::Expired {
+            date: ind.date,
+            valid_until,
+        });
     }
     if !ind.destination.zip().to_string().starts_with(area) {
-        return Err(Rejection::WrongDestination { destination: ind.destination, station: area.to_string() });
+        return Err(Rejection::WrongDestination {
+            destination: ind.destination,
+            station: area.to_string(),
+        });
     }
     Ok(ind)
 }
@@ -191,10 +207,16 @@ impl SeenStore {
     /// Opens (creating if needed) the seen-set database at `path`.
     pub fn open(path: &Path) -> Result<SeenStore, StationError> {
         let conn = Connection::open(path).map_err(db("open"))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db("configure"))?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db("configure"))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db("configure"))?;
-        let mut st = SeenStore { conn, partitions: Vec::new() };
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db("configure"))?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db("configure"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db("configure"))?;
+        let mut st = SeenStore {
+            conn,
+            partitions: Vec::new(),
+        };
         st.refresh_partitions()?;
         Ok(st)
     }
@@ -210,7 +232,10 @@ impl SeenStore {
             .collect::<Result<Vec<_>, _>>()
             .map_err(db("list partitions"))?;
         drop(stmt);
-        self.partitions = names.iter().filter_map(|n| n.strip_prefix("seen_")?.parse().ok()).collect();
+        self.partitions = names
+            .iter()
+            .filter_map(|n| n.strip_prefix("seen_")?.parse().ok())
+            .collect();
         self.partitions.sort_unstable();
         Ok(())
     }
@@ -240,7 +265,10 @@ impl SeenStore {
         for month in self.partitions.iter().rev() {
             let mut stmt = self
                 .conn
-                .prepare_cached(&format!("SELECT seen_on FROM {} WHERE device = ?1 AND sequence = ?2", table(*month)))
+                .prepare_cached(&format!(
+                    "SELECT seen_on FROM {} WHERE device = ?1 AND sequence = ?2",
+                    table(*month)
+                ))
                 .map_err(db("look up"))?;
             let hit: Option<i64> = stmt
                 .query_row(params![device.0 as i64, i64::from(sequence)], |r| r.get(0))
@@ -263,8 +291,13 @@ impl SeenStore {
                 table(month)
             ))
             .map_err(db("record"))?;
-        stmt.execute(params![ind.device_id.0 as i64, i64::from(ind.sequence), i64::from(today.0), ind.is_reissue()])
-            .map_err(db("record"))?;
+        stmt.execute(params![
+            ind.device_id.0 as i64,
+            i64::from(ind.sequence),
+            i64::from(today.0),
+            ind.is_reissue()
+        ])
+        .map_err(db("record"))?;
         Ok(())
     }
 
@@ -274,7 +307,9 @@ impl SeenStore {
         let mut dropped = Vec::new();
         for month in self.partitions.clone() {
             let (y, m) = (i64::from(month / 100), month % 100);
-            let Some(first) = MailDate::from_ymd(y, m, 1) else { continue };
+            let Some(first) = MailDate::from_ymd(y, m, 1) else {
+                continue;
+            };
             // The latest date of mailing in this month expires last.
             if first.end_of_month().add_months(VALIDITY_MONTHS) < today {
                 self.conn
@@ -293,7 +328,9 @@ impl SeenStore {
             .iter()
             .map(|m| {
                 self.conn
-                    .query_row(&format!("SELECT count(*) FROM {}", table(*m)), [], |r| r.get::<_, i64>(0))
+                    .query_row(&format!("SELECT count(*) FROM {}", table(*m)), [], |r| {
+                        r.get::<_, i64>(0)
+                    })
                     .map(|n| (*m, n as u64))
                     .map_err(db("count"))
             })
@@ -308,7 +345,11 @@ impl Station {
         if !(area.len() == 3 || area.len() == 5) || !area.bytes().all(|b| b.is_ascii_digit()) {
             return Err(StationError::InvalidArea(area.to_string()));
         }
-        Ok(Station { store: SeenStore::open(path)?, trust, area: area.to_string() })
+        Ok(Station {
+            store: SeenStore::open(path)?,
+            trust,
+            area: area.to_string(),
+        })
     }
 
     /// The seen-set.
@@ -323,11 +364,17 @@ impl Station {
         items: &[Result<Vec<u8>, BarcodeError>],
         today: MailDate,
     ) -> Result<Vec<Result<Indicium, Rejection>>, StationError> {
-        self.store.conn.execute_batch("BEGIN IMMEDIATE").map_err(db("begin"))?;
+        self.store
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(db("begin"))?;
         let result = self.check_items(items, today);
         match result {
             Ok(v) => {
-                self.store.conn.execute_batch("COMMIT").map_err(db("commit"))?;
+                self.store
+                    .conn
+                    .execute_batch("COMMIT")
+                    .map_err(db("commit"))?;
                 Ok(v)
             }
             Err(e) => {
@@ -367,9 +414,13 @@ impl Station {
     }
 
     /// Verifies one payload and records it if accepted.
-    pub fn check(&mut self, bytes: &[u8], today: MailDate) -> Result<Result<Indicium, Rejection>, StationError> {
+    pub fn check(
+        &mut self,
+        bytes: &[u8],
+        today: MailDate,
+    ) -> Result<Result<Indicium, Rejection>, StationError> {
         let mut v = self.check_batch(&[Ok(bytes.to_vec())], today)?;
-        Ok(v.pop().unwrap_or(Err(Rejection::Unreadable(BarcodeError::NotFound))))
+        Ok(v.pop()
+            .unwrap_or(Err(Rejection::Unreadable(BarcodeError::NotFound))))
     }
-
 }

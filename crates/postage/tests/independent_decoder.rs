@@ -9,14 +9,23 @@ use common::{day, letter, operator_and_device};
 use netbill_postage::barcode;
 
 fn zxing_reader_bytes(path: &std::path::Path) -> Vec<u8> {
-    let out = match Command::new("ZXingReader").args(["-bytes", "-format", "PDF417"]).arg(path).output() {
+    let out = match Command::new("ZXingReader")
+        .args(["-bytes", "-format", "PDF417"])
+        .arg(path)
+        .output()
+    {
         Ok(o) => o,
         Err(e) => panic!(
             "ZXingReader (package zxing-cpp-tools) is required for this test and could not be run ({e}); \
              install it with `bash .ci/postage-deps.sh`"
         ),
     };
-    assert!(out.status.success(), "ZXingReader failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ZXingReader failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 

@@ -32,9 +32,13 @@ pub fn operator_and_device(root: &Path, name: &str, funds: u64) -> (Operator, De
     };
     let id = op.allocate_device_id().expect("device id");
     let start = day("2025-01-01");
-    let mut dev = Device::create(&root.join(name), id, op.public_key(), KeySpec::SealedFile, |pk| {
-        op.certify(id, pk, start)
-    })
+    let mut dev = Device::create(
+        &root.join(name),
+        id,
+        op.public_key(),
+        KeySpec::SealedFile,
+        |pk| op.certify(id, pk, start),
+    )
     .expect("device init");
     let credit = op.issue_credit(id, Postage(funds), start).expect("credit");
     dev.fund(&credit.to_bytes()).expect("fund");
