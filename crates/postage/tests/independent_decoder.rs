@@ -49,3 +49,32 @@ fn zxing_cpp_reads_our_labels_byte_for_byte() {
         assert_eq!(zxing_reader_bytes(&path), chunk.to_vec());
     }
 }
+
+#[test]
+fn svg_labels_rasterise_and_decode_byte_for_byte() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_op, mut dev) = operator_and_device(tmp.path(), "psd", 10_000);
+    let ind = dev.print(&letter(day("2026-11-23"), 580)).expect("print");
+    let data = ind.to_bytes().to_vec();
+    let svg =
+        barcode::render_svg(&[(data.clone(), vec!["USD:0.58 LETTER".into()])], 1).expect("svg");
+    let svg_path = tmp.path().join("label.svg");
+    let png_path = tmp.path().join("label-from-svg.png");
+    std::fs::write(&svg_path, svg).expect("write");
+    let out = Command::new("rsvg-convert")
+        .args(["-z", "3", "-o"])
+        .arg(&png_path)
+        .arg(&svg_path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("rsvg-convert (librsvg2-bin) is required ({e}); install it with `bash .ci/postage-deps.sh`")
+        });
+    assert!(
+        out.status.success(),
+        "rsvg-convert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(zxing_reader_bytes(&png_path), data);
+    let png = std::fs::read(&png_path).expect("read");
+    assert_eq!(barcode::decode_image(&png).expect("our decoder"), data);
+}
