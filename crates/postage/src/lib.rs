@@ -7,6 +7,8 @@
 //! signature, certificate, destination and date, and records `(device, sequence)` once.
 //! The layout of every signed object is documented byte by byte in `docs/postage.md`.
 
+#![warn(missing_docs)]
+
 pub mod barcode;
 pub mod cert;
 pub mod cli;
