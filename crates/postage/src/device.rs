@@ -962,6 +962,13 @@ pub fn tamper_dir(dir: &Path, reason: &str, pin: Option<&str>) -> DeviceError {
         Ok(dev) => dev.tamper(reason),
         Err(DeviceError::NotADevice(p)) => DeviceError::NotADevice(p),
         Err(DeviceError::Tampered { reason }) => DeviceError::Tampered { reason },
+        Err(DeviceError::PinRequired) => erase(
+            dir,
+            &format!(
+                "{reason}; the token key was NOT destroyed (no PIN given): delete it in the token"
+            ),
+            None,
+        ),
         Err(_) => erase(dir, reason, None),
     }
 }

@@ -22,7 +22,7 @@ pub const VALIDITY_MONTHS: u32 = 6;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Rejection {
     /// The image holds no readable barcode.
-    #[error("unreadable: {0}")]
+    #[error("{0}")]
     Unreadable(BarcodeError),
     /// The bytes are not a well-formed indicium (altered or not ours).
     #[error("malformed indicium data ({0})")]
