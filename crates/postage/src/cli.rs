@@ -301,6 +301,10 @@ pub struct BenchArgs {
     /// Indicia to print and verify.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     count: u32,
+    /// Fill the station's seen-set with this many other entries first (duplicate checks then
+    /// run against a large store).
+    #[arg(long, default_value_t = 0)]
+    preload: u32,
 }
 
 /// Runs a postage command. `Ok(non-zero)` for a rejecting verdict; `Err` for errors.
@@ -803,12 +807,12 @@ fn run_bench(a: BenchArgs) -> anyhow::Result<ExitCode> {
     let tmp = std::env::temp_dir().join(format!("netbill-postage-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).context("cannot create a temporary directory")?;
-    let result = bench_in(&tmp, n);
+    let result = bench_in(&tmp, n, a.preload);
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }
 
-fn bench_in(tmp: &Path, n: u32) -> anyhow::Result<ExitCode> {
+fn bench_in(tmp: &Path, n: u32, preload: u32) -> anyhow::Result<ExitCode> {
     let today = MailDate::today_utc();
     let op = Operator::init(&tmp.join("operator"))?;
     let id = op.allocate_device_id()?;
@@ -847,6 +851,37 @@ fn bench_in(tmp: &Path, n: u32) -> anyhow::Result<ExitCode> {
 
     let trust = TrustStore::load(&op.public_dir())?;
     let mut station = Station::open(&tmp.join("station.db"), trust, "10001")?;
+    if preload > 0 {
+        let pb = ProgressBar::new_spinner();
+        pb.set_message(format!("preloading {preload} seen-set entries"));
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        let t = Instant::now();
+        let first = DeviceId(1_000_000);
+        let per_device = station.store().preload(today, first, preload)?;
+        pb.finish_and_clear();
+        let total = u64::from(per_device) * u64::from(crate::station::PRELOAD_DEVICES);
+        println!(
+            "preloaded {total} seen-set entries in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
+        let lookups = 20_000u32;
+        let t = Instant::now();
+        let mut hits = 0u32;
+        for i in 0..lookups {
+            let device = DeviceId(
+                first.0 + rand::random_range(0..u64::from(crate::station::PRELOAD_DEVICES)),
+            );
+            // Half the probes hit an existing entry, half miss (sequence beyond the preloaded ones).
+            let seq = rand::random_range(1..=per_device) + if i % 2 == 0 { 0 } else { per_device };
+            if station.store().lookup(device, seq)?.is_some() {
+                hits += 1;
+            }
+        }
+        println!(
+            "random duplicate lookups in that store: {:>9.0}/s ({hits} hits of {lookups})",
+            f64::from(lookups) / t.elapsed().as_secs_f64().max(1e-9)
+        );
+    }
     let pb = progress(u64::from(n), "verifying");
     let t = Instant::now();
     let (mut decode_secs, mut check_secs) = (0.0, 0.0);

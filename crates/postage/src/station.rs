@@ -15,6 +15,9 @@ use crate::indicium::{DeliveryPoint, Indicium};
 use crate::operator::TrustStore;
 use crate::{DeviceId, MailDate};
 
+/// Devices that `SeenStore::preload` spreads synthetic entries over.
+pub const PRELOAD_DEVICES: u32 = 1000;
+
 /// Months an indicium stays valid after its date of mailing.
 pub const VALIDITY_MONTHS: u32 = 6;
 
@@ -320,6 +323,47 @@ impl SeenStore {
         }
         self.refresh_partitions()?;
         Ok(dropped)
+    }
+
+    /// Records about `count` synthetic entries in the partition of `date`, spread over 1000
+    /// devices with ids from `first_device`, in one transaction: used by `bench --preload` to
+    /// measure against a large store. Returns the number of sequences per device.
+    pub fn preload(
+        &mut self,
+        date: MailDate,
+        first_device: DeviceId,
+        count: u32,
+    ) -> Result<u32, StationError> {
+        let month = date.month_key();
+        self.ensure_partition(month)?;
+        let per_device = count.div_ceil(PRELOAD_DEVICES).max(1);
+        let tx = self.conn.transaction().map_err(db("begin"))?;
+        {
+            let mut stmt = tx
+                .prepare(&format!(
+                    "INSERT OR IGNORE INTO {} (device, sequence, seen_on, reissue) VALUES (?1, ?2, ?3, 0)",
+                    table(month)
+                ))
+                .map_err(db("preload"))?;
+            for d in 0..u64::from(PRELOAD_DEVICES) {
+                let device = first_device.0.saturating_add(d) as i64;
+                for seq in 1..=per_device {
+                    stmt.execute(params![device, i64::from(seq), i64::from(date.0)])
+                        .map_err(db("preload"))?;
+                }
+            }
+        }
+        tx.commit().map_err(db("commit"))?;
+        Ok(per_device)
+    }
+
+    /// When `(device, sequence)` was accepted, if ever (looks in every live month).
+    pub fn lookup(
+        &self,
+        device: DeviceId,
+        sequence: u32,
+    ) -> Result<Option<MailDate>, StationError> {
+        self.seen(device, sequence)
     }
 
     /// Number of recorded entries per partition.
