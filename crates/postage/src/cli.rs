@@ -81,7 +81,8 @@ pub enum OperatorCommand {
         #[arg(long)]
         dir: PathBuf,
     },
-    /// Issue the next single-use funding credit for one device, to a file.
+    /// Issue the next single-use funding credit for one device, to a file (or, with `--resend N`,
+    /// sign credit N again after it was lost before the device accepted it).
     Credit {
         /// Operator directory.
         #[arg(long)]
@@ -90,8 +91,11 @@ pub enum OperatorCommand {
         #[arg(long)]
         device_id: DeviceId,
         /// Amount, like USD:50.00.
+        #[arg(long, required_unless_present = "resend", conflicts_with = "resend")]
+        amount: Option<Postage>,
+        /// Re-send the already issued credit with this number (same amount).
         #[arg(long)]
-        amount: Postage,
+        resend: Option<u32>,
         /// Where to write the credit.
         #[arg(long)]
         out: PathBuf,
@@ -343,11 +347,17 @@ fn run_operator(cmd: OperatorCommand) -> anyhow::Result<ExitCode> {
             dir,
             device_id,
             amount,
+            resend,
             out,
             date,
         } => {
             let op = Operator::open(&dir)?;
-            let credit = op.issue_credit(device_id, amount, today_or(date))?;
+            let credit = match (resend, amount) {
+                (Some(number), _) => op.resend_credit(device_id, number, today_or(date))?,
+                (None, Some(amount)) => op.issue_credit(device_id, amount, today_or(date))?,
+                (None, None) => bail!("give --amount USD:… for a new credit or --resend N"),
+            };
+            let amount = credit.amount;
             fsutil::write_file(&out, &credit.to_bytes(), true)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             println!(
@@ -503,12 +513,18 @@ fn run_fund(a: FundArgs) -> anyhow::Result<ExitCode> {
         }
         _ => bail!("give either --credit FILE or --operator DIR --amount USD:…"),
     };
-    let amount = FundingCredit::from_bytes(&bytes)
-        .map(|c| c.amount)
-        .unwrap_or_default();
+    let parsed = FundingCredit::from_bytes(&bytes).ok();
+    let amount = parsed.as_ref().map(|c| c.amount).unwrap_or_default();
     let regs = d
         .fund(&bytes)
-        .context("funding refused; no register changed")?;
+        .with_context(|| match (&a.operator, &parsed) {
+            (Some(_), Some(c)) => format!(
+                "funding refused; no register changed (credit #{} was issued: re-send it with \
+             `netbill postage operator credit --device-id {} --resend {}`)",
+                c.number, c.device_id, c.number
+            ),
+            _ => "funding refused; no register changed".to_string(),
+        })?;
     println!("device {} funded with {}", d.id(), amount);
     print_registers(&regs);
     Ok(ExitCode::SUCCESS)

@@ -1190,6 +1190,29 @@ mod tests {
     }
 
     #[test]
+    fn lost_credit_can_be_resent_and_is_still_single_use() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (op, mut dev) = setup(tmp.path(), 1_000);
+        let lost = op
+            .issue_credit(dev.id(), Postage(2_500), today())
+            .expect("credit");
+        drop(lost);
+        let again = op.resend_credit(dev.id(), 2, today()).expect("resend");
+        assert_eq!(again.amount, Postage(2_500));
+        assert_eq!(
+            dev.fund(&again.to_bytes()).expect("fund").total_funded,
+            Postage(3_500)
+        );
+        let twice = op.resend_credit(dev.id(), 2, today()).expect("resend");
+        assert!(matches!(
+            dev.fund(&twice.to_bytes()),
+            Err(DeviceError::CreditReplayed { number: 2, .. })
+        ));
+        assert!(op.resend_credit(dev.id(), 9, today()).is_err());
+        assert_eq!(dev.registers().total_funded, Postage(3_500));
+    }
+
+    #[test]
     fn insufficient_or_invalid_postage_changes_nothing() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (_op, mut dev) = setup(tmp.path(), 1_000);

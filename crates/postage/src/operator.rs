@@ -46,6 +46,14 @@ pub enum OperatorError {
     /// The certificate serial is unknown.
     #[error("no certificate with serial {0}")]
     UnknownSerial(u32),
+    /// No such credit was issued.
+    #[error("credit #{number} was never issued to device {device}")]
+    UnknownCredit {
+        /// Device.
+        device: DeviceId,
+        /// Credit number.
+        number: u32,
+    },
     /// Credit amount must be positive.
     #[error("credit amount must be positive")]
     ZeroCredit,
@@ -266,6 +274,29 @@ impl Operator {
         fsutil::replace_atomically(&self.credits_path(device_id), text.as_bytes(), false)
             .map_err(io_err("cannot record the credit"))?;
         Ok(credit)
+    }
+
+    /// Signs credit `number` of a device again, with the amount recorded when it was first
+    /// issued (for a credit lost before the device accepted it; the device still accepts each
+    /// number once).
+    pub fn resend_credit(
+        &self,
+        device_id: DeviceId,
+        number: u32,
+        today: MailDate,
+    ) -> Result<FundingCredit, OperatorError> {
+        let issued = self.credits_issued(device_id)?;
+        let (_, amount) =
+            issued
+                .iter()
+                .find(|(n, _)| *n == number)
+                .ok_or(OperatorError::UnknownCredit {
+                    device: device_id,
+                    number,
+                })?;
+        Ok(FundingCredit::issue(
+            &self.key, device_id, number, *amount, today,
+        ))
     }
 
     /// Adds a certificate serial to the published revocation list.
