@@ -78,3 +78,35 @@ fn svg_labels_rasterise_and_decode_byte_for_byte() {
     let png = std::fs::read(&png_path).expect("read");
     assert_eq!(barcode::decode_image(&png).expect("our decoder"), data);
 }
+
+#[test]
+fn damaged_label_is_corrected_by_error_correction() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (_op, mut dev) = operator_and_device(tmp.path(), "psd", 10_000);
+    let data = dev
+        .print(&letter(day("2026-11-23"), 580))
+        .expect("print")
+        .to_bytes()
+        .to_vec();
+    let png = barcode::render_png(&data).expect("png");
+    let mut img = image::load_from_memory(&png).expect("load").to_luma8();
+    // Smudge: a white blot over about two data codewords in each of three rows.
+    let (w, h) = img.dimensions();
+    for y in h / 2 - 12..h / 2 + 12 {
+        for x in w / 2 - 34..w / 2 + 34 {
+            img.put_pixel(x, y, image::Luma([255]));
+        }
+    }
+    let path = tmp.path().join("smudged.png");
+    img.save(&path).expect("save");
+    assert_eq!(
+        zxing_reader_bytes(&path),
+        data,
+        "ZXingReader corrects the damage"
+    );
+    let bytes = std::fs::read(&path).expect("read");
+    assert_eq!(
+        barcode::decode_image(&bytes).expect("our decoder corrects the damage"),
+        data
+    );
+}
