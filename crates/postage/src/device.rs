@@ -1193,10 +1193,9 @@ mod tests {
     fn lost_credit_can_be_resent_and_is_still_single_use() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (op, mut dev) = setup(tmp.path(), 1_000);
-        let lost = op
+        let _lost = op
             .issue_credit(dev.id(), Postage(2_500), today())
             .expect("credit");
-        drop(lost);
         let again = op.resend_credit(dev.id(), 2, today()).expect("resend");
         assert_eq!(again.amount, Postage(2_500));
         assert_eq!(
