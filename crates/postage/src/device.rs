@@ -535,7 +535,8 @@ fn lock_dir(dir: &Path) -> Result<File, DeviceError> {
 
 /// Reads what a tampered device still shows, or `None` if it is not tampered.
 pub fn tamper_info(dir: &Path) -> Option<TamperInfo> {
-    let reason = fs::read_to_string(dir.join(TAMPER_FILE)).ok()?;
+    let reason = fsutil::read_limited(&dir.join(TAMPER_FILE), 64 * 1024).ok()?;
+    let reason = String::from_utf8_lossy(&reason);
     let state = fsutil::read_limited(&dir.join(STATE_FILE), STATE_MAX)
         .ok()
         .and_then(|b| split_sealed(&b).and_then(|p| PublicState::decode(p.public).ok()));

@@ -75,9 +75,17 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Operator
     move |source| OperatorError::Io { context, source }
 }
 
+/// Reads a small text file of this directory, refusing anything larger than `max` bytes.
+fn read_text(path: &Path, max: u64) -> std::io::Result<String> {
+    let bytes = fsutil::read_limited(path, max)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 fn read_hex32(path: &Path) -> Result<Zeroizing<[u8; 32]>, OperatorError> {
     let text = Zeroizing::new(
-        fs::read_to_string(path).map_err(io_err(format!("cannot read {}", path.display())))?,
+        read_text(path, SMALL_FILE_MAX)
+            .map_err(io_err(format!("cannot read {}", path.display())))?,
     );
     let mut out = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(text.trim(), &mut out[..])
@@ -86,7 +94,7 @@ fn read_hex32(path: &Path) -> Result<Zeroizing<[u8; 32]>, OperatorError> {
 }
 
 fn read_counter(path: &Path) -> Result<u64, OperatorError> {
-    match fs::read_to_string(path) {
+    match read_text(path, SMALL_FILE_MAX) {
         Ok(s) => s
             .trim()
             .parse()
@@ -226,7 +234,7 @@ impl Operator {
         device_id: DeviceId,
     ) -> Result<Vec<(u32, Postage)>, OperatorError> {
         let path = self.credits_path(device_id);
-        let text = match fs::read_to_string(&path) {
+        let text = match read_text(&path, REVOKED_MAX) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err(format!("cannot read {}", path.display()))(e)),
@@ -309,7 +317,11 @@ impl Operator {
             return Err(OperatorError::UnknownSerial(serial));
         }
         let list = self.public_dir().join("revoked");
-        let mut text = fs::read_to_string(&list).unwrap_or_default();
+        let mut text = match read_text(&list, REVOKED_MAX) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io_err(format!("cannot read {}", list.display()))(e)),
+        };
         text.push_str(&format!("{serial}\n"));
         fsutil::replace_atomically(&list, text.as_bytes(), false)
             .map_err(io_err("cannot update the revocation list"))
