@@ -41,6 +41,8 @@ enum Command {
     /// A group authority: issues credentials that merchants honour with group prices.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Cryptographic postage indicia: devices, funding, printing, sorting-station verification.
+    Postage(netbill_postage::cli::PostageArgs),
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::Wallet(args) => runtime().and_then(|rt| rt.block_on(wallet::run(args))),
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(args))),
         Command::Group(cmd) => group::run(cmd),
+        Command::Postage(args) => netbill_postage::cli::run(args),
     };
     match result {
         Ok(code) => code,
