@@ -268,7 +268,9 @@ file = "dataset.bin"
     }
 
     pub fn conservation_holds(&self) -> bool {
-        netbill(&["admin", "--server", &self.server.url, "conservation"]).status.success()
+        netbill(&["admin", "--server", &self.server.url, "conservation"])
+            .status
+            .success()
     }
 }
 

@@ -1,0 +1,427 @@
+//! Hostile input over HTTP against real `netbill` processes: tampered, forged, replayed,
+//! conflicting, expired and malformed messages each get a typed problem and change nothing.
+
+mod common;
+
+use common::{Deployment, TOKEN, text};
+use netbill_crypto::{
+    Ed25519Signer, RealCrypto, load_secret_key, random_bytes, random_seal_secret,
+};
+use netbill_http::Problem;
+use netbill_http::client::{CallError, Client};
+use netbill_proto::billing::sealed_key_info;
+use netbill_proto::crypto::{Crypto, GoodsKey, Signer, goods_key_digest};
+use netbill_proto::customer::CustomerPurchase;
+use netbill_proto::merchant::MerchantPurchase;
+use netbill_proto::messages::{
+    DeliveryNote, Endorsement, Epo, GoodsOffer, GoodsRequest, PriceRequest, Quote, StatusAnswer,
+};
+use netbill_proto::{AccountId, ProductCode, Signed};
+use netbill_server::BillingPublic;
+
+fn merchant_purchases(d: &Deployment) -> Vec<MerchantPurchase> {
+    let db = rusqlite::Connection::open(d.root().join("merchant/merchant.db")).unwrap();
+    let mut stmt = db.prepare("SELECT record FROM purchases").unwrap();
+    stmt.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|r| serde_json::from_str(&r.unwrap()).unwrap())
+        .collect()
+}
+
+fn key(path: std::path::PathBuf, kind: &str) -> Ed25519Signer {
+    Ed25519Signer::from_bytes(&load_secret_key(path, kind).unwrap())
+}
+
+struct Parties {
+    n: Client,
+    m: Client,
+    billing: BillingPublic,
+    customer: Ed25519Signer,
+    merchant: Ed25519Signer,
+}
+
+async fn parties(d: &Deployment) -> Parties {
+    let n = Client::new(&d.server.url).unwrap();
+    let billing: BillingPublic = n
+        .call::<(), _>(reqwest::Method::GET, "/v1/keys", None, &[])
+        .await
+        .unwrap();
+    Parties {
+        m: Client::new(&d.merchant.url).unwrap(),
+        n,
+        billing,
+        customer: key(d.wallet.join("customer-sign.key"), "customer-sign"),
+        merchant: key(d.root().join("merchant/merchant-sign.key"), "merchant-sign"),
+    }
+}
+
+fn problem(r: Result<impl std::fmt::Debug, CallError>) -> Problem {
+    match r {
+        Err(CallError::Problem(p)) => p,
+        other => panic!("expected a problem document, got {other:?}"),
+    }
+}
+
+/// Steps 1–5 by hand: returns the customer's purchase (with a signed EPO) and its offer.
+async fn through_epo(p: &Parties) -> (CustomerPurchase, Signed<Epo>) {
+    let req = PriceRequest {
+        identity: "alice".into(),
+        customer_key: p.customer.public_key(),
+        product: ProductCode::new("article").unwrap(),
+        prd_hex: String::new(),
+        bid: None,
+        credentials: vec![],
+    };
+    let quote: Signed<Quote> =
+        p.m.call(reqwest::Method::POST, "/v1/quotes", Some(&req), &[])
+            .await
+            .unwrap();
+    let offer: GoodsOffer =
+        p.m.call(
+            reqwest::Method::POST,
+            "/v1/purchases",
+            Some(&GoodsRequest {
+                quote: quote.clone(),
+            }),
+            &[],
+        )
+        .await
+        .unwrap();
+    let note: DeliveryNote =
+        p.m.call::<(), _>(
+            reqwest::Method::POST,
+            &format!("/v1/purchases/{}/delivered", offer.purchase),
+            None,
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut c = CustomerPurchase::new(quote, offer.clone(), random_seal_secret());
+    c.delivered(
+        offer.checksum,
+        offer.ciphertext_len,
+        note,
+        netbill_http::now_ms(),
+    )
+    .unwrap();
+    let epo = c
+        .sign_epo(
+            &RealCrypto,
+            &p.customer,
+            &p.billing.seal_key,
+            &AccountId::new("alice").unwrap(),
+            random_bytes(),
+            "",
+            netbill_http::now_ms(),
+            random_bytes(),
+        )
+        .unwrap();
+    (c, epo)
+}
+
+/// An endorsement made directly with the merchant's key, skipping the merchant's checks.
+fn endorse_raw(p: &Parties, epo: Signed<Epo>, k: &GoodsKey) -> Signed<Endorsement> {
+    let epoid = epo.body_unverified().epoid.clone();
+    Signed::sign(
+        Endorsement {
+            epo,
+            merchant_key: p.merchant.public_key(),
+            memo: String::new(),
+            sealed_key: RealCrypto.seal(
+                &p.billing.seal_key,
+                &sealed_key_info(&epoid),
+                &k.0,
+                random_bytes(),
+            ),
+            key_digest: goods_key_digest(&RealCrypto, k),
+        },
+        &p.merchant,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_endorsement_gets_the_same_receipt_and_one_debit_and_a_different_k_is_refused() {
+    let d = Deployment::start();
+    let out = d.wallet(&[
+        "buy",
+        &d.merchant.url,
+        "article",
+        "--out",
+        d.root().join("a").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let p = parties(&d).await;
+    let done = merchant_purchases(&d).pop().unwrap();
+    let endorsement = done.endorsement.clone().unwrap();
+    for _ in 0..3 {
+        let again: StatusAnswer =
+            p.n.call(
+                reqwest::Method::POST,
+                "/v1/endorsements",
+                Some(&endorsement),
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            again.receipt, done.receipt,
+            "a retried endorsement must get the identical receipt"
+        );
+    }
+    assert_eq!(d.balance_minor("alice"), 98_000);
+    // The same EPO endorsed with another K: refused, nothing moves.
+    let other = endorse_raw(
+        &p,
+        endorsement.body_unverified().epo.clone(),
+        &GoodsKey([9; 32]),
+    );
+    let pb = problem(
+        p.n.call::<_, StatusAnswer>(reqwest::Method::POST, "/v1/endorsements", Some(&other), &[])
+            .await,
+    );
+    assert_eq!((pb.status, pb.code()), (409, "epoid-conflict"));
+    assert_eq!(d.balance_minor("alice"), 98_000);
+    assert!(d.conservation_holds());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flipped_bits_and_wrong_keys_are_refused_everywhere() {
+    let d = Deployment::start();
+    let p = parties(&d).await;
+    let (c, epo) = through_epo(&p).await;
+    let purchase = c.offer.purchase.clone();
+    let k = merchant_purchases(&d).pop().unwrap().goods_key;
+    let endorsement = endorse_raw(&p, epo.clone(), &k);
+
+    // Every 5th byte of the endorsement, flipped: never accepted, never a commit.
+    let bytes = endorsement.bytes().to_vec();
+    for i in (0..bytes.len()).step_by(5) {
+        let mut b = bytes.clone();
+        b[i] ^= 0x01;
+        let body = serde_json::json!({
+            "body": base64_url(&b),
+            "sig": base64_url(&endorsement.signature().0),
+        });
+        let r = p
+            .n
+            .call::<_, StatusAnswer>(reqwest::Method::POST, "/v1/endorsements", Some(&body), &[])
+            .await;
+        let pb = problem(r);
+        assert!(pb.status == 400 || pb.status == 422, "byte {i}: {pb}");
+    }
+    // A signature by the wrong key.
+    let forged = Signed::sign(
+        endorsement.body_unverified().clone(),
+        &Ed25519Signer::generate(),
+    );
+    let pb = problem(
+        p.n.call::<_, StatusAnswer>(
+            reqwest::Method::POST,
+            "/v1/endorsements",
+            Some(&forged),
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(pb.code(), "bad-merchant-signature");
+    // A flipped quote: the merchant refuses to deliver under it.
+    let mut qb = c.quote.bytes().to_vec();
+    qb[10] ^= 0x40;
+    let body = serde_json::json!({"quote": {"body": base64_url(&qb), "sig": base64_url(&c.quote.signature().0)}});
+    let pb = problem(
+        p.m.call::<_, GoodsOffer>(reqwest::Method::POST, "/v1/purchases", Some(&body), &[])
+            .await,
+    );
+    assert!(
+        pb.code() == "not-our-quote" || pb.code() == "malformed-json",
+        "{pb}"
+    );
+    // EPOs the merchant must refuse: another price, another checksum, another signer.
+    let pay = format!("/v1/purchases/{purchase}/pay");
+    let mut cheap = epo.body_unverified().clone();
+    cheap.price = "USD:0.00001".parse().unwrap();
+    let pb = problem(
+        p.m.call::<_, StatusAnswer>(
+            reqwest::Method::POST,
+            &pay,
+            Some(&Signed::sign(cheap, &p.customer)),
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(pb.code(), "epo-mismatch");
+    let mut other = epo.body_unverified().clone();
+    other.goods_checksum = netbill_proto::crypto::Digest([1; 32]);
+    let pb = problem(
+        p.m.call::<_, StatusAnswer>(
+            reqwest::Method::POST,
+            &pay,
+            Some(&Signed::sign(other, &p.customer)),
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(pb.code(), "epo-mismatch");
+    let stranger = Signed::sign(epo.body_unverified().clone(), &Ed25519Signer::generate());
+    let pb = problem(
+        p.m.call::<_, StatusAnswer>(reqwest::Method::POST, &pay, Some(&stranger), &[])
+            .await,
+    );
+    assert_eq!(pb.code(), "bad-customer-signature");
+    assert_eq!(d.balance_minor("alice"), 100_000);
+
+    // The genuine EPO still works, and a flipped receipt is refused by the customer.
+    let answer: StatusAnswer =
+        p.m.call(reqwest::Method::POST, &pay, Some(&epo), &[])
+            .await
+            .unwrap();
+    let receipt = answer.receipt.unwrap();
+    let mut rb = receipt.bytes().to_vec();
+    let last = rb.len() - 1;
+    rb[last] ^= 1;
+    let flipped = Signed::from_parts(rb, *receipt.signature()).unwrap();
+    let mut c2 = c.clone();
+    c2.epo = Some(epo);
+    assert!(
+        c2.clone()
+            .settle(&RealCrypto, &p.billing.sign_key, flipped)
+            .is_err()
+    );
+    assert!(c2.settle(&RealCrypto, &p.billing.sign_key, receipt).is_ok());
+    assert_eq!(d.balance_minor("alice"), 98_000);
+    assert!(d.conservation_holds());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_epo_is_refused_by_the_merchant_and_gets_a_failure_receipt_from_n() {
+    let d = Deployment::start_with(&["--epo-expiry-ms", "1500"]);
+    let p = parties(&d).await;
+    let (c, epo) = through_epo(&p).await;
+    let k = merchant_purchases(&d).pop().unwrap().goods_key;
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let pay = format!("/v1/purchases/{}/pay", c.offer.purchase);
+    let pb = problem(
+        p.m.call::<_, StatusAnswer>(reqwest::Method::POST, &pay, Some(&epo), &[])
+            .await,
+    );
+    assert_eq!(pb.code(), "epo-expired");
+    // A merchant that skipped its own check still cannot commit it at N.
+    let late = endorse_raw(&p, epo, &k);
+    let a: StatusAnswer =
+        p.n.call(reqwest::Method::POST, "/v1/endorsements", Some(&late), &[])
+            .await
+            .unwrap();
+    let r = a.receipt.unwrap();
+    let r = r.verify(&RealCrypto, &p.billing.sign_key).unwrap();
+    assert_eq!(r.result, netbill_proto::messages::ResultCode::Expired);
+    assert_eq!(d.balance_minor("alice"), 100_000);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_oversized_and_out_of_range_json_get_problem_documents() {
+    let d = Deployment::start();
+    let http = reqwest::Client::new();
+    let post = |url: String, body: Vec<u8>| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .post(url)
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let ctype = r
+                .headers()
+                .get("content-type")
+                .map(|v| v.to_str().unwrap().to_string());
+            let p: Problem = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            (status, ctype, p)
+        }
+    };
+    let n = &d.server.url;
+    let m = &d.merchant.url;
+    let cases: Vec<(String, Vec<u8>, u16, &str)> = vec![
+        (
+            format!("{n}/v1/endorsements"),
+            b"{".to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
+            format!("{n}/v1/endorsements"),
+            br#"{"body":"x","sig":"y","extra":1}"#.to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
+            format!("{n}/v1/endorsements"),
+            vec![b' '; 300 * 1024],
+            413,
+            "body-too-large",
+        ),
+        (
+            format!("{n}/v1/admin/accounts/alice/deposit"),
+            br#"{"amount":"USD:-1"}"#.to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
+            format!("{n}/v1/admin/accounts/alice/deposit"),
+            br#"{"amount":"USD:1000000001"}"#.to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
+            format!("{n}/v1/admin/accounts/alice/deposit"),
+            br#"{"amount":1}"#.to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
+            format!("{n}/v1/admin/accounts/alice/deposit"),
+            br#"{"amount":"USD:0"}"#.to_vec(),
+            422,
+            "zero-amount",
+        ),
+        (
+            format!("{n}/v1/admin/accounts/Alice/deposit"),
+            br#"{"amount":"USD:1"}"#.to_vec(),
+            400,
+            "bad-account-id",
+        ),
+        (
+            format!("{m}/v1/quotes"),
+            br#"{"identity":"a"}"#.to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
+            format!("{m}/v1/purchases/00/pay"),
+            b"[]".to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
+            format!("{n}/v1/status"),
+            br#"{"epoid":"acme:1:1"}"#.to_vec(),
+            401,
+            "unauthorized",
+        ),
+    ];
+    for (url, body, status, code) in cases {
+        let (s, ctype, p) = post(url.clone(), body).await;
+        assert_eq!((s, p.code()), (status, code), "{url}: {p}");
+        assert_eq!(ctype.as_deref(), Some("application/problem+json"), "{url}");
+        assert_eq!(p.status, status);
+    }
+    assert_eq!(d.balance_minor("alice"), 100_000);
+    assert!(d.conservation_holds());
+}
+
+fn base64_url(b: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+}
