@@ -14,11 +14,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-enum Command {}
+enum Command {
+    /// Model-check payment protocols for money atomicity, goods atomicity and certified delivery.
+    Check(netbill_check::cli::CheckArgs),
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result: anyhow::Result<ExitCode> = match cli.command {};
+    let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Check(args) => netbill_check::cli::run(args),
+    };
     match result {
         Ok(code) => code,
         Err(e) => {
