@@ -52,12 +52,12 @@ pub fn entry<P: Protocol>() -> Box<dyn Registered> {
 pub fn models() -> Vec<Box<dyn Registered>> {
     vec![
         entry::<models::digicash::DigiCash>(),
-        // TMP entry::<models::heintze::HeintzeCash>(),
-        // TMP entry::<models::first_virtual::FirstVirtual>(),
-        // TMP entry::<models::ssl::SslCard>(),
-        // TMP entry::<models::set::Set>(),
-        // TMP entry::<models::postage::Postage>(),
-        // TMP entry::<models::anonymous::AnonymousAtomic>(),
+        entry::<models::heintze::HeintzeCash>(),
+        entry::<models::first_virtual::FirstVirtual>(),
+        entry::<models::ssl::SslCard>(),
+        entry::<models::set::Set>(),
+        entry::<models::postage::Postage>(),
+        entry::<models::anonymous::AnonymousAtomic>(),
     ]
 }
 

@@ -175,15 +175,19 @@ pub fn trace<P: Protocol>(
 
 /// Checks protocol `P` under `failures` and reports every property.
 pub fn check<P: Protocol>(failures: Failures, options: &RunOptions) -> ModelReport {
+    check_system(&System::<P>::new(failures), options)
+}
+
+/// Checks an already built system (for example one wrapping a mutant of a protocol).
+pub fn check_system<P: Protocol>(system: &System<P>, options: &RunOptions) -> ModelReport {
     let info = P::info();
-    let system = System::<P>::new(failures);
     let started = Instant::now();
     let spinner = (options.progress && std::io::stderr().is_terminal()).then(|| {
         let bar = indicatif::ProgressBar::new_spinner();
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     });
-    let exploration = explore(&system, options.search, |states| {
+    let exploration = explore(system, options.search, |states| {
         if let Some(bar) = &spinner {
             bar.set_message(format!("checking {}: {states} states", info.name));
         }
@@ -192,7 +196,7 @@ pub fn check<P: Protocol>(failures: Failures, options: &RunOptions) -> ModelRepo
         bar.finish_and_clear();
     }
     let seconds = started.elapsed().as_secs_f64();
-    collect(&system, &exploration, options, seconds)
+    collect(system, &exploration, options, seconds)
 }
 
 fn collect<P: Protocol>(

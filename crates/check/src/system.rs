@@ -71,7 +71,11 @@ pub struct System<P: Protocol> {
 impl<P: Protocol> System<P> {
     /// Builds the protocol for `failures` and wraps it.
     pub fn new(failures: Failures) -> Self {
-        let protocol = P::build(&failures);
+        Self::with_protocol(P::build(&failures), failures)
+    }
+
+    /// Wraps an already configured protocol (a mutant, say) with a failure model.
+    pub fn with_protocol(protocol: P, failures: Failures) -> Self {
         let specs = protocol.parties();
         let initial_money = protocol.observe(&protocol.init()).money_total;
         Self {
