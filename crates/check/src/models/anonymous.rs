@@ -32,6 +32,18 @@ const L: PartyId = 3;
 /// Camp–Harkavy–Tygar–Yee anonymous atomic transactions.
 pub struct AnonymousAtomic {
     failsafe_bank_channel: bool,
+    key_before_commit: bool,
+}
+
+impl AnonymousAtomic {
+    /// A mutant whose merchant hands K to the customer as soon as the bank promises payment,
+    /// before the log has recorded the commit.
+    pub fn mutant_key_before_commit(failures: &Failures) -> Self {
+        Self {
+            key_before_commit: true,
+            ..Self::build(failures)
+        }
+    }
 }
 
 /// Messages.
@@ -55,6 +67,8 @@ pub enum Msg {
     Outcome(bool),
     /// B → M: paid.
     Paid,
+    /// M → C: K itself (only in the mutant that releases it early).
+    Key,
 }
 
 /// A party's own steps.
@@ -140,6 +154,8 @@ pub enum Party {
     Customer {
         /// Progress.
         phase: CPhase,
+        /// Received K from the merchant directly (only in the mutant).
+        key: bool,
     },
     /// The merchant.
     Merchant {
@@ -211,6 +227,7 @@ impl Protocol for AnonymousAtomic {
     fn build(failures: &Failures) -> Self {
         Self {
             failsafe_bank_channel: failures.failsafe_bank_channel || !failures.lossy,
+            key_before_commit: false,
         }
     }
 
@@ -227,6 +244,7 @@ impl Protocol for AnonymousAtomic {
         vec![
             Party::Customer {
                 phase: CPhase::Start,
+                key: false,
             },
             Party::Merchant {
                 phase: MPhase::Idle,
@@ -247,14 +265,15 @@ impl Protocol for AnonymousAtomic {
     fn on_msg(&self, _me: PartyId, state: &Party, _from: PartyId, msg: &Msg, out: &mut Out<Msg>) -> Party {
         let mut next = state.clone();
         match (&mut next, msg) {
-            (Party::Customer { phase }, Msg::Offer) if *phase == CPhase::AwaitOffer => {
+            (Party::Customer { key, .. }, Msg::Key) => *key = true,
+            (Party::Customer { phase, .. }, Msg::Offer) if *phase == CPhase::AwaitOffer => {
                 out.send(B, Msg::Ready);
                 out.send(L, Msg::Query);
                 *phase = CPhase::AwaitOutcome {
                     requeries: if self.failsafe_bank_channel { 0 } else { 1 },
                 };
             }
-            (Party::Customer { phase }, Msg::Outcome(committed))
+            (Party::Customer { phase, .. }, Msg::Outcome(committed))
                 if matches!(phase, CPhase::AwaitOutcome { .. }) =>
             {
                 *phase = if *committed {
@@ -268,6 +287,9 @@ impl Protocol for AnonymousAtomic {
                 *phase = MPhase::AwaitPromise;
             }
             (Party::Merchant { phase }, Msg::Promise) if *phase == MPhase::AwaitPromise => {
+                if self.key_before_commit {
+                    out.send(C, Msg::Key);
+                }
                 out.send(L, Msg::Commit);
                 *phase = MPhase::AwaitResult;
             }
@@ -331,7 +353,7 @@ impl Protocol for AnonymousAtomic {
 
     fn steps(&self, _me: PartyId, state: &Party, steps: &mut Vec<Step>) {
         match state {
-            Party::Customer { phase } => match phase {
+            Party::Customer { phase, .. } => match phase {
                 CPhase::Start => steps.push(Step::Request),
                 CPhase::AwaitOffer => steps.push(Step::OfferTimeout),
                 CPhase::AwaitOutcome { requeries } if *requeries > 0 => {
@@ -353,12 +375,12 @@ impl Protocol for AnonymousAtomic {
     fn on_step(&self, _me: PartyId, state: &Party, step: &Step, out: &mut Out<Msg>) -> Party {
         let mut next = state.clone();
         match (&mut next, step) {
-            (Party::Customer { phase }, Step::Request) => {
+            (Party::Customer { phase, .. }, Step::Request) => {
                 out.send(M, Msg::Request);
                 *phase = CPhase::AwaitOffer;
             }
-            (Party::Customer { phase }, Step::OfferTimeout) => *phase = CPhase::GaveUp,
-            (Party::Customer { phase }, Step::Requery) => {
+            (Party::Customer { phase, .. }, Step::OfferTimeout) => *phase = CPhase::GaveUp,
+            (Party::Customer { phase, .. }, Step::Requery) => {
                 if let CPhase::AwaitOutcome { requeries } = phase {
                     *requeries -= 1;
                     out.send(L, Msg::Query);
@@ -392,7 +414,7 @@ impl Protocol for AnonymousAtomic {
 
     fn is_done(&self, _me: PartyId, state: &Party) -> bool {
         match state {
-            Party::Customer { phase } => matches!(
+            Party::Customer { phase, .. } => matches!(
                 phase,
                 CPhase::Committed | CPhase::Aborted | CPhase::GaveUp
             ),
@@ -407,7 +429,7 @@ impl Protocol for AnonymousAtomic {
 
     fn observe(&self, parties: &[Party]) -> Observation {
         let (
-            Party::Customer { phase },
+            Party::Customer { phase, key },
             Party::Bank { token, m_account },
             Party::Log { record, .. },
         ) = (&parties[C], &parties[B], &parties[L])
@@ -466,7 +488,7 @@ impl Protocol for AnonymousAtomic {
                 customer: C,
                 merchant: M,
                 paid: *m_account == 1,
-                goods: *phase == CPhase::Committed,
+                goods: *phase == CPhase::Committed || *key,
                 records,
             }]
         } else {

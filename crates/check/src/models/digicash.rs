@@ -238,7 +238,8 @@ impl Protocol for DigiCash {
                 has_token,
                 goods,
             } => match msg {
-                Msg::Token if *phase == CPhase::AwaitToken => {
+                // A token that arrives after she gave up waiting is still hers.
+                Msg::Token if *phase == CPhase::AwaitToken || (*phase == CPhase::GaveUp && !*has_token) => {
                     *has_token = true;
                     *phase = CPhase::HasToken;
                 }

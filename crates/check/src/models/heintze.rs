@@ -268,7 +268,10 @@ impl Protocol for HeintzeCash {
                 sessions,
                 refund,
             } => match msg {
-                Msg::Coin if *withdrawal == Withdrawal::Await => *withdrawal = Withdrawal::Have,
+                // A coin that arrives after she gave up waiting is still hers.
+                Msg::Coin if matches!(withdrawal, Withdrawal::Await | Withdrawal::GaveUp) => {
+                    *withdrawal = Withdrawal::Have
+                }
                 Msg::Challenge if sessions[session_index(from)] == Session::AwaitChallenge => {
                     out.send(from, Msg::Response);
                     sessions[session_index(from)] = Session::AwaitGoods;

@@ -33,7 +33,18 @@ const D1: u8 = 1;
 const D2: u8 = 2;
 
 /// Cryptographic postage indicia.
-pub struct Postage;
+pub struct Postage {
+    stations_reject_copies: bool,
+}
+
+impl Postage {
+    /// A mutant whose sorting stations forget to check for an indicium seen before.
+    pub fn mutant_no_duplicate_check() -> Self {
+        Self {
+            stations_reject_copies: false,
+        }
+    }
+}
 
 /// A signed indicium (symbolic): the PSD's sequence number and the destination it was made for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,7 +151,9 @@ impl Protocol for Postage {
     }
 
     fn build(_failures: &Failures) -> Self {
-        Self
+        Self {
+            stations_reject_copies: true,
+        }
     }
 
     fn parties(&self) -> Vec<PartySpec> {
@@ -212,7 +225,8 @@ impl Protocol for Postage {
                 },
                 Msg::Letter { indicium, to },
             ) => {
-                let valid = indicium.dest == *to && *to == *dest && !seen.contains(&indicium.seq);
+                let copy = self.stations_reject_copies && seen.contains(&indicium.seq);
+                let valid = indicium.dest == *to && *to == *dest && !copy;
                 if valid {
                     seen.push(indicium.seq);
                     *accepted += 1;
