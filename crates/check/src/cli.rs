@@ -173,3 +173,56 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explorer_serves_on_loopback_only() {
+        assert!(loopback_addr("127.0.0.1:3000").is_ok());
+        assert!(loopback_addr("[::1]:3000").is_ok());
+        let refused = loopback_addr("0.0.0.0:3000").unwrap_err().to_string();
+        assert!(refused.contains("not a loopback address"), "{refused}");
+        assert!(loopback_addr("192.168.1.2:80").is_err());
+        let garbage = loopback_addr("localhost").unwrap_err().to_string();
+        assert!(garbage.contains("not an address"), "{garbage}");
+    }
+
+    #[test]
+    fn flags_only_add_to_or_remove_from_the_model_defaults() {
+        let args = CheckArgs {
+            model: None,
+            list: false,
+            json: false,
+            explore: None,
+            lossy: false,
+            no_lossy: true,
+            duplicating: true,
+            fifo: false,
+            crashes: Some(3),
+            unreliable_bank: true,
+            no_failsafe_channel: true,
+            search: Search::Bfs,
+            expect_paper: false,
+        };
+        let f = args.failures(Failures::default());
+        assert!(!f.lossy && f.duplicating && f.reordering);
+        assert_eq!(f.max_crashes, 3);
+        assert!(!f.reliable_bank && !f.failsafe_bank_channel);
+    }
+
+    #[test]
+    fn unknown_model_names_the_known_ones() {
+        let err = selected(Some("netcash"))
+            .err()
+            .expect("unknown model")
+            .to_string();
+        assert!(err.contains("unknown model \"netcash\""), "{err}");
+        assert!(err.contains("digicash"), "{err}");
+        assert_eq!(
+            selected(None).map(|m| m.len()).ok(),
+            Some(registry::models().len())
+        );
+    }
+}

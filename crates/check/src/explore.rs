@@ -17,6 +17,9 @@ use stateright::{Expectation, Model};
 
 use crate::run::Search;
 
+/// A path: each state with the action taken from it (`None` for the last state).
+pub type Trail<M> = Vec<(<M as Model>::State, Option<<M as Model>::Action>)>;
+
 /// What an exploration found.
 pub struct Exploration<M: Model> {
     /// Distinct states reached.
@@ -25,7 +28,7 @@ pub struct Exploration<M: Model> {
     pub max_depth: usize,
     /// For each discovered property (by name): the actions from the initial state to the
     /// discovering state, with the states they lead through (first = initial state).
-    pub discoveries: HashMap<&'static str, Vec<(M::State, Option<M::Action>)>>,
+    pub discoveries: HashMap<&'static str, Trail<M>>,
 }
 
 fn fingerprint<T: Hash>(value: &T) -> u64 {
@@ -110,7 +113,7 @@ where
                 depth: nodes[id as usize].depth + 1,
             });
             frontier.push_back((next, (nodes.len() - 1) as u32));
-            if nodes.len() % 4096 == 0 {
+            if nodes.len().is_multiple_of(4096) {
                 progress(nodes.len());
             }
         }
@@ -128,7 +131,7 @@ where
 }
 
 /// Replays the action indices from the root to node `id`.
-fn rebuild<M>(model: &M, nodes: &[Node], id: u32) -> Vec<(M::State, Option<M::Action>)>
+fn rebuild<M>(model: &M, nodes: &[Node], id: u32) -> Trail<M>
 where
     M: Model,
     M::State: Clone,

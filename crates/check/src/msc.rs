@@ -61,7 +61,11 @@ fn arrow(lanes: usize, a: usize, b: usize, label: &str, lost: bool) -> String {
     }
     let (lo, hi) = (center(a.min(b)), center(a.max(b)));
     let end = if lost { (lo + hi) / 2 } else { hi };
-    let (from, to) = if a < b { (lo, end) } else { (hi - (end - lo), hi) };
+    let (from, to) = if a < b {
+        (lo, end)
+    } else {
+        (hi - (end - lo), hi)
+    };
     for c in line.iter_mut().take(to).skip(from + 1) {
         *c = '-';
     }

@@ -158,12 +158,12 @@ pub struct Observation {
 /// The judge of certified delivery: the customer signed the price and the checksum of what she
 /// received, and the merchant signed that checksum together with the key (or the content).
 pub fn judge_certified(records: &[SignedRecord]) -> bool {
-    let customer_signed = records.iter().any(|r| {
-        r.signer == Role::Customer && r.binds.price && r.binds.goods_digest
-    });
-    let merchant_signed = records.iter().any(|r| {
-        r.signer == Role::Merchant && r.binds.goods_digest && r.binds.goods_key
-    });
+    let customer_signed = records
+        .iter()
+        .any(|r| r.signer == Role::Customer && r.binds.price && r.binds.goods_digest);
+    let merchant_signed = records
+        .iter()
+        .any(|r| r.signer == Role::Merchant && r.binds.goods_digest && r.binds.goods_key);
     customer_signed && merchant_signed
 }
 
@@ -203,18 +203,14 @@ pub fn violation(
                     )
                 })
         }
-        PropertyKind::Goods => obs
-            .purchases
-            .iter()
-            .find(|p| p.paid != p.goods)
-            .map(|p| {
-                let (c, m) = (names[p.customer], names[p.merchant]);
-                if p.paid {
-                    format!("{c} paid {m} but does not have the goods")
-                } else {
-                    format!("{c} has the goods from {m} but {m} was not paid")
-                }
-            }),
+        PropertyKind::Goods => obs.purchases.iter().find(|p| p.paid != p.goods).map(|p| {
+            let (c, m) = (names[p.customer], names[p.merchant]);
+            if p.paid {
+                format!("{c} paid {m} but does not have the goods")
+            } else {
+                format!("{c} has the goods from {m} but {m} was not paid")
+            }
+        }),
         PropertyKind::Certified => obs
             .purchases
             .iter()

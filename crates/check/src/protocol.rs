@@ -180,8 +180,7 @@ pub trait Protocol: Sized + Send + Sync + 'static {
 
     /// Party `me` crashes in `state` and restarts from what it had persisted, running its
     /// recovery; returns the state after recovery.
-    fn on_crash(&self, me: PartyId, state: &Self::Party, out: &mut Out<Self::Msg>)
-    -> Self::Party;
+    fn on_crash(&self, me: PartyId, state: &Self::Party, out: &mut Out<Self::Msg>) -> Self::Party;
 
     /// Whether party `me` has finished, including any recovery it still owes. The properties
     /// are judged in states where every party has finished ("quiescent" states).

@@ -6,10 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::explore::{Exploration, explore};
 use crate::msc::{self, TraceEvent};
 use crate::property::PropertyKind;
 use crate::protocol::{Failures, Protocol};
-use crate::explore::{Exploration, explore};
 use crate::system::{Action, ActionOf, GUARD_PURCHASE, GUARD_QUIESCENT, StateOf, System};
 
 /// How the state space is explored.

@@ -253,12 +253,7 @@ fn guard_quiescent<P: Protocol>(m: &System<P>, s: &StateOf<P>) -> bool {
     m.quiescent(s)
 }
 fn guard_purchase<P: Protocol>(m: &System<P>, s: &StateOf<P>) -> bool {
-    m.quiescent(s)
-        && m
-            .observe(s)
-            .purchases
-            .iter()
-            .any(|p| p.paid && p.goods)
+    m.quiescent(s) && m.observe(s).purchases.iter().any(|p| p.paid && p.goods)
 }
 
 impl<P: Protocol> Model for System<P> {
@@ -279,9 +274,7 @@ impl<P: Protocol> Model for System<P> {
             if earlier.contains(env) {
                 continue; // the same message twice: one action covers both copies
             }
-            let head_of_link = !earlier
-                .iter()
-                .any(|e| e.src == env.src && e.dst == env.dst);
+            let head_of_link = !earlier.iter().any(|e| e.src == env.src && e.dst == env.dst);
             if self.failures.reordering || head_of_link {
                 actions.push(Action::Deliver(env.clone()));
             }

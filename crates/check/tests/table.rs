@@ -25,7 +25,12 @@ fn defaults(name: &str) -> ModelReport {
 
 /// Asserts the verdict of every column, and that every failure comes with a counterexample.
 fn assert_row(report: &ModelReport, expected: [Verdict; 5]) {
-    assert!(report.warnings.is_empty(), "{}: {:?}", report.name, report.warnings);
+    assert!(
+        report.warnings.is_empty(),
+        "{}: {:?}",
+        report.name,
+        report.warnings
+    );
     for (property, want) in PropertyKind::ALL.into_iter().zip(expected) {
         let result = report.result(property);
         assert_eq!(
@@ -35,7 +40,11 @@ fn assert_row(report: &ModelReport, expected: [Verdict; 5]) {
         );
         match (&result.counterexample, want) {
             (Some(cx), Fail) => {
-                assert!(!cx.events.is_empty(), "{}: empty counterexample", result.name);
+                assert!(
+                    !cx.events.is_empty(),
+                    "{}: empty counterexample",
+                    result.name
+                );
                 assert!(!cx.violation.is_empty());
                 assert_eq!(cx.chart.lines().count(), cx.events.len() + 1);
             }
@@ -65,7 +74,11 @@ fn digital_cash_fails_money_atomicity_at_the_spend_step() {
     assert_row(&report, [Fail, Hold, Fail, Fail, Fail]);
     assert_agrees_with_paper(&report);
     // Tygar's scenario: the spend message is lost and the customer abandons her token.
-    let cx = report.result(Money).counterexample.as_ref().expect("counterexample");
+    let cx = report
+        .result(Money)
+        .counterexample
+        .as_ref()
+        .expect("counterexample");
     let chart = &cx.chart;
     assert!(chart.contains("Spend (lost)"), "{chart}");
     assert!(chart.contains("Abandon"), "{chart}");
@@ -78,7 +91,12 @@ fn heintze_digital_cash_conserves_money_but_not_the_merchants_cash() {
     assert_row(&report, [Hold, Hold, Fail, Fail, Fail]);
     assert_agrees_with_paper(&report);
     // Heintze et al.'s counterexample: the coin is spent twice, the second deposit is refused.
-    let chart = &report.result(CashMerchant).counterexample.as_ref().expect("cx").chart;
+    let chart = &report
+        .result(CashMerchant)
+        .counterexample
+        .as_ref()
+        .expect("cx")
+        .chart;
     assert!(chart.contains("DoubleSpend"), "{chart}");
     assert!(chart.contains("AlreadyDeposited"), "{chart}");
 }
@@ -125,7 +143,10 @@ fn every_registered_model_agrees_with_the_paper_under_depth_first_search_too() {
         let bfs = defaults(name);
         let dfs = check(name, |f| f, Search::Dfs);
         assert_agrees_with_paper(&dfs);
-        assert_eq!(bfs.states, dfs.states, "{name}: both searches see every state");
+        assert_eq!(
+            bfs.states, dfs.states,
+            "{name}: both searches see every state"
+        );
         for p in PropertyKind::ALL {
             assert_eq!(bfs.verdict(p), dfs.verdict(p), "{name} / {p:?}");
         }
@@ -149,7 +170,12 @@ fn without_a_failsafe_channel_the_withdrawal_can_destroy_money() {
         Search::Bfs,
     );
     assert_eq!(report.verdict(Money), Fail);
-    let chart = &report.result(Money).counterexample.as_ref().expect("cx").chart;
+    let chart = &report
+        .result(Money)
+        .counterexample
+        .as_ref()
+        .expect("cx")
+        .chart;
     assert!(chart.contains("(lost)"), "{chart}");
 }
 
@@ -163,9 +189,23 @@ fn card_payments_are_goods_atomic_only_on_a_network_that_loses_nothing() {
 
 #[test]
 fn duplication_and_fifo_links_are_explored_without_changing_the_classification() {
-    let dup = check("anonymous-atomic", |f| Failures { duplicating: true, ..f }, Search::Bfs);
+    let dup = check(
+        "anonymous-atomic",
+        |f| Failures {
+            duplicating: true,
+            ..f
+        },
+        Search::Bfs,
+    );
     assert_row(&dup, [Hold, Hold, Hold, Hold, Hold]);
-    let fifo = check("anonymous-atomic", |f| Failures { reordering: false, ..f }, Search::Bfs);
+    let fifo = check(
+        "anonymous-atomic",
+        |f| Failures {
+            reordering: false,
+            ..f
+        },
+        Search::Bfs,
+    );
     assert_row(&fifo, [Hold, Hold, Hold, Hold, Hold]);
     let harsher = check(
         "anonymous-atomic",
@@ -196,7 +236,8 @@ fn a_sorting_station_that_accepts_copies_creates_money() {
 
 #[test]
 fn a_merchant_that_releases_the_key_before_the_log_commits_breaks_goods_atomicity() {
-    let mutant = AnonymousAtomic::mutant_key_before_commit(&AnonymousAtomic::info().default_failures);
+    let mutant =
+        AnonymousAtomic::mutant_key_before_commit(&AnonymousAtomic::info().default_failures);
     let report = check_mutant(mutant);
     assert_eq!(report.verdict(Goods), Fail);
     assert_eq!(report.verdict(Money), Hold);

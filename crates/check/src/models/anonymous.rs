@@ -21,7 +21,9 @@
 //! step the log may take at any time while the transaction is open. Without a fail-safe channel
 //! C may query the log once more.
 
-use crate::property::{Binds, CashClaim, Observation, PaperClaim, PropertyKind, Purchase, SignedRecord};
+use crate::property::{
+    Binds, CashClaim, Observation, PaperClaim, PropertyKind, Purchase, SignedRecord,
+};
 use crate::protocol::{Failures, ModelInfo, MoneyKind, Out, PartyId, PartySpec, Protocol, Role};
 
 const C: PartyId = 0;
@@ -262,7 +264,14 @@ impl Protocol for AnonymousAtomic {
         ]
     }
 
-    fn on_msg(&self, _me: PartyId, state: &Party, _from: PartyId, msg: &Msg, out: &mut Out<Msg>) -> Party {
+    fn on_msg(
+        &self,
+        _me: PartyId,
+        state: &Party,
+        _from: PartyId,
+        msg: &Msg,
+        out: &mut Out<Msg>,
+    ) -> Party {
         let mut next = state.clone();
         match (&mut next, msg) {
             (Party::Customer { key, .. }, Msg::Key) => *key = true,
@@ -356,9 +365,7 @@ impl Protocol for AnonymousAtomic {
             Party::Customer { phase, .. } => match phase {
                 CPhase::Start => steps.push(Step::Request),
                 CPhase::AwaitOffer => steps.push(Step::OfferTimeout),
-                CPhase::AwaitOutcome { requeries } if *requeries > 0 => {
-                    steps.push(Step::Requery)
-                }
+                CPhase::AwaitOutcome { requeries } if *requeries > 0 => steps.push(Step::Requery),
                 _ => {}
             },
             Party::Merchant {
@@ -380,11 +387,15 @@ impl Protocol for AnonymousAtomic {
                 *phase = CPhase::AwaitOffer;
             }
             (Party::Customer { phase, .. }, Step::OfferTimeout) => *phase = CPhase::GaveUp,
-            (Party::Customer { phase, .. }, Step::Requery) => {
-                if let CPhase::AwaitOutcome { requeries } = phase {
-                    *requeries -= 1;
-                    out.send(L, Msg::Query);
-                }
+            (
+                Party::Customer {
+                    phase: CPhase::AwaitOutcome { requeries },
+                    ..
+                },
+                Step::Requery,
+            ) => {
+                *requeries -= 1;
+                out.send(L, Msg::Query);
             }
             (Party::Merchant { phase }, Step::PromiseTimeout) => *phase = MPhase::GaveUp,
             (
@@ -414,10 +425,9 @@ impl Protocol for AnonymousAtomic {
 
     fn is_done(&self, _me: PartyId, state: &Party) -> bool {
         match state {
-            Party::Customer { phase, .. } => matches!(
-                phase,
-                CPhase::Committed | CPhase::Aborted | CPhase::GaveUp
-            ),
+            Party::Customer { phase, .. } => {
+                matches!(phase, CPhase::Committed | CPhase::Aborted | CPhase::GaveUp)
+            }
             Party::Merchant { phase } => matches!(
                 phase,
                 MPhase::Idle | MPhase::Paid | MPhase::Aborted | MPhase::GaveUp

@@ -18,9 +18,7 @@
 //! check is his own state.
 
 use crate::property::{CashClaim, Observation, PaperClaim, PropertyKind, Purchase};
-use crate::protocol::{
-    Failures, ModelInfo, MoneyKind, Out, PartyId, PartySpec, Protocol, Role,
-};
+use crate::protocol::{Failures, ModelInfo, MoneyKind, Out, PartyId, PartySpec, Protocol, Role};
 
 const C: PartyId = 0;
 const M: PartyId = 1;
@@ -213,7 +211,9 @@ impl Protocol for DigiCash {
                 has_token: false,
                 goods: false,
             },
-            Party::Merchant { phase: MPhase::Idle },
+            Party::Merchant {
+                phase: MPhase::Idle,
+            },
             Party::Bank {
                 c_account: 1,
                 m_account: 0,
@@ -239,7 +239,10 @@ impl Protocol for DigiCash {
                 goods,
             } => match msg {
                 // A token that arrives after she gave up waiting is still hers.
-                Msg::Token if *phase == CPhase::AwaitToken || (*phase == CPhase::GaveUp && !*has_token) => {
+                Msg::Token
+                    if *phase == CPhase::AwaitToken
+                        || (*phase == CPhase::GaveUp && !*has_token) =>
+                {
                     *has_token = true;
                     *phase = CPhase::HasToken;
                 }
@@ -394,16 +397,20 @@ impl Protocol for DigiCash {
     }
 
     fn observe(&self, parties: &[Party]) -> Observation {
-        let (Party::Customer {
-            phase: c_phase,
-            has_token,
-            goods,
-        }, Party::Merchant { phase: m_phase }, Party::Bank {
-            c_account,
-            m_account,
-            token,
-            ..
-        }) = (&parties[C], &parties[M], &parties[B])
+        let (
+            Party::Customer {
+                phase: c_phase,
+                has_token,
+                goods,
+            },
+            Party::Merchant { phase: m_phase },
+            Party::Bank {
+                c_account,
+                m_account,
+                token,
+                ..
+            },
+        ) = (&parties[C], &parties[M], &parties[B])
         else {
             return Observation::default();
         };
@@ -411,7 +418,8 @@ impl Protocol for DigiCash {
         let m_accepted = *m_phase != MPhase::Idle;
         // Usable money: accounts, plus the token if its holder knows she can still use it.
         let c_usable = *c_phase == CPhase::HasToken && outstanding;
-        let m_usable = matches!(m_phase, MPhase::Accepted | MPhase::AwaitSlip { .. }) && outstanding;
+        let m_usable =
+            matches!(m_phase, MPhase::Accepted | MPhase::AwaitSlip { .. }) && outstanding;
         let money_total = c_account + m_account + i64::from(c_usable) + i64::from(m_usable);
 
         let mut cash = Vec::new();

@@ -159,22 +159,35 @@ impl Protocol for FirstVirtual {
         ]
     }
 
-    fn on_msg(&self, _me: PartyId, state: &Party, _from: PartyId, msg: &Msg, out: &mut Out<Msg>) -> Party {
+    fn on_msg(
+        &self,
+        _me: PartyId,
+        state: &Party,
+        _from: PartyId,
+        msg: &Msg,
+        out: &mut Out<Msg>,
+    ) -> Party {
         let mut next = state.clone();
         match (&mut next, msg) {
             (Party::Customer { goods, .. }, Msg::Goods) => *goods = true,
-            (Party::Customer { asked, answered, .. }, Msg::ConfirmRequest) if !*answered => {
-                *asked = true
-            }
+            (
+                Party::Customer {
+                    asked, answered, ..
+                },
+                Msg::ConfirmRequest,
+            ) if !*answered => *asked = true,
             (Party::Merchant { served, .. }, Msg::Order) if !*served => {
                 *served = true;
                 out.send(C, Msg::Goods);
                 out.send(FV, Msg::Transaction);
             }
             (Party::Merchant { outcome, .. }, Msg::Outcome(paid)) => *outcome = Some(*paid),
-            (Party::Server { pending, decided, .. }, Msg::Transaction)
-                if !*pending && decided.is_none() =>
-            {
+            (
+                Party::Server {
+                    pending, decided, ..
+                },
+                Msg::Transaction,
+            ) if !*pending && decided.is_none() => {
                 *pending = true;
                 out.send(C, Msg::ConfirmRequest);
             }
@@ -228,7 +241,13 @@ impl Protocol for FirstVirtual {
 
     fn on_step(&self, _me: PartyId, state: &Party, step: &Step, out: &mut Out<Msg>) -> Party {
         let mut next = state.clone();
-        if let (Party::Server { pending, decided, .. }, Step::Expire) = (&mut next, step) {
+        if let (
+            Party::Server {
+                pending, decided, ..
+            },
+            Step::Expire,
+        ) = (&mut next, step)
+        {
             *pending = false;
             *decided = Some(false);
             out.send(M, Msg::Outcome(false));

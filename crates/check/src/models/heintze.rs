@@ -293,9 +293,7 @@ impl Protocol for HeintzeCash {
                     *phase = MPhase::Accepted;
                 }
                 Msg::DepositSlip if *phase == MPhase::AwaitSlip => *phase = MPhase::Paid,
-                Msg::AlreadyDeposited if *phase == MPhase::AwaitSlip => {
-                    *phase = MPhase::Rejected
-                }
+                Msg::AlreadyDeposited if *phase == MPhase::AwaitSlip => *phase = MPhase::Rejected,
                 _ => {}
             },
             Party::Bank {

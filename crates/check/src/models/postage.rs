@@ -190,13 +190,20 @@ impl Protocol for Postage {
         ]
     }
 
-    fn on_msg(&self, _me: PartyId, state: &Party, from: PartyId, msg: &Msg, out: &mut Out<Msg>) -> Party {
+    fn on_msg(
+        &self,
+        _me: PartyId,
+        state: &Party,
+        from: PartyId,
+        msg: &Msg,
+        out: &mut Out<Msg>,
+    ) -> Party {
         let mut next = state.clone();
         match (&mut next, msg) {
-            (Party::Host { phase, .. }, Msg::Signed(indicium)) => {
-                if *phase == HPhase::AwaitIndicium {
-                    *phase = HPhase::Printed(*indicium);
-                }
+            (Party::Host { phase, .. }, Msg::Signed(indicium))
+                if *phase == HPhase::AwaitIndicium =>
+            {
+                *phase = HPhase::Printed(*indicium);
             }
             (
                 Party::Device {
@@ -214,7 +221,13 @@ impl Protocol for Postage {
                     *seq += 1;
                 }
                 if *seq > 0 {
-                    out.send(from, Msg::Signed(Indicium { seq: *seq, dest: *dest }));
+                    out.send(
+                        from,
+                        Msg::Signed(Indicium {
+                            seq: *seq,
+                            dest: *dest,
+                        }),
+                    );
                 }
             }
             (

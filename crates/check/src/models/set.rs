@@ -98,7 +98,10 @@ impl Protocol for Set {
                     PropertyKind::Money,
                     "Tygar: money atomicity to the extent card payments are money-atomic",
                 ),
-                PaperClaim::fails(PropertyKind::Goods, "Tygar: goods atomicity is not addressed"),
+                PaperClaim::fails(
+                    PropertyKind::Goods,
+                    "Tygar: goods atomicity is not addressed",
+                ),
                 PaperClaim::fails(
                     PropertyKind::Certified,
                     "Tygar: certified delivery presupposes goods atomicity",
@@ -139,7 +142,14 @@ impl Protocol for Set {
         ]
     }
 
-    fn on_msg(&self, _me: PartyId, state: &Party, _from: PartyId, msg: &Msg, out: &mut Out<Msg>) -> Party {
+    fn on_msg(
+        &self,
+        _me: PartyId,
+        state: &Party,
+        _from: PartyId,
+        msg: &Msg,
+        out: &mut Out<Msg>,
+    ) -> Party {
         let mut next = state.clone();
         match (&mut next, msg) {
             (Party::Customer { acked, .. }, Msg::PurchaseAck) => *acked = true,

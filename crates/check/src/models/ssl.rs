@@ -91,7 +91,10 @@ impl Protocol for SslCard {
                     PropertyKind::Money,
                     "Tygar: money atomicity to the extent card payments are money-atomic",
                 ),
-                PaperClaim::fails(PropertyKind::Goods, "Tygar: goods atomicity is not addressed"),
+                PaperClaim::fails(
+                    PropertyKind::Goods,
+                    "Tygar: goods atomicity is not addressed",
+                ),
                 PaperClaim::fails(
                     PropertyKind::Certified,
                     "Tygar: certified delivery presupposes goods atomicity",
@@ -131,7 +134,14 @@ impl Protocol for SslCard {
         ]
     }
 
-    fn on_msg(&self, _me: PartyId, state: &Party, _from: PartyId, msg: &Msg, out: &mut Out<Msg>) -> Party {
+    fn on_msg(
+        &self,
+        _me: PartyId,
+        state: &Party,
+        _from: PartyId,
+        msg: &Msg,
+        out: &mut Out<Msg>,
+    ) -> Party {
         let mut next = state.clone();
         match (&mut next, msg) {
             (Party::Customer { goods, .. }, Msg::Goods) => *goods = true,
