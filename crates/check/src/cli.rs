@@ -2,7 +2,7 @@
 //!
 //! Exit status: 0 when the run completed — failing properties are findings, printed in the
 //! table, not errors; 1 on an error, or with `--expect-paper` when a verdict contradicts the
-//! paper; 2 for bad usage (from clap).
+//! paper (for models run with their default failure model); 2 for bad usage (from clap).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -64,7 +64,8 @@ pub struct CheckArgs {
     #[arg(long, value_enum, default_value_t = Search::Bfs)]
     pub search: Search,
 
-    /// Exit with status 1 if any verdict contradicts the paper's claim.
+    /// Exit with status 1 if a verdict contradicts the paper's claim (models run in the
+    /// paper's setting, i.e. with their default failure model, only).
     #[arg(long)]
     pub expect_paper: bool,
 }

@@ -7,6 +7,8 @@
 //! atomicity and certified delivery, after Tygar — are judged on every state where all parties
 //! have finished. [`registry`] lists the models; [`cli`] is `netbill check`.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod explore;
 pub mod models;

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::property::PropertyKind;
 use crate::protocol::Failures;
-use crate::run::{ModelReport, Verdict};
+use crate::run::{ModelReport, Search, Verdict};
 
 /// Everything one `netbill check` run found, as printed by `--json`.
 #[derive(Clone, Debug, Serialize)]
@@ -16,10 +16,11 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
-    /// Cells whose verdict contradicts a claim of the paper: `(model, property)`.
+    /// Cells whose verdict contradicts a claim of the paper, `(model, property)`, among the
+    /// models checked in the paper's setting (their default failure model).
     pub fn disagreements(&self) -> Vec<(String, PropertyKind)> {
         let mut out = Vec::new();
-        for m in &self.models {
+        for m in self.models.iter().filter(|m| m.paper_setting) {
             for r in &m.results {
                 if r.agrees_with_paper == Some(false) {
                     out.push((m.name.clone(), r.property));
@@ -79,6 +80,11 @@ pub fn table(report: &CheckReport) -> String {
     out.push_str(
         "\n\"=\": agrees with the paper's claim; \"≠\": contradicts it; no mark: the paper makes no claim.\n",
     );
+    if report.models.iter().any(|m| !m.paper_setting) {
+        out.push_str(
+            "Note: the failure model differs from the paper's setting; the paper's claims are about that setting.\n",
+        );
+    }
     out
 }
 
@@ -91,8 +97,14 @@ pub fn text(report: &CheckReport) -> String {
         let _ = writeln!(out, "   failure model: {}", describe_failures(&m.failures));
         let _ = writeln!(
             out,
-            "   explored {} states (depth {}) in {:.2}s, {:?} search",
-            m.states, m.max_depth, m.seconds, m.search
+            "   explored {} states (depth {}) in {:.2}s, {} search",
+            m.states,
+            m.max_depth,
+            m.seconds,
+            match m.search {
+                Search::Bfs => "breadth-first",
+                Search::Dfs => "depth-first",
+            }
         );
         for w in &m.warnings {
             let _ = writeln!(out, "   WARNING: {w}");
@@ -108,9 +120,13 @@ pub fn text(report: &CheckReport) -> String {
             };
             let _ = writeln!(out, "\n   {} FAILS{paper}", r.name);
             if let Some(cx) = &r.counterexample {
+                let kind = match m.search {
+                    Search::Bfs => "shortest counterexample",
+                    Search::Dfs => "counterexample",
+                };
                 let _ = writeln!(
                     out,
-                    "   shortest counterexample ({} steps): {}",
+                    "   {kind} ({} steps): {}",
                     cx.events.len(),
                     cx.violation
                 );

@@ -114,6 +114,8 @@ pub struct ModelReport {
     pub parties: Vec<String>,
     /// The failure model used.
     pub failures: Failures,
+    /// Whether that is the model's default, the setting the paper's claims are about.
+    pub paper_setting: bool,
     /// Exploration order.
     pub search: Search,
     /// Distinct states explored.
@@ -269,6 +271,7 @@ fn collect<P: Protocol>(
         source: info.source.to_string(),
         parties: system.names().iter().map(|n| n.to_string()).collect(),
         failures: system.failures,
+        paper_setting: system.failures == info.default_failures,
         search: options.search,
         states: exploration.states,
         max_depth: exploration.max_depth,
