@@ -223,3 +223,75 @@ pub fn violation(
             }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROLES: [Role; 3] = [Role::Customer, Role::Merchant, Role::Bank];
+    const NAMES: [&str; 3] = ["C", "M", "B"];
+
+    fn signed(signer: Role, price: bool, goods_digest: bool, goods_key: bool) -> SignedRecord {
+        SignedRecord {
+            signer,
+            binds: Binds {
+                price,
+                goods_digest,
+                goods_key,
+            },
+        }
+    }
+
+    #[test]
+    fn the_judge_needs_both_signatures_over_the_same_checksum() {
+        let customer = signed(Role::Customer, true, true, false);
+        let merchant = signed(Role::Merchant, true, true, true);
+        assert!(judge_certified(&[customer, merchant]));
+        assert!(!judge_certified(&[customer]));
+        assert!(!judge_certified(&[merchant]));
+        // SET's records: order and price signed, nothing about what was delivered.
+        let price_only = |r| signed(r, true, false, false);
+        assert!(!judge_certified(&[
+            price_only(Role::Customer),
+            price_only(Role::Merchant)
+        ]));
+    }
+
+    #[test]
+    fn violations_explain_themselves() {
+        let obs = Observation {
+            money_total: 0,
+            cash: vec![CashClaim {
+                holder: 1,
+                token: 1,
+                honoured: false,
+            }],
+            purchases: vec![Purchase {
+                customer: 0,
+                merchant: 1,
+                paid: true,
+                goods: false,
+                records: Vec::new(),
+            }],
+        };
+        let why = |p| violation(p, &obs, 1, &ROLES, &NAMES);
+        assert!(why(PropertyKind::Money).is_some_and(|w| w.contains("1 unit(s) destroyed")));
+        assert_eq!(why(PropertyKind::CashCustomer), None);
+        assert!(why(PropertyKind::CashMerchant).is_some_and(|w| w.starts_with("M rightfully")));
+        assert!(why(PropertyKind::Goods).is_some_and(|w| w.contains("does not have the goods")));
+        assert!(why(PropertyKind::Certified).is_some());
+        assert_eq!(
+            violation(PropertyKind::Money, &obs, 0, &ROLES, &NAMES),
+            None
+        );
+    }
+
+    #[test]
+    fn columns_parse_back() {
+        for p in PropertyKind::ALL {
+            assert_eq!(PropertyKind::parse(p.column()), Some(p));
+            assert_eq!(PropertyKind::parse(p.name()), Some(p));
+        }
+        assert_eq!(PropertyKind::parse("atomicity"), None);
+    }
+}

@@ -51,7 +51,8 @@ impl PartySpec {
 pub struct Failures {
     /// Messages may be lost.
     pub lossy: bool,
-    /// A message may be delivered more than once.
+    /// A message may be delivered more than once (with reordering only: a FIFO link does not
+    /// duplicate).
     pub duplicating: bool,
     /// Messages on one link may overtake each other (otherwise each link is FIFO).
     pub reordering: bool,

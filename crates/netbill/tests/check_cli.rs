@@ -84,3 +84,39 @@ fn bad_input_gets_one_line_and_a_failure_status() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("loopback"), "{err}");
 }
+
+#[test]
+fn explore_serves_the_web_explorer_on_loopback() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netbill"))
+        .args(["check", "ssl", "--explore", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the netbill binary starts");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut response = String::new();
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(&addr) {
+            let request = format!("GET /.states HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read_to_string(&mut response);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(response.starts_with("HTTP/1."), "no answer: {response:?}");
+    assert!(response.contains("goods atomicity"), "{response}");
+}
