@@ -4,6 +4,7 @@
 //! table, not errors; 1 on an error, or with `--expect-paper` when a verdict contradicts the
 //! paper (for models run with their default failure model); 2 for bad usage (from clap).
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -123,13 +124,27 @@ fn selected(model: Option<&str>) -> anyhow::Result<Vec<Box<dyn Registered>>> {
     }
 }
 
+/// Writes `text` to stdout; a reader that went away (`netbill check | head`) is not an error.
+fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing the report to stdout"),
+    }
+}
+
 /// Runs `netbill check` with `args`.
 pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     if args.list {
+        let mut text = String::new();
         for m in registry::models() {
             let info = m.info();
-            println!("{:<18} {}", info.name, info.title);
+            text.push_str(&format!("{:<18} {}\n", info.name, info.title));
         }
+        emit(&text)?;
         return Ok(ExitCode::SUCCESS);
     }
     let models = selected(args.model.as_deref())?;
@@ -159,9 +174,9 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
     let report = CheckReport { models: reports };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        emit(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {
-        print!("{}", report::text(&report));
+        emit(&report::text(&report))?;
     }
     let disagreements = report.disagreements();
     if args.expect_paper && !disagreements.is_empty() {
