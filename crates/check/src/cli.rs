@@ -61,7 +61,7 @@ pub struct CheckArgs {
     #[arg(long)]
     pub no_failsafe_channel: bool,
 
-    /// Exploration order: bfs finds shortest counterexamples, dfs uses less memory.
+    /// Exploration order: bfs finds shortest counterexamples; dfs usually keeps a smaller frontier.
     #[arg(long, value_enum, default_value_t = Search::Bfs)]
     pub search: Search,
 

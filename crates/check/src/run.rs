@@ -18,7 +18,7 @@ use crate::system::{Action, ActionOf, GUARD_PURCHASE, GUARD_QUIESCENT, StateOf, 
 pub enum Search {
     /// Breadth-first: counterexamples are shortest (single-threaded runs only).
     Bfs,
-    /// Depth-first: far less memory, counterexamples not necessarily shortest.
+    /// Depth-first: usually a smaller frontier; counterexamples not necessarily shortest.
     Dfs,
 }
 
