@@ -43,6 +43,8 @@ enum Command {
     Group(group::GroupCommand),
     /// Cryptographic postage indicia: devices, funding, printing, sorting-station verification.
     Postage(netbill_postage::cli::PostageArgs),
+    /// Model-check payment protocols for money atomicity, goods atomicity and certified delivery.
+    Check(netbill_check::cli::CheckArgs),
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(args))),
         Command::Group(cmd) => group::run(cmd),
         Command::Postage(args) => netbill_postage::cli::run(args),
+        Command::Check(args) => netbill_check::cli::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,9 @@
+//! The protocol models. Each file states its source and its abstractions at the top.
+
+pub mod anonymous;
+pub mod digicash;
+pub mod first_virtual;
+pub mod heintze;
+pub mod postage;
+pub mod set;
+pub mod ssl;

@@ -1,0 +1,67 @@
+//! The registry of models: every protocol the checker knows, by name.
+//!
+//! Adding a model is one line in [`models`]: `entry::<MyProtocol>()`, where `MyProtocol`
+//! implements [`Protocol`].
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+
+use stateright::Model;
+
+use crate::models;
+use crate::protocol::{Failures, ModelInfo, Protocol};
+use crate::run::{self, ModelReport, RunOptions};
+use crate::system::System;
+
+/// A registered model, with its protocol type erased.
+pub trait Registered: Send + Sync {
+    /// The model's static description.
+    fn info(&self) -> ModelInfo;
+    /// Checks the model under `failures`.
+    fn check(&self, failures: Failures, options: &RunOptions) -> ModelReport;
+    /// Serves stateright's web explorer for the model on `addr` (blocks while serving).
+    fn explore(&self, failures: Failures, addr: SocketAddr) -> anyhow::Result<()>;
+}
+
+struct Entry<P>(PhantomData<fn() -> P>);
+
+impl<P: Protocol> Registered for Entry<P> {
+    fn info(&self) -> ModelInfo {
+        P::info()
+    }
+
+    fn check(&self, failures: Failures, options: &RunOptions) -> ModelReport {
+        run::check::<P>(failures, options)
+    }
+
+    fn explore(&self, failures: Failures, addr: SocketAddr) -> anyhow::Result<()> {
+        // stateright's server panics if it cannot bind: find out first and say so clearly.
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let _checker = System::<P>::new(failures).checker().serve(addr);
+        Ok(())
+    }
+}
+
+/// A registry entry for protocol `P`.
+pub fn entry<P: Protocol>() -> Box<dyn Registered> {
+    Box::new(Entry::<P>(PhantomData))
+}
+
+/// Every model, in table order.
+pub fn models() -> Vec<Box<dyn Registered>> {
+    vec![
+        entry::<models::digicash::DigiCash>(),
+        entry::<models::heintze::HeintzeCash>(),
+        entry::<models::first_virtual::FirstVirtual>(),
+        entry::<models::ssl::SslCard>(),
+        entry::<models::set::Set>(),
+        entry::<models::postage::Postage>(),
+        entry::<models::anonymous::AnonymousAtomic>(),
+    ]
+}
+
+/// The model called `name`, if any.
+pub fn find(name: &str) -> Option<Box<dyn Registered>> {
+    models().into_iter().find(|m| m.info().name == name)
+}

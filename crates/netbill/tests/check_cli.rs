@@ -1,0 +1,122 @@
+//! `netbill check` run as a user runs it.
+
+use std::process::Command;
+
+fn netbill(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_netbill"))
+        .args(args)
+        .output()
+        .expect("the netbill binary runs")
+}
+
+#[test]
+fn check_ssl_as_json_reports_the_papers_row_with_a_counterexample() {
+    let out = netbill(&["check", "ssl", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let models = report["models"].as_array().expect("models");
+    assert_eq!(models.len(), 1);
+    let ssl = &models[0];
+    assert_eq!(ssl["name"], "ssl");
+    assert!(ssl["states"].as_u64().expect("states") > 0);
+    let verdict = |property: &str| {
+        ssl["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["property"] == property)
+            .unwrap_or_else(|| panic!("a result for {property}"))
+            .clone()
+    };
+    assert_eq!(verdict("money")["verdict"], "hold");
+    assert_eq!(verdict("money")["agrees_with_paper"], true);
+    assert_eq!(verdict("cash-customer")["verdict"], "n/a");
+    let goods = verdict("goods");
+    assert_eq!(goods["verdict"], "fail");
+    assert_eq!(goods["agrees_with_paper"], true);
+    let events = goods["counterexample"]["events"]
+        .as_array()
+        .expect("events");
+    assert!(!events.is_empty());
+    assert!(
+        events.iter().any(|e| e["event"] == "lose"),
+        "the goods are lost: {events:?}"
+    );
+}
+
+#[test]
+fn check_all_prints_the_table_and_agrees_with_the_paper() {
+    let out = netbill(&["check", "--expect-paper"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let header = text.lines().next().expect("a table");
+    for column in [
+        "money",
+        "cash(C)",
+        "cash(M)",
+        "goods",
+        "certified",
+        "states",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    assert!(text.contains("shortest counterexample"), "{text}");
+}
+
+#[test]
+fn bad_input_gets_one_line_and_a_failure_status() {
+    let out = netbill(&["check", "no-such-model"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("unknown model"), "{err}");
+
+    let out = netbill(&["check", "ssl", "--explore", "0.0.0.0:3000"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("loopback"), "{err}");
+}
+
+#[test]
+fn explore_serves_the_web_explorer_on_loopback() {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_netbill"))
+        .args(["check", "ssl", "--explore", &addr])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the netbill binary starts");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut response = String::new();
+    while Instant::now() < deadline {
+        if let Ok(mut stream) = TcpStream::connect(&addr) {
+            let request = format!("GET /.states HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+            if stream.write_all(request.as_bytes()).is_ok() {
+                let _ = stream.read_to_string(&mut response);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(response.starts_with("HTTP/1."), "no answer: {response:?}");
+    assert!(response.contains("goods atomicity"), "{response}");
+}
