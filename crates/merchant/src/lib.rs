@@ -168,6 +168,11 @@ pub async fn start(config: MerchantConfig) -> anyhow::Result<RunningMerchant> {
         }
     });
     let app = api::router(state);
+    // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and delayed
+    // ACKs add tens of milliseconds to a purchase.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(RunningMerchant {
         addr,

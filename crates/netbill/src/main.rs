@@ -1,6 +1,7 @@
 //! `netbill`: one binary, one subcommand per job. It parses arguments and calls libraries.
 
 mod admin;
+mod bench;
 mod demo;
 mod group;
 mod merchant;
@@ -36,6 +37,9 @@ enum Command {
     Merchant(merchant::MerchantCommand),
     /// The customer's wallet (C): buy, balance, history, statement, recover.
     Wallet(wallet::WalletArgs),
+    /// Benchmark the billing server against this machine's crypto ceiling, and a whole
+    /// purchase through a merchant (see docs/performance.md).
+    Bench(bench::BenchArgs),
     /// Operator commands against a billing server (admin token required).
     Admin(admin::AdminArgs),
     /// A group authority: issues credentials that merchants honour with group prices.
@@ -70,6 +74,7 @@ fn main() -> ExitCode {
         Command::Server(cmd) => runtime().and_then(|rt| rt.block_on(server::run(cmd))),
         Command::Merchant(cmd) => runtime().and_then(|rt| rt.block_on(merchant::run(cmd))),
         Command::Wallet(args) => runtime().and_then(|rt| rt.block_on(wallet::run(args))),
+        Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(args))),
         Command::Group(cmd) => group::run(cmd),
         Command::Postage(args) => netbill_postage::cli::run(args),

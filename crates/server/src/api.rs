@@ -39,6 +39,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/keys", get(keys))
         .route("/v1/merchants/{id}", get(merchant_key))
         .route("/v1/endorsements", post(endorse))
+        .route("/v1/endorsements/batch", post(endorse_batch))
         .route("/v1/status", post(status))
         .route("/v1/accounts/{id}", get(account))
         .route("/v1/accounts/{id}/statement", get(statement))
@@ -51,6 +52,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/admin/accounts/{id}/revoke-key", post(admin_revoke))
         .route("/v1/admin/accounts/{id}/key", put(admin_set_key))
         .route("/v1/admin/conservation", get(admin_conservation))
+        .route("/v1/admin/stats", get(admin_stats))
         .fallback(|| async {
             Problem::not_found("no-such-endpoint", "no such endpoint; see docs/protocol.md")
         })
@@ -120,8 +122,66 @@ async fn endorse(
         billing::verify_endorsement(&RealCrypto, &state.keys.seal, &state.policy, endorsement)
     })
     .await
-    .map_err(Problem::internal)?
-    .map_err(|e: EndorsementError| Problem::unprocessable(e.code(), e.to_string()))?;
+    .map_err(Problem::internal)?;
+    settle(&s, verified).await.map(ApiJson)
+}
+
+/// Most endorsements one batch request may carry.
+pub const ENDORSEMENT_BATCH_MAX: usize = 256;
+
+/// Body of `POST /v1/endorsements/batch`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct EndorsementBatch {
+    pub endorsements: Vec<Signed<Endorsement>>,
+}
+
+/// One item of a batch answer: a receipt, or the problem with that endorsement.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+#[serde(rename_all = "snake_case")]
+pub enum BatchItem {
+    Answer(Box<StatusAnswer>),
+    Problem(Problem),
+}
+
+/// Steps 6 → 7 for many endorsements at once (a merchant settling in bulk): each is
+/// verified and decided on its own; the answers come back in order.
+async fn endorse_batch(
+    State(s): State<Shared>,
+    ApiJson(batch): ApiJson<EndorsementBatch>,
+) -> Result<ApiJson<Vec<BatchItem>>, Problem> {
+    if batch.endorsements.is_empty() || batch.endorsements.len() > ENDORSEMENT_BATCH_MAX {
+        return Err(Problem::unprocessable(
+            "bad-batch-size",
+            format!("a batch holds 1 to {ENDORSEMENT_BATCH_MAX} endorsements"),
+        ));
+    }
+    let state = s.clone();
+    let verified = tokio::task::spawn_blocking(move || {
+        batch
+            .endorsements
+            .into_iter()
+            .map(|e| billing::verify_endorsement(&RealCrypto, &state.keys.seal, &state.policy, e))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(Problem::internal)?;
+    let answers = futures_util::future::join_all(verified.into_iter().map(|v| settle(&s, v))).await;
+    Ok(ApiJson(
+        answers
+            .into_iter()
+            .map(|a| a.map_or_else(BatchItem::Problem, |a| BatchItem::Answer(Box::new(a))))
+            .collect(),
+    ))
+}
+
+/// Hands a verified endorsement to the writer and turns its decision into an answer.
+async fn settle(
+    s: &AppState,
+    verified: Result<billing::VerifiedPurchase, EndorsementError>,
+) -> Result<StatusAnswer, Problem> {
+    let verified =
+        verified.map_err(|e: EndorsementError| Problem::unprocessable(e.code(), e.to_string()))?;
     let epoid = verified.epo().epoid.clone();
     match s
         .writer
@@ -130,10 +190,10 @@ async fn endorse(
         .map_err(gone)?
         .map_err(Problem::internal)?
     {
-        PurchaseAnswer::Receipt(r) => Ok(ApiJson(StatusAnswer {
+        PurchaseAnswer::Receipt(r) => Ok(StatusAnswer {
             epoid,
             receipt: Some(*r),
-        })),
+        }),
         PurchaseAnswer::Conflict => Err(Problem::conflict(
             "epoid-conflict",
             format!("EPOID {epoid} already has an outcome for a different endorsement"),
@@ -613,6 +673,28 @@ async fn admin_set_key(
     ApiJson(req): ApiJson<SetKey>,
 ) -> Result<ApiJson<AccountInfo>, Problem> {
     change(&s, &raw, &headers, AccountChange::SetKey(req.public_key)).await
+}
+
+/// Counters of the ledger writer (`GET /v1/admin/stats`).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriterCounters {
+    /// Purchase transactions committed: durable writes.
+    pub batches: u64,
+    /// Purchases decided in them.
+    pub purchases: u64,
+}
+
+async fn admin_stats(
+    State(s): State<Shared>,
+    headers: HeaderMap,
+) -> Result<ApiJson<WriterCounters>, Problem> {
+    admin(&s, &headers)?;
+    use std::sync::atomic::Ordering::Relaxed;
+    let st = s.writer.stats();
+    Ok(ApiJson(WriterCounters {
+        batches: st.batches.load(Relaxed),
+        purchases: st.purchases.load(Relaxed),
+    }))
 }
 
 async fn admin_conservation(

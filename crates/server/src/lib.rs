@@ -17,8 +17,8 @@ use netbill_proto::billing::BillingPolicy;
 
 pub use admin_client::{AdminAction, AdminClient};
 pub use api::{
-    AccountInfo, CreateAccount, MerchantKey, SetKey, Statement, StatementLine, TransferAnswer,
-    TransferRequest,
+    AccountInfo, BatchItem, CreateAccount, EndorsementBatch, MerchantKey, SetKey, Statement,
+    StatementLine, TransferAnswer, TransferRequest, WriterCounters,
 };
 pub use keys::{BillingKeys, BillingPublic};
 
@@ -101,6 +101,11 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let app = api::router(state);
+    // Small request/response messages: without TCP_NODELAY, Nagle's algorithm and delayed
+    // ACKs add tens of milliseconds to a purchase.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(RunningServer { addr, public, task })
 }

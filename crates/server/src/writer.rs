@@ -36,6 +36,16 @@ enum Job {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    stats: std::sync::Arc<WriterStats>,
+}
+
+/// Counters of the writer's work, for `GET /v1/admin/stats` and benchmarks.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Purchase transactions committed (durable writes).
+    pub batches: std::sync::atomic::AtomicU64,
+    /// Purchases decided in them.
+    pub purchases: std::sync::atomic::AtomicU64,
 }
 
 /// The writer thread stopped (the server is shutting down or the store failed).
@@ -53,6 +63,8 @@ impl Writer {
         batch_max: usize,
     ) -> Writer {
         let (tx, mut rx) = mpsc::channel::<Job>(queue_max);
+        let stats = std::sync::Arc::new(WriterStats::default());
+        let counters = stats.clone();
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || {
@@ -78,14 +90,24 @@ impl Writer {
                                     Err(_) => break,
                                 }
                             }
-                            commit_batch(store.as_mut(), &signer, batch);
+                            let n = batch.len() as u64;
+                            if commit_batch(store.as_mut(), &signer, batch) {
+                                use std::sync::atomic::Ordering::Relaxed;
+                                counters.batches.fetch_add(1, Relaxed);
+                                counters.purchases.fetch_add(n, Relaxed);
+                            }
                         }
                     }
                 }
                 tracing::info!("ledger writer stopped");
             })
             .expect("spawning the ledger writer thread");
-        Writer { tx }
+        Writer { tx, stats }
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// Decides and commits one verified purchase; answers once it is durable.
@@ -130,7 +152,8 @@ type Waiting = (
     oneshot::Sender<Result<PurchaseAnswer, String>>,
 );
 
-fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waiting>) {
+/// Decides and commits one batch; answers every waiter. Returns whether it committed.
+fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waiting>) -> bool {
     let now = netbill_http::now_ms();
     let mut answers: Vec<PurchaseAnswer> = Vec::with_capacity(batch.len());
     let result = store.batch(&mut |tx| {
@@ -175,12 +198,14 @@ fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waitin
             for ((_, reply), answer) in batch.into_iter().zip(answers) {
                 let _ = reply.send(Ok(answer));
             }
+            true
         }
         Err(e) => {
             tracing::error!(error = %e, purchases = batch.len(), "batch failed; nothing committed");
             for (_, reply) in batch {
                 let _ = reply.send(Err(e.to_string()));
             }
+            false
         }
     }
 }

@@ -1,0 +1,739 @@
+//! `netbill bench`: drives real purchases at a billing server running as its own process, and
+//! measures, in the same run, the machine's crypto ceiling for the server's work.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Args;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use netbill_crypto::{Ed25519Signer, RealCrypto, random_bytes, random_seal_secret};
+use netbill_http::client::Client;
+use netbill_proto::billing::{self, AccountKind, BillingPolicy};
+use netbill_proto::crypto::{Crypto, GoodsKey, SealSecret, Signer};
+use netbill_proto::customer::CustomerPurchase;
+use netbill_proto::merchant::{MerchantPurchase, Offer, make_quote};
+use netbill_proto::messages::{Endorsement, GoodsOffer, PriceRequest, ResultCode, StatusAnswer};
+use netbill_proto::{AccountId, Amount, ProductCode, Signed};
+use netbill_server::{AdminClient, BatchItem, BillingPublic, EndorsementBatch, WriterCounters};
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Purchases per saturation run (there are two: one endorsement per request, and batched).
+    #[arg(long, default_value_t = 10_000)]
+    purchases: usize,
+    /// Distinct customer accounts.
+    #[arg(long, default_value_t = 200)]
+    customers: usize,
+    /// Distinct merchant accounts (few: hot accounts are the hard case).
+    #[arg(long, default_value_t = 2)]
+    merchants: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Endorsements per request in the batched run (1–256).
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Whole purchases through a merchant (steps 1–8), one after another.
+    #[arg(long, default_value_t = 200)]
+    e2e: usize,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One saturation or paced run.
+#[derive(Serialize, Clone, Debug)]
+struct RunReport {
+    name: String,
+    purchases: usize,
+    committed: usize,
+    seconds: f64,
+    purchases_per_s: f64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+    latency_ms_p999: f64,
+    purchases_per_durable_write: f64,
+    server_cpu_s: f64,
+    generator_cpu_s: f64,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    machine_cores: usize,
+    crypto_ceiling_per_s: f64,
+    runs: Vec<RunReport>,
+    single_ratio_to_ceiling: f64,
+    batched_ratio_to_ceiling: f64,
+    e2e: E2eReport,
+    server_rss_kib_after_setup: u64,
+    server_rss_kib_at_end: u64,
+}
+
+#[derive(Serialize, Debug)]
+struct E2eReport {
+    purchases: usize,
+    seconds: f64,
+    purchases_per_s: f64,
+    latency_ms_p50: f64,
+    latency_ms_p99: f64,
+}
+
+const TOKEN: &str = "bench-admin-token-0123456789abcdef";
+
+/// A `netbill` child process (server or merchant), killed on drop.
+struct NetbillProcess {
+    child: Child,
+    url: String,
+}
+
+impl NetbillProcess {
+    fn start(args: &[&str]) -> anyhow::Result<NetbillProcess> {
+        let exe = std::env::current_exe().context("finding the netbill executable")?;
+        let mut child = Command::new(exe)
+            .args(args)
+            .env("NETBILL_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting a netbill process")?;
+        let stdout = child.stdout.take().context("child stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(i) = line.find("http://") {
+                        break line[i..].trim().to_string();
+                    }
+                }
+                _ => bail!("netbill {args:?} exited before listening"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(NetbillProcess { child, url })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NetbillProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds (user + system) used by process `pid` so far.
+fn proc_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz.max(1.0)
+}
+
+/// Resident memory of process `pid`, KiB.
+fn proc_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// The parties of the load: keys and account names.
+struct Population {
+    customers: Vec<(AccountId, Ed25519Signer)>,
+    merchants: Vec<(AccountId, Ed25519Signer)>,
+}
+
+/// Pre-signs `n` purchases with the production protocol code and real crypto; serials start
+/// at `serial0` so every EPOID is fresh.
+fn presign(
+    pop: &Population,
+    billing: &BillingPublic,
+    n: usize,
+    serial0: u64,
+    bar: &ProgressBar,
+) -> Vec<Signed<Endorsement>> {
+    let now = netbill_http::now_ms();
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    let chunk = n.div_ceil(cores).max(1);
+    let seal_key = billing.seal_key;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..n)
+            .step_by(chunk)
+            .map(|start| {
+                let end = (start + chunk).min(n);
+                scope.spawn(move || {
+                    (start..end)
+                        .map(|i| {
+                            let (cid, ck) = &pop.customers[i % pop.customers.len()];
+                            let (mid, mk) = &pop.merchants[i % pop.merchants.len()];
+                            let e =
+                                one_purchase(cid, ck, mid, mk, &seal_key, serial0 + i as u64, now);
+                            bar.inc(1);
+                            e
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_purchase(
+    cid: &AccountId,
+    ck: &Ed25519Signer,
+    mid: &AccountId,
+    mk: &Ed25519Signer,
+    seal_key: &netbill_proto::crypto::SealKey,
+    serial: u64,
+    now: u64,
+) -> Signed<Endorsement> {
+    let c = RealCrypto;
+    let offer = Offer {
+        product: ProductCode::new("bench-article").unwrap_or_else(|_| unreachable!()),
+        description: "Benchmark article".into(),
+        price: Amount::from_minor(125).unwrap_or_default(),
+        group_prices: vec![],
+        goods_digest: c.digest(&[b"goods"]),
+        goods_len: 5,
+    };
+    let req = PriceRequest {
+        identity: cid.to_string(),
+        customer_key: ck.public_key(),
+        product: offer.product.clone(),
+        prd_hex: String::new(),
+        bid: None,
+        credentials: vec![],
+    };
+    let quote = make_quote(&c, mk, mid, &req, &offer, &|_| None, serial, now, 3_600_000)
+        .unwrap_or_else(|e| unreachable!("bench quote: {e}"));
+    let goods = GoodsOffer {
+        purchase: format!("{serial}"),
+        checksum: c.digest(&[b"ciphertext"]),
+        ciphertext_len: 42,
+    };
+    let mut m = MerchantPurchase::new(quote.clone(), GoodsKey(random_bytes()), goods.clone());
+    let note = m.deliver(serial, now, 3_000_000);
+    let mut cp = CustomerPurchase::new(quote, goods.clone(), random_seal_secret());
+    cp.delivered(goods.checksum, goods.ciphertext_len, note, now)
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    let epo = cp
+        .sign_epo(
+            &c,
+            ck,
+            seal_key,
+            cid,
+            random_bytes(),
+            "",
+            now,
+            random_bytes(),
+        )
+        .unwrap_or_else(|e| unreachable!("{e}"));
+    m.endorse(&c, mk, seal_key, epo, "", now, random_bytes())
+        .unwrap_or_else(|e| unreachable!("{e}"))
+}
+
+/// Purchases/s this machine could do if it did nothing but N's cryptography for each:
+/// verify the endorsement (two signatures, two seals opened, digests) and make the receipt
+/// (one seal, one signature), on every core.
+fn crypto_ceiling(
+    sample: &[Signed<Endorsement>],
+    billing_secret: &SealSecret,
+    signer: &Ed25519Signer,
+) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    let policy = BillingPolicy::default();
+    let start = Instant::now();
+    let done = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..cores {
+            let done = &done;
+            let policy = &policy;
+            scope.spawn(move || {
+                for e in sample.iter().skip(t).step_by(cores) {
+                    if let Ok(v) =
+                        billing::verify_endorsement(&RealCrypto, billing_secret, policy, e.clone())
+                    {
+                        let r = billing::make_receipt(
+                            &RealCrypto,
+                            signer,
+                            &v,
+                            ResultCode::Committed,
+                            0,
+                            false,
+                            0,
+                            random_bytes(),
+                        );
+                        std::hint::black_box(r);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Sends the load; `per_request` endorsements per request; if `rate` is set, requests start
+/// on a fixed schedule (open loop) at that many purchases per second.
+async fn drive(
+    n_url: &str,
+    load: Vec<Signed<Endorsement>>,
+    per_request: usize,
+    concurrency: usize,
+    rate: Option<f64>,
+    bar: ProgressBar,
+) -> anyhow::Result<(Histogram<u64>, usize, f64)> {
+    let client = Client::new(n_url)?;
+    let requests: Arc<Vec<Vec<Signed<Endorsement>>>> =
+        Arc::new(load.chunks(per_request).map(|c| c.to_vec()).collect());
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, requests, next, bar) =
+            (client.clone(), requests.clone(), next.clone(), bar.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut committed = 0usize;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(req) = requests.get(i) else { break };
+                if let Some(rate) = rate {
+                    let due = start + Duration::from_secs_f64((i * per_request) as f64 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let t = Instant::now();
+                let results: Vec<Option<ResultCode>> = if per_request == 1 {
+                    let a: StatusAnswer = client
+                        .call(
+                            reqwest::Method::POST,
+                            "/v1/endorsements",
+                            Some(&req[0]),
+                            &[],
+                        )
+                        .await?;
+                    vec![a.receipt.map(|r| r.body_unverified().result)]
+                } else {
+                    let body = EndorsementBatch {
+                        endorsements: req.clone(),
+                    };
+                    let a: Vec<BatchItem> = client
+                        .call(
+                            reqwest::Method::POST,
+                            "/v1/endorsements/batch",
+                            Some(&body),
+                            &[],
+                        )
+                        .await?;
+                    a.into_iter()
+                        .map(|it| match it {
+                            BatchItem::Answer(a) => a.receipt.map(|r| r.body_unverified().result),
+                            BatchItem::Problem(_) => None,
+                        })
+                        .collect()
+                };
+                let us = t.elapsed().as_micros().max(1) as u64;
+                for r in &results {
+                    hist.record(us).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    committed += usize::from(*r == Some(ResultCode::Committed));
+                }
+                bar.inc(results.len() as u64);
+            }
+            anyhow::Ok((hist, committed))
+        }));
+    }
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut committed = 0;
+    for t in tasks {
+        let (h, c) = t.await??;
+        hist.add(h).map_err(|e| anyhow::anyhow!("{e}"))?;
+        committed += c;
+    }
+    bar.finish_and_clear();
+    Ok((hist, committed, start.elapsed().as_secs_f64()))
+}
+
+fn cpu_self_s() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
+}
+
+fn bar(len: usize, msg: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(len as u64);
+    b.set_style(
+        ProgressStyle::with_template("{msg:>24} {bar:30} {pos}/{len} {per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b.set_message(msg.to_string());
+    b
+}
+
+async fn stats(admin_url: &str) -> anyhow::Result<WriterCounters> {
+    let c = Client::new(admin_url)?;
+    Ok(c.call::<(), _>(
+        reqwest::Method::GET,
+        "/v1/admin/stats",
+        None,
+        &[("authorization", format!("Bearer {TOKEN}"))],
+    )
+    .await?)
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    name: &str,
+    server: &NetbillProcess,
+    load: Vec<Signed<Endorsement>>,
+    per_request: usize,
+    concurrency: usize,
+    rate: Option<f64>,
+    quiet: bool,
+) -> anyhow::Result<RunReport> {
+    let n = load.len();
+    let before = stats(&server.url).await?;
+    let (cpu_s0, cpu_g0) = (proc_cpu_s(server.pid()), cpu_self_s());
+    let (hist, committed, seconds) = drive(
+        &server.url,
+        load,
+        per_request,
+        concurrency,
+        rate,
+        bar(n, name, quiet),
+    )
+    .await?;
+    let after = stats(&server.url).await?;
+    let writes = (after.batches - before.batches).max(1);
+    Ok(RunReport {
+        name: name.to_string(),
+        purchases: n,
+        committed,
+        seconds,
+        purchases_per_s: n as f64 / seconds,
+        latency_ms_p50: ms(&hist, 0.5),
+        latency_ms_p99: ms(&hist, 0.99),
+        latency_ms_p999: ms(&hist, 0.999),
+        purchases_per_durable_write: (after.purchases - before.purchases) as f64 / writes as f64,
+        server_cpu_s: proc_cpu_s(server.pid()) - cpu_s0,
+        generator_cpu_s: cpu_self_s() - cpu_g0,
+    })
+}
+
+/// Whole purchases through a real merchant process, one after another.
+async fn e2e(
+    dir: &Path,
+    server: &NetbillProcess,
+    admin: &AdminClient,
+    billing: BillingPublic,
+    n: usize,
+    quiet: bool,
+) -> anyhow::Result<E2eReport> {
+    let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
+    let mdir = dir.join("merchant");
+    let mpk = netbill_merchant::init(&mdir, AccountId::new("e2e-shop")?, &server.url, billing)?;
+    admin
+        .create_account(
+            &AccountId::new("e2e-shop")?,
+            AccountKind::Merchant,
+            mpk,
+            None,
+            None,
+        )
+        .await?;
+    std::fs::create_dir_all(dir.join("shop"))?;
+    std::fs::write(
+        dir.join("shop/article.txt"),
+        "an article of a few hundred bytes. ".repeat(10),
+    )?;
+    std::fs::write(
+        dir.join("shop/catalog.toml"),
+        "merchant = \"e2e-shop\"\n[[product]]\ncode = \"article\"\ndescription = \"Bench article\"\nprice = \"USD:0.00125\"\nfile = \"article.txt\"\n",
+    )?;
+    let merchant = NetbillProcess::start(&[
+        "merchant",
+        "run",
+        "--dir",
+        &d("merchant"),
+        "--catalog",
+        &d("shop/catalog.toml"),
+        "--listen",
+        "127.0.0.1:0",
+    ])?;
+    let wallet = netbill_wallet::Wallet::create(
+        &dir.join("wallet"),
+        AccountId::new("e2e-reader")?,
+        None,
+        &server.url,
+        billing,
+    )?;
+    admin
+        .create_account(
+            &AccountId::new("e2e-reader")?,
+            AccountKind::Customer,
+            wallet.public_key(),
+            None,
+            None,
+        )
+        .await?;
+    admin
+        .transfer(
+            &AccountId::new("e2e-reader")?,
+            false,
+            "USD:100".parse()?,
+            None,
+        )
+        .await?;
+    let product = ProductCode::new("article")?;
+    let mut hist =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let b = bar(n, "e2e (steps 1-8)", quiet);
+    let start = Instant::now();
+    for i in 0..n {
+        let opts = netbill_wallet::BuyOptions {
+            out: Some(dir.join(format!("goods-{}", i % 4))),
+            ..Default::default()
+        };
+        let t = Instant::now();
+        let o = wallet
+            .buy(&merchant.url, &product, &opts, &mut |_| {})
+            .await?;
+        if !matches!(o, netbill_wallet::Outcome::Paid { .. }) {
+            bail!("end-to-end purchase {i} was not paid: {o:?}");
+        }
+        hist.record(t.elapsed().as_micros().max(1) as u64)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        b.inc(1);
+    }
+    b.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(E2eReport {
+        purchases: n,
+        seconds,
+        purchases_per_s: n as f64 / seconds,
+        latency_ms_p50: ms(&hist, 0.5),
+        latency_ms_p99: ms(&hist, 0.99),
+    })
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if !(1..=256).contains(&args.batch) {
+        bail!("--batch must be 1 to 256");
+    }
+    if args.purchases == 0 || args.customers == 0 || args.merchants == 0 || args.concurrency == 0 {
+        bail!("--purchases, --customers, --merchants and --concurrency must be at least 1");
+    }
+    let quiet = args.json;
+    let tmp = tempfile::tempdir()?;
+    let dir = tmp.path();
+    let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
+    let keys = netbill_server::BillingKeys::create(&dir.join("billing"))?;
+    let server = NetbillProcess::start(&[
+        "server",
+        "run",
+        "--dir",
+        &d("billing"),
+        "--listen",
+        "127.0.0.1:0",
+        "--batch-max",
+        "512",
+    ])?;
+    let admin = AdminClient::new(&server.url, TOKEN)?;
+    let billing = keys.public();
+
+    // Accounts.
+    let mk = |prefix: &str, n: usize| -> anyhow::Result<Vec<(AccountId, Ed25519Signer)>> {
+        (0..n)
+            .map(|i| {
+                Ok((
+                    AccountId::new(&format!("{prefix}{i}"))?,
+                    Ed25519Signer::generate(),
+                ))
+            })
+            .collect()
+    };
+    let pop = Population {
+        customers: mk("reader", args.customers)?,
+        merchants: mk("shop", args.merchants)?,
+    };
+    for (id, k) in &pop.merchants {
+        admin
+            .create_account(id, AccountKind::Merchant, k.public_key(), None, None)
+            .await?;
+    }
+    for (id, k) in &pop.customers {
+        admin
+            .create_account(id, AccountKind::Customer, k.public_key(), None, None)
+            .await?;
+        admin.transfer(id, false, "USD:1000".parse()?, None).await?;
+    }
+    let rss_setup = proc_rss_kib(server.pid());
+
+    // Pre-sign everything before any clock starts.
+    let n = args.purchases;
+    let paced_n = (n / 2).max(1);
+    let total = 2 * n + paced_n;
+    let b = bar(total, "pre-signing", quiet);
+    let mut all = presign(&pop, &billing, total, 1, &b);
+    b.finish_and_clear();
+    let paced = all.split_off(2 * n);
+    let batched = all.split_off(n);
+    let single = all;
+
+    // The ceiling, measured now, on this machine, on a sample of the same load.
+    let sample_len = single.len().min(4000);
+    let ceiling = crypto_ceiling(&single[..sample_len], &keys.seal, &keys.signer);
+
+    let mut runs = Vec::new();
+    let r1 = run_one(
+        "single (1 per request)",
+        &server,
+        single,
+        1,
+        args.concurrency,
+        None,
+        quiet,
+    )
+    .await?;
+    let r2 = run_one(
+        &format!("batched ({} per request)", args.batch),
+        &server,
+        batched,
+        args.batch,
+        args.concurrency,
+        None,
+        quiet,
+    )
+    .await?;
+    let rate = r1.purchases_per_s * 0.5;
+    let r3 = run_one(
+        "paced at 50% of single peak",
+        &server,
+        paced,
+        1,
+        args.concurrency,
+        Some(rate),
+        quiet,
+    )
+    .await?;
+    runs.extend([r1, r2, r3]);
+    let e2e_report = e2e(&dir.join("e2e"), &server, &admin, billing, args.e2e, quiet).await?;
+    let rss_end = proc_rss_kib(server.pid());
+    let totals = admin
+        .conservation()
+        .await
+        .context("conservation after the benchmark")?;
+
+    let report = Report {
+        machine_cores: std::thread::available_parallelism().map_or(0, |c| c.get()),
+        crypto_ceiling_per_s: ceiling,
+        single_ratio_to_ceiling: runs[0].purchases_per_s / ceiling,
+        batched_ratio_to_ceiling: runs[1].purchases_per_s / ceiling,
+        runs,
+        e2e: e2e_report,
+        server_rss_kib_after_setup: rss_setup,
+        server_rss_kib_at_end: rss_end,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "netbill bench — SQLite (WAL, synchronous=FULL), server in its own process, {} cores",
+            report.machine_cores
+        );
+        println!(
+            "crypto ceiling (N's signature checks, seal opening, signing and sealing only, all cores): {:.0} purchases/s",
+            ceiling
+        );
+        println!();
+        println!(
+            "{:<30} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",
+            "run",
+            "purch/s",
+            "of ceil",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "per write",
+            "srv cpu",
+            "gen cpu"
+        );
+        for r in &report.runs {
+            println!(
+                "{:<30} {:>10.0} {:>8.0}% {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>7.1}s {:>7.1}s",
+                r.name,
+                r.purchases_per_s,
+                100.0 * r.purchases_per_s / ceiling,
+                r.latency_ms_p50,
+                r.latency_ms_p99,
+                r.latency_ms_p999,
+                r.purchases_per_durable_write,
+                r.server_cpu_s,
+                r.generator_cpu_s
+            );
+        }
+        let e = &report.e2e;
+        println!();
+        println!(
+            "whole purchase through the merchant (steps 1-8, sequential): {} purchases, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+            e.purchases, e.purchases_per_s, e.latency_ms_p50, e.latency_ms_p99
+        );
+        println!(
+            "server memory: {} KiB after setup, {} KiB at the end",
+            report.server_rss_kib_after_setup, report.server_rss_kib_at_end
+        );
+        println!(
+            "conservation after the run: balances {} = deposits {} - payouts {} ({} outcomes)",
+            netbill_proto::money::format_minor(totals.balances_minor),
+            netbill_proto::money::format_minor(totals.deposits_minor),
+            netbill_proto::money::format_minor(totals.payouts_minor),
+            totals.outcomes
+        );
+        println!();
+        println!(
+            "headline: {:.0}% of the crypto ceiling with batched endorsements, {:.0}% with one per request",
+            100.0 * report.batched_ratio_to_ceiling,
+            100.0 * report.single_ratio_to_ceiling
+        );
+    }
+    let committed: usize = report.runs.iter().map(|r| r.committed).sum();
+    if committed != report.runs.iter().map(|r| r.purchases).sum::<usize>() {
+        bail!("only {committed} purchases committed: the load was not all accepted");
+    }
+    Ok(ExitCode::SUCCESS)
+}
