@@ -425,3 +425,49 @@ fn base64_url(b: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_answers_each_endorsement_on_its_own() {
+    let d = Deployment::start();
+    let p = parties(&d).await;
+    let (_, epo) = through_epo(&p).await;
+    let k = merchant_purchases(&d).pop().unwrap().goods_key;
+    let good = endorse_raw(&p, epo.clone(), &k);
+    let forged = Signed::sign(good.body_unverified().clone(), &Ed25519Signer::generate());
+    let body = netbill_server::EndorsementBatch {
+        endorsements: vec![good.clone(), forged, good],
+    };
+    let items: Vec<netbill_server::BatchItem> =
+        p.n.call(
+            reqwest::Method::POST,
+            "/v1/endorsements/batch",
+            Some(&body),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(items.len(), 3);
+    let receipt = |i: &netbill_server::BatchItem| match i {
+        netbill_server::BatchItem::Answer(a) => a.receipt.clone(),
+        netbill_server::BatchItem::Problem(p) => panic!("unexpected problem {p}"),
+    };
+    // The same endorsement twice in one batch: one commit, the same receipt.
+    assert_eq!(receipt(&items[0]), receipt(&items[2]));
+    assert!(
+        matches!(&items[1], netbill_server::BatchItem::Problem(p) if p.code() == "bad-merchant-signature")
+    );
+    assert_eq!(d.balance_minor("alice"), 98_000);
+    let empty = netbill_server::EndorsementBatch {
+        endorsements: vec![],
+    };
+    let pb = problem(
+        p.n.call::<_, Vec<netbill_server::BatchItem>>(
+            reqwest::Method::POST,
+            "/v1/endorsements/batch",
+            Some(&empty),
+            &[],
+        )
+        .await,
+    );
+    assert_eq!(pb.code(), "bad-batch-size");
+}
