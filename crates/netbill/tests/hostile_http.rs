@@ -471,3 +471,149 @@ async fn a_batch_answers_each_endorsement_on_its_own() {
     );
     assert_eq!(pb.code(), "bad-batch-size");
 }
+
+/// A C→N request signed with the wallet's key.
+async fn signed(
+    p: &Parties,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<serde_json::Value, CallError> {
+    let auth = netbill_http::sign_request(
+        &RealCrypto,
+        &p.customer,
+        &AccountId::new("alice").unwrap(),
+        method.as_str(),
+        path,
+        body.as_deref().unwrap_or(b""),
+        netbill_http::now_ms(),
+    );
+    p.n.call_raw(method, path, body, &[(netbill_http::AUTH_HEADER, auth)])
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_epoid_with_no_outcome_past_its_expiry_is_aborted_for_good() {
+    let d = Deployment::start_full(&["--expiry-max-ms", "1500"], &["--epo-expiry-ms", "1000"]);
+    let p = parties(&d).await;
+    let (_, epo) = through_epo(&p).await;
+    let epoid = epo.body_unverified().epoid.clone();
+    let k = merchant_purchases(&d).pop().unwrap().goods_key;
+    let query = serde_json::to_vec(&serde_json::json!({ "epoid": epoid })).unwrap();
+    // Before its expiry: no outcome yet.
+    let a = signed(&p, reqwest::Method::POST, "/v1/status", Some(query.clone()))
+        .await
+        .unwrap();
+    assert_eq!(a["receipt"], serde_json::Value::Null);
+    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    // Past it: aborted, with N's signed receipt, and the abort stays.
+    let a: StatusAnswer = serde_json::from_value(
+        signed(&p, reqwest::Method::POST, "/v1/status", Some(query.clone()))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let abort = a
+        .receipt
+        .unwrap_or_else(|| panic!("no abort receipt for {epoid} at {}", netbill_http::now_ms()));
+    assert_eq!(
+        abort
+            .verify(&RealCrypto, &p.billing.sign_key)
+            .unwrap()
+            .result,
+        netbill_proto::messages::ResultCode::Aborted
+    );
+    // A late endorsement cannot commit: it gets the abort receipt.
+    let late = endorse_raw(&p, epo, &k);
+    let a: StatusAnswer =
+        p.n.call(reqwest::Method::POST, "/v1/endorsements", Some(&late), &[])
+            .await
+            .unwrap();
+    assert_eq!(a.receipt.as_ref(), Some(&abort));
+    assert_eq!(d.balance_minor("alice"), 100_000);
+    let again: StatusAnswer = serde_json::from_value(
+        signed(&p, reqwest::Method::POST, "/v1/status", Some(query))
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(again.receipt, Some(abort));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_account_never_sees_another_accounts_data() {
+    let d = Deployment::start();
+    let out = d.wallet(&[
+        "buy",
+        &d.merchant.url,
+        "article",
+        "--out",
+        d.root().join("a").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let p = parties(&d).await;
+    let own = signed(&p, reqwest::Method::GET, "/v1/accounts/alice", None)
+        .await
+        .unwrap();
+    assert_eq!(own["balance"], "USD:0.98000");
+    for path in ["/v1/accounts/acme", "/v1/accounts/acme/statement"] {
+        let pb = problem(signed(&p, reqwest::Method::GET, path, None).await);
+        assert_eq!((pb.status, pb.code()), (403, "forbidden"), "{path}");
+    }
+    // A request signed for one path cannot be replayed on another.
+    let auth = netbill_http::sign_request(
+        &RealCrypto,
+        &p.customer,
+        &AccountId::new("alice").unwrap(),
+        "GET",
+        "/v1/accounts/alice",
+        b"",
+        netbill_http::now_ms(),
+    );
+    let pb = problem(
+        p.n.call::<(), serde_json::Value>(
+            reqwest::Method::GET,
+            "/v1/accounts/alice/statement",
+            None,
+            &[(netbill_http::AUTH_HEADER, auth)],
+        )
+        .await,
+    );
+    assert_eq!(pb.code(), "unauthorized");
+    // Another customer cannot see alice's purchase.
+    let bob = Ed25519Signer::generate();
+    d.admin(&[
+        "create-account",
+        "bob",
+        "--kind",
+        "customer",
+        "--key",
+        &bob.public_key().to_hex(),
+    ]);
+    let epoid = merchant_purchases(&d)
+        .pop()
+        .unwrap()
+        .delivery
+        .unwrap()
+        .epoid;
+    let body = serde_json::to_vec(&serde_json::json!({ "epoid": epoid })).unwrap();
+    let auth = netbill_http::sign_request(
+        &RealCrypto,
+        &bob,
+        &AccountId::new("bob").unwrap(),
+        "POST",
+        "/v1/status",
+        &body,
+        netbill_http::now_ms(),
+    );
+    let pb = problem(
+        p.n.call_raw::<serde_json::Value>(
+            reqwest::Method::POST,
+            "/v1/status",
+            Some(body),
+            &[(netbill_http::AUTH_HEADER, auth)],
+        )
+        .await,
+    );
+    assert_eq!((pb.status, pb.code()), (404, "no-such-purchase"));
+}

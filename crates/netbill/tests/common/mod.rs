@@ -109,17 +109,25 @@ impl Deployment {
 
     /// Starts everything; `merchant_flags` are extra flags for `merchant run`.
     pub fn start_with(merchant_flags: &[&str]) -> Deployment {
+        Self::start_full(&[], merchant_flags)
+    }
+
+    /// Starts everything with extra flags for `server run` and `merchant run`.
+    pub fn start_full(server_flags: &[&str], merchant_flags: &[&str]) -> Deployment {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = |s: &str| dir.path().join(s).to_string_lossy().into_owned();
         ok(&["server", "init", "--dir", &p("billing")]);
-        let server = Proc::start(&[
+        let billing_dir = p("billing");
+        let mut sargs = vec![
             "server",
             "run",
             "--dir",
-            &p("billing"),
+            &billing_dir,
             "--listen",
             "127.0.0.1:0",
-        ]);
+        ];
+        sargs.extend(server_flags);
+        let server = Proc::start(&sargs);
         let n = server.url.clone();
 
         let out = ok(&["group", "init", "--dir", &p("acm")]);
