@@ -156,16 +156,27 @@ async fn endorse_batch(
             format!("a batch holds 1 to {ENDORSEMENT_BATCH_MAX} endorsements"),
         ));
     }
-    let state = s.clone();
-    let verified = tokio::task::spawn_blocking(move || {
-        batch
-            .endorsements
-            .into_iter()
-            .map(|e| billing::verify_endorsement(&RealCrypto, &state.keys.seal, &state.policy, e))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .map_err(Problem::internal)?;
+    // Verify on every core: split the batch into one chunk per core.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = batch.endorsements.len().div_ceil(cores);
+    let mut rest = batch.endorsements;
+    let mut tasks = Vec::new();
+    while !rest.is_empty() {
+        let tail = rest.split_off(chunk.min(rest.len()));
+        let part = std::mem::replace(&mut rest, tail);
+        let state = s.clone();
+        tasks.push(tokio::task::spawn_blocking(move || {
+            part.into_iter()
+                .map(|e| {
+                    billing::verify_endorsement(&RealCrypto, &state.keys.seal, &state.policy, e)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut verified = Vec::new();
+    for t in tasks {
+        verified.extend(t.await.map_err(Problem::internal)?);
+    }
     let answers = futures_util::future::join_all(verified.into_iter().map(|v| settle(&s, v))).await;
     Ok(ApiJson(
         answers
