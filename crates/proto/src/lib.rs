@@ -9,6 +9,7 @@ pub mod billing;
 pub mod codec;
 pub mod crypto;
 pub mod customer;
+pub mod dispute;
 pub mod ids;
 pub mod merchant;
 pub mod messages;

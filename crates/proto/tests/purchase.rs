@@ -553,3 +553,186 @@ fn canonical_encoding_round_trips() {
     assert!(serde_json::from_str::<Signed<Epo>>(r#"{"body":"AAAA","sig":"AAAA"}"#).is_err());
     assert!(serde_json::from_str::<Signed<Epo>>(r#"{"body":"!!","sig":""}"#).is_err());
 }
+
+mod disputes {
+    use super::*;
+    use netbill_proto::dispute::{self, Claim, Evidence, GoodsFacts, Ruling, TrustedKeys};
+
+    /// A committed purchase and all its records, as an arbitrator would receive them.
+    fn committed() -> (World, Evidence, Signed<Receipt>) {
+        let mut w = World::new("USD:1");
+        let (_, mut m, epo) = w.through_epo();
+        let e = w.endorse(&mut m, epo.clone());
+        let (_, receipt) = w.bill(e.clone(), NOW + 9).unwrap();
+        let ev = Evidence {
+            quote: Some(m.quote.clone()),
+            epo: Some(epo),
+            endorsement: Some(e),
+            receipt: Some(receipt.clone()),
+            goods_key: Some(GoodsKey([7; 32])),
+            goods: Some(GoodsFacts {
+                // The ciphertext she signed for, decrypting to what the quote promised.
+                ciphertext_digest: C.digest(&[b"ciphertext"]),
+                plaintext_digest: Some(C.digest(&[b"the article"])),
+            }),
+        };
+        (w, ev, receipt)
+    }
+
+    fn keys(w: &World) -> TrustedKeys {
+        TrustedKeys {
+            billing: w.billing.public_key(),
+            merchant: w.merchant.public_key(),
+        }
+    }
+
+    fn rule(w: &World, claim: Claim, ev: &Evidence) -> (Ruling, Option<Amount>) {
+        let v = dispute::decide(&C, &keys(w), &claim, ev);
+        assert!(!v.reasons.is_empty(), "a verdict always gives its reasons");
+        (v.ruling, v.amount)
+    }
+
+    #[test]
+    fn honest_delivery_is_upheld() {
+        let (w, ev, _) = committed();
+        assert_eq!(
+            rule(&w, Claim::WrongGoods, &ev),
+            (Ruling::ForMerchant, None)
+        );
+        assert_eq!(
+            rule(&w, Claim::NeverBought, &ev),
+            (Ruling::ForMerchant, None)
+        );
+        assert_eq!(
+            rule(
+                &w,
+                Claim::ChargedWrongAmount {
+                    agreed: usd("USD:0.01")
+                },
+                &ev
+            ),
+            (Ruling::ForMerchant, None)
+        );
+        assert_eq!(
+            rule(&w, Claim::NeverGotKey, &ev),
+            (Ruling::KeyProduced, None)
+        );
+        assert_eq!(
+            rule(&w, Claim::MerchantNotPaid, &ev),
+            (Ruling::MerchantOwed, Some(usd("USD:0.02")))
+        );
+    }
+
+    #[test]
+    fn a_merchant_who_delivers_garbage_or_other_goods_loses() {
+        let (w, mut ev, _) = committed();
+        ev.goods = Some(GoodsFacts {
+            ciphertext_digest: C.digest(&[b"ciphertext"]),
+            plaintext_digest: None,
+        });
+        assert_eq!(
+            rule(&w, Claim::WrongGoods, &ev),
+            (Ruling::ForCustomer, Some(usd("USD:0.02")))
+        );
+        ev.goods = Some(GoodsFacts {
+            ciphertext_digest: C.digest(&[b"ciphertext"]),
+            plaintext_digest: Some(C.digest(&[b"an unrelated pamphlet"])),
+        });
+        assert_eq!(
+            rule(&w, Claim::WrongGoods, &ev),
+            (Ruling::ForCustomer, Some(usd("USD:0.02")))
+        );
+    }
+
+    #[test]
+    fn a_customer_who_tampers_with_the_ciphertext_loses() {
+        let (w, mut ev, _) = committed();
+        ev.goods = Some(GoodsFacts {
+            ciphertext_digest: C.digest(&[b"edited"]),
+            plaintext_digest: None,
+        });
+        assert_eq!(
+            rule(&w, Claim::WrongGoods, &ev),
+            (Ruling::ForMerchant, None)
+        );
+    }
+
+    #[test]
+    fn a_server_that_cannot_show_the_epo_for_a_debit_refunds_it() {
+        let (w, mut ev, _) = committed();
+        ev.epo = None;
+        assert_eq!(
+            rule(&w, Claim::NeverBought, &ev),
+            (Ruling::ForCustomer, Some(usd("USD:0.02")))
+        );
+        // An EPO signed by someone else does not count either.
+        let (w, mut ev, _) = committed();
+        let forged = Signed::sign(
+            ev.epo.clone().unwrap().body_unverified().clone(),
+            &SymbolicSigner::new("mallory"),
+        );
+        ev.epo = Some(forged);
+        assert_eq!(
+            rule(&w, Claim::NeverBought, &ev),
+            (Ruling::ForCustomer, Some(usd("USD:0.02")))
+        );
+    }
+
+    #[test]
+    fn a_server_that_charges_more_than_the_epo_refunds_the_difference() {
+        let (w, ev, receipt) = committed();
+        let mut body = receipt.body_unverified().clone();
+        body.price = usd("USD:0.05");
+        let mut ev2 = ev.clone();
+        ev2.receipt = Some(Signed::sign(body, &w.billing));
+        assert_eq!(
+            rule(
+                &w,
+                Claim::ChargedWrongAmount {
+                    agreed: usd("USD:0.02")
+                },
+                &ev2
+            ),
+            (Ruling::ForCustomer, Some(usd("USD:0.03")))
+        );
+    }
+
+    #[test]
+    fn never_got_the_key_and_told_it_failed() {
+        let (w, mut ev, receipt) = committed();
+        let failure = {
+            let mut b = receipt.body_unverified().clone();
+            b.result = ResultCode::InsufficientFunds;
+            Box::new(Signed::sign(b, &w.billing))
+        };
+        assert_eq!(
+            rule(
+                &w,
+                Claim::ToldFailedButCharged {
+                    failure: failure.clone()
+                },
+                &ev
+            ),
+            (Ruling::KeyProduced, None)
+        );
+        let forged = Box::new(Signed::sign(failure.body_unverified().clone(), &w.merchant));
+        assert_eq!(
+            rule(&w, Claim::ToldFailedButCharged { failure: forged }, &ev),
+            (Ruling::ForMerchant, None)
+        );
+        ev.goods_key = Some(GoodsKey([8; 32]));
+        assert_eq!(
+            rule(&w, Claim::NeverGotKey, &ev),
+            (Ruling::ForCustomer, Some(usd("USD:0.02")))
+        );
+        assert_eq!(
+            rule(&w, Claim::ToldFailedButCharged { failure }, &ev),
+            (Ruling::ForCustomer, Some(usd("USD:0.02")))
+        );
+        ev.receipt = None;
+        assert_eq!(
+            rule(&w, Claim::NeverGotKey, &ev),
+            (Ruling::NothingOwed, None)
+        );
+    }
+}
