@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use netbill_ledger::{SqliteStore, Store};
+use netbill_ledger::Store;
 use netbill_proto::billing::BillingPolicy;
 
 pub use admin_client::{AdminAction, AdminClient};
@@ -26,8 +26,8 @@ pub use keys::{BillingKeys, BillingPublic};
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// The SQLite database file.
-    pub db: PathBuf,
+    /// The ledger store's URL: `sqlite://PATH` (or a plain path) or `postgres://…`.
+    pub db: String,
     /// Directory holding N's key files.
     pub keys_dir: PathBuf,
     /// Bearer token for `/v1/admin/*`.
@@ -72,8 +72,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             config.keys_dir.display()
         )
     })?;
-    let mut store = SqliteStore::open(&config.db)
-        .with_context(|| format!("opening the ledger {}", config.db.display()))?;
+    let mut store = netbill_ledger::open_store(&config.db)
+        .with_context(|| format!("opening the ledger {}", netbill_ledger::redact_url(&config.db)))?;
     let totals = store
         .check_conservation()
         .context("checking conservation at start-up")?;
@@ -84,7 +84,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     );
     let public = keys.public();
     let writer = writer::Writer::start(
-        Box::new(store) as Box<dyn Store>,
+        store,
         netbill_crypto::Ed25519Signer::from_bytes(&keys.signer.secret_bytes()),
         config.queue_max,
         config.batch_max,
@@ -104,3 +104,4 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(RunningServer { addr, public, task })
 }
+
