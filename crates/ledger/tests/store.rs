@@ -493,7 +493,7 @@ fn postgres_migrations_apply_once_and_a_newer_schema_is_refused() {
     }
     let mut s = PostgresStore::open(&url).unwrap();
     assert_eq!(s.schema_version().unwrap(), 1);
-    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     let applied: i64 = c
         .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
         .unwrap()
