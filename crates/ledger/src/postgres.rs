@@ -444,7 +444,8 @@ impl<'a> PgTx<'a> {
             }
         }
         let (d, p) = totals_row(tx, "")?;
-        let expected = i128::from(d) - i128::from(self.totals_before.0)
+        let expected = i128::from(d)
+            - i128::from(self.totals_before.0)
             - (i128::from(p) - i128::from(self.totals_before.1));
         if delta != expected {
             return Err(StoreError::ConservationViolated {
@@ -864,7 +865,10 @@ impl Store for PostgresStore {
                         .parse()
                         .map_err(|_| corrupt("epoid"))?,
                     result: parse_result(r.try_get(1)?)?,
-                    customer: r.try_get::<_, Option<String>>(2)?.map(account_id).transpose()?,
+                    customer: r
+                        .try_get::<_, Option<String>>(2)?
+                        .map(account_id)
+                        .transpose()?,
                     merchant: account_id(r.try_get(3)?)?,
                     description: r.try_get(4)?,
                     price: Amount::from_minor(nonneg(r.try_get(5)?, "price")?)
@@ -886,8 +890,14 @@ impl Store for PostgresStore {
                 Ok(JournalEntry {
                     seq: nonneg(r.try_get(0)?, "journal seq")?,
                     kind: r.try_get(1)?,
-                    debit: r.try_get::<_, Option<String>>(2)?.map(account_id).transpose()?,
-                    credit: r.try_get::<_, Option<String>>(3)?.map(account_id).transpose()?,
+                    debit: r
+                        .try_get::<_, Option<String>>(2)?
+                        .map(account_id)
+                        .transpose()?,
+                    credit: r
+                        .try_get::<_, Option<String>>(3)?
+                        .map(account_id)
+                        .transpose()?,
                     amount: Amount::from_minor(nonneg(r.try_get(4)?, "amount")?)
                         .map_err(|_| corrupt("amount"))?,
                     epoid: r

@@ -227,16 +227,7 @@ fn purchase_by(who: &str, serial: u64, price: &str) -> billing::VerifiedPurchase
     c.delivered(goods.checksum, 2, note, NOW).unwrap();
     let n_key = C.seal_key(&billing_secret);
     let epo = c
-        .sign_epo(
-            &C,
-            &customer,
-            &n_key,
-            &id(who),
-            [0; 16],
-            "",
-            NOW,
-            [0; 32],
-        )
+        .sign_epo(&C, &customer, &n_key, &id(who), [0; 16], "", NOW, [0; 32])
         .unwrap();
     let e = m
         .endorse(&C, &merchant, &n_key, epo, "", NOW, [0; 32])
@@ -475,7 +466,10 @@ fn store_urls_select_the_store() {
         .expect("no server there");
     let msg = err.to_string();
     assert!(matches!(err, StoreError::Connect { .. }), "{msg}");
-    assert!(msg.contains("127.0.0.1:1") && !msg.contains("secret"), "{msg}");
+    assert!(
+        msg.contains("127.0.0.1:1") && !msg.contains("secret"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -547,10 +541,9 @@ fn postgres_stores_sharing_a_database_commit_each_epoid_once_and_lose_no_update(
     }
     let mut purchases = Vec::new();
     let mut serial = 0;
-    for round in 0..12 {
+    for _ in 0..12 {
         for c in &customers {
             serial += 1;
-            let _ = round;
             purchases.push(purchase_by(c, serial, "USD:0.01"));
         }
     }

@@ -17,9 +17,7 @@ use netbill_ledger::{PostgresStore, Store, verify_journal};
 use netbill_proto::crypto::{Crypto, Signer};
 use netbill_proto::customer::CustomerPurchase;
 use netbill_proto::merchant::{MerchantPurchase, Offer, make_quote};
-use netbill_proto::messages::{
-    Endorsement, GoodsOffer, PriceRequest, ResultCode, StatusAnswer,
-};
+use netbill_proto::messages::{Endorsement, GoodsOffer, PriceRequest, ResultCode, StatusAnswer};
 use netbill_proto::{AccountId, Amount, ProductCode, Signed};
 use netbill_server::BillingPublic;
 
@@ -58,8 +56,18 @@ fn endorsement(
         credentials: vec![],
     };
     let acme = AccountId::new("acme").expect("account id");
-    let quote = make_quote(&c, merchant, &acme, &req, &offer, &|_| None, serial, now, 600_000)
-        .expect("quote");
+    let quote = make_quote(
+        &c,
+        merchant,
+        &acme,
+        &req,
+        &offer,
+        &|_| None,
+        serial,
+        now,
+        600_000,
+    )
+    .expect("quote");
     let goods = GoodsOffer {
         purchase: format!("p{serial}"),
         checksum: c.digest(&[b"ciphertext"]),
@@ -82,8 +90,16 @@ fn endorsement(
             random_bytes(),
         )
         .expect("EPO");
-    m.endorse(&c, merchant, &billing.seal_key, epo, "", now, random_bytes())
-        .expect("endorsement")
+    m.endorse(
+        &c,
+        merchant,
+        &billing.seal_key,
+        epo,
+        "",
+        now,
+        random_bytes(),
+    )
+    .expect("endorsement")
 }
 
 async fn endorse(n: &Client, e: &Signed<Endorsement>) -> StatusAnswer {
@@ -92,8 +108,10 @@ async fn endorse(n: &Client, e: &Signed<Endorsement>) -> StatusAnswer {
         .unwrap_or_else(|err| panic!("endorsement refused: {err:?}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_servers_over_one_postgres_commit_each_epoid_once_with_identical_receipts() {
+// A plain test with its own runtime: the synchronous PostgreSQL client used for checking
+// must not run on an async worker.
+#[test]
+fn two_servers_over_one_postgres_commit_each_epoid_once_with_identical_receipts() {
     let url = pg::fresh_database();
     let dir = tempfile::tempdir().expect("tempdir");
     let billing_dir = dir.path().join("billing");
@@ -157,9 +175,13 @@ async fn two_servers_over_one_postgres_commit_each_epoid_once_with_identical_rec
 
     let na = Client::new(&a.url).expect("client");
     let nb = Client::new(&b.url).expect("client");
-    let billing: BillingPublic = na
-        .call::<(), _>(reqwest::Method::GET, "/v1/keys", None, &[])
-        .await
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let billing: BillingPublic = rt
+        .block_on(na.call::<(), _>(reqwest::Method::GET, "/v1/keys", None, &[]))
         .expect("billing keys");
     let mut endorsements = Vec::new();
     let mut serial = 0;
@@ -171,21 +193,24 @@ async fn two_servers_over_one_postgres_commit_each_epoid_once_with_identical_rec
     }
 
     // Every endorsement to both servers at the same time, all purchases at once.
-    let tasks: Vec<_> = endorsements
-        .iter()
-        .cloned()
-        .map(|e| {
-            let (na, nb) = (na.clone(), nb.clone());
-            tokio::spawn(async move {
-                let (x, y) = tokio::join!(endorse(&na, &e), endorse(&nb, &e));
-                (e, x, y)
+    let answers = rt.block_on(async {
+        let tasks: Vec<_> = endorsements
+            .iter()
+            .cloned()
+            .map(|e| {
+                let (na, nb) = (na.clone(), nb.clone());
+                tokio::spawn(async move {
+                    let (x, y) = tokio::join!(endorse(&na, &e), endorse(&nb, &e));
+                    (e, x, y)
+                })
             })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for t in tasks {
-        answers.push(t.await.expect("purchase task"));
-    }
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.expect("purchase task"));
+        }
+        answers
+    });
 
     let mut store = PostgresStore::open(&url).expect("opening the shared ledger");
     let mut committed = 0i64;

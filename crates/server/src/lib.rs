@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use netbill_ledger::Store;
 use netbill_proto::billing::BillingPolicy;
 
 pub use admin_client::{AdminAction, AdminClient};
@@ -72,11 +71,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             config.keys_dir.display()
         )
     })?;
-    let mut store = netbill_ledger::open_store(&config.db)
-        .with_context(|| format!("opening the ledger {}", netbill_ledger::redact_url(&config.db)))?;
-    let totals = store
-        .check_conservation()
-        .context("checking conservation at start-up")?;
+    // Opening may block (PostgreSQL's client runs its own runtime): not on this runtime.
+    let url = config.db.clone();
+    let (store, totals) = tokio::task::spawn_blocking(move || {
+        let mut store = netbill_ledger::open_store(&url)
+            .with_context(|| format!("opening the ledger {}", netbill_ledger::redact_url(&url)))?;
+        let totals = store
+            .check_conservation()
+            .context("checking conservation at start-up")?;
+        anyhow::Ok((store, totals))
+    })
+    .await
+    .context("opening the ledger")??;
     tracing::info!(
         accounts = totals.accounts,
         outcomes = totals.outcomes,
@@ -104,4 +110,3 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let task = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(RunningServer { addr, public, task })
 }
-

@@ -81,7 +81,11 @@ impl PgServer {
                 .arg(dir.path())
                 .status()
                 .expect("running chown");
-            assert!(st.success(), "chown postgres {} failed", dir.path().display());
+            assert!(
+                st.success(),
+                "chown postgres {} failed",
+                dir.path().display()
+            );
         }
         let server = PgServer {
             bin,
