@@ -1,5 +1,7 @@
 //! NetBill's ledger: accounts, purchase outcomes and a hash-chained journal of every money
-//! movement, behind one [`Store`] trait. [`SqliteStore`] is the embedded default.
+//! movement, behind one [`Store`] trait. [`SqliteStore`] is the embedded default;
+//! [`PostgresStore`] is for production, and several servers may share one database.
+//! [`open_store`] picks one by URL.
 //!
 //! Invariants kept here (and asserted after every committed batch):
 //! - **Conservation**: the sum of all balances equals deposits minus payouts.
@@ -7,6 +9,7 @@
 //!   updated or deleted.
 //! - **Journal**: every change of a balance has a journal entry, chained by SHA-256.
 
+mod postgres;
 mod sqlite;
 
 use netbill_proto::billing::{AccountKind, LedgerView, StoredOutcome, VerifiedPurchase};
@@ -16,6 +19,7 @@ use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use serde::Serialize;
 use thiserror::Error;
 
+pub use postgres::{PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in the store.
@@ -46,6 +50,24 @@ pub enum StoreError {
     Corrupt(String),
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
+    #[error("PostgreSQL error: {}", crate::postgres::describe(.0))]
+    Postgres(#[from] ::postgres::Error),
+    #[error(
+        "cannot connect to PostgreSQL at {url}: {reason} (is the server running, and do the user, password and database in the URL exist?)"
+    )]
+    Connect { url: String, reason: String },
+    #[error(
+        "unsupported store URL {0:?}: use sqlite://PATH, a plain file path, or postgres://USER@HOST:PORT/DATABASE"
+    )]
+    BadUrl(String),
+    #[error(
+        "the database schema is version {found} but this netbill knows versions up to {supported}: run a newer netbill against this database"
+    )]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error(
+        "gave up after {attempts} attempts because of concurrent writers (last: {last}); nothing was committed, the request may be retried"
+    )]
+    Busy { attempts: u32, last: String },
 }
 
 /// A new account, as the operator creates it.
@@ -132,6 +154,13 @@ pub trait LedgerTx: LedgerView {
     ) -> Result<(), StoreError>;
     /// Records an abort for an EPOID with no outcome.
     fn record_abort(&mut self, epoid: &EpoId, receipt: &Signed<Receipt>) -> Result<(), StoreError>;
+    /// Announces the accounts this batch will touch, so that a store shared by several
+    /// servers can lock them up front in one global order (avoiding deadlocks). Optional:
+    /// accounts not announced are still locked when first used.
+    fn lock_accounts(&mut self, ids: &[AccountId]) -> Result<(), StoreError> {
+        let _ = ids;
+        Ok(())
+    }
 }
 
 /// The ledger's storage.
@@ -168,6 +197,63 @@ pub trait Store: Send {
     ) -> Result<(), StoreError>;
     /// Checks conservation over all accounts: Σ balances = deposits − payouts.
     fn check_conservation(&mut self) -> Result<Totals, StoreError>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` or a plain file path (SQLite), or
+/// `postgres://…` / `postgresql://…` (PostgreSQL, applying schema migrations).
+pub fn open_store(url: &str) -> Result<Box<dyn Store>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(PostgresStore::open(url)?));
+    }
+    let path = match url.strip_prefix("sqlite://") {
+        Some(p) => p,
+        None if url.contains("://") => return Err(StoreError::BadUrl(url.to_string())),
+        None => url,
+    };
+    if path.is_empty() {
+        return Err(StoreError::BadUrl(url.to_string()));
+    }
+    Ok(Box::new(SqliteStore::open(std::path::Path::new(path))?))
+}
+
+/// Reads the whole journal and checks its hash chain: sequence numbers 1, 2, 3… and each
+/// hash chaining the entry to the one before. Returns the number of entries.
+pub fn verify_journal(store: &mut dyn Store) -> Result<u64, StoreError> {
+    let mut prev = vec![0u8; 32];
+    let mut seq = 0u64;
+    loop {
+        let page = store.journal(seq, 1000)?;
+        if page.is_empty() {
+            return Ok(seq);
+        }
+        for e in page {
+            if e.seq != seq + 1 {
+                return Err(StoreError::Corrupt(format!(
+                    "journal entry {} follows entry {seq}",
+                    e.seq
+                )));
+            }
+            let epoid = e.epoid.as_ref().map(|x| x.to_string());
+            let hash = sqlite::journal_hash(
+                &prev,
+                e.seq,
+                &e.kind,
+                e.debit.as_ref(),
+                e.credit.as_ref(),
+                e.amount,
+                epoid.as_deref(),
+                e.at_ms,
+            );
+            if hex::encode(&hash) != e.hash {
+                return Err(StoreError::Corrupt(format!(
+                    "journal entry {} does not chain to the entry before it",
+                    e.seq
+                )));
+            }
+            prev = hash;
+            seq = e.seq;
+        }
+    }
 }
 
 /// The ledger's totals.

@@ -77,19 +77,19 @@ pub struct SqliteStore {
     conn: Connection,
 }
 
-fn kind_str(k: AccountKind) -> &'static str {
+pub(crate) fn kind_str(k: AccountKind) -> &'static str {
     match k {
         AccountKind::Customer => "customer",
         AccountKind::Merchant => "merchant",
     }
 }
 
-fn corrupt(what: impl Into<String>) -> StoreError {
+pub(crate) fn corrupt(what: impl Into<String>) -> StoreError {
     StoreError::Corrupt(what.into())
 }
 
 /// The snake_case name of a result code, as in JSON.
-fn result_str(r: ResultCode) -> &'static str {
+pub(crate) fn result_str(r: ResultCode) -> &'static str {
     match r {
         ResultCode::Committed => "committed",
         ResultCode::InsufficientFunds => "insufficient_funds",
@@ -102,7 +102,7 @@ fn result_str(r: ResultCode) -> &'static str {
     }
 }
 
-fn parse_result(s: &str) -> Result<ResultCode, StoreError> {
+pub(crate) fn parse_result(s: &str) -> Result<ResultCode, StoreError> {
     [
         ResultCode::Committed,
         ResultCode::InsufficientFunds,
@@ -118,7 +118,7 @@ fn parse_result(s: &str) -> Result<ResultCode, StoreError> {
     .ok_or_else(|| corrupt(format!("unknown result {s:?}")))
 }
 
-fn account_id(s: String) -> Result<AccountId, StoreError> {
+pub(crate) fn account_id(s: String) -> Result<AccountId, StoreError> {
     AccountId::new(&s).map_err(|e| corrupt(e.to_string()))
 }
 
@@ -204,6 +204,31 @@ fn balance(conn: &Connection, id: &AccountId) -> Result<i64, StoreError> {
         .ok_or_else(|| StoreError::NoSuchAccount(id.clone()))
 }
 
+/// The SHA-256 chaining a journal entry to the previous entry's hash `prev`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn journal_hash(
+    prev: &[u8],
+    seq: u64,
+    kind: &str,
+    debit: Option<&AccountId>,
+    credit: Option<&AccountId>,
+    amount: Amount,
+    epoid: Option<&str>,
+    at_ms: u64,
+) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.fixed(b"netbill/v1/journal\0");
+    w.fixed(prev);
+    w.u64(seq);
+    w.str(kind);
+    w.str(debit.map_or("", |a| a.as_str()));
+    w.str(credit.map_or("", |a| a.as_str()));
+    w.u64(amount.minor());
+    w.str(epoid.unwrap_or(""));
+    w.u64(at_ms);
+    Sha256::digest(w.into_bytes()).to_vec()
+}
+
 /// Appends a journal entry chained to the previous one.
 fn journal_append(
     conn: &Connection,
@@ -221,17 +246,16 @@ fn journal_append(
         .unwrap_or((0, vec![0; 32]));
     let seq = seq + 1;
     let epoid_s = epoid.map(|e| e.to_string());
-    let mut w = Writer::new();
-    w.fixed(b"netbill/v1/journal\0");
-    w.fixed(&prev);
-    w.u64(seq);
-    w.str(kind);
-    w.str(debit.map_or("", |a| a.as_str()));
-    w.str(credit.map_or("", |a| a.as_str()));
-    w.u64(amount.minor());
-    w.str(epoid_s.as_deref().unwrap_or(""));
-    w.u64(at_ms);
-    let hash = Sha256::digest(w.into_bytes()).to_vec();
+    let hash = journal_hash(
+        &prev,
+        seq,
+        kind,
+        debit,
+        credit,
+        amount,
+        epoid_s.as_deref(),
+        at_ms,
+    );
     conn.prepare_cached(
         "INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, at_ms, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",

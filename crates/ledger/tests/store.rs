@@ -1,6 +1,14 @@
-//! The SQLite store: accounts, transfers, idempotency, outcomes, journal, conservation.
+//! One conformance suite for every store (SQLite and PostgreSQL): accounts, transfers,
+//! idempotency, outcomes, journal, conservation. Each test runs once per store, on a fresh
+//! database; PostgreSQL is a throwaway server started from the installed binaries.
+//! PostgreSQL-only tests (several stores over one database, migrations) follow.
 
-use netbill_ledger::{AccountChange, NewAccount, SqliteStore, Store, StoreError, Transfer};
+mod pg;
+
+use netbill_ledger::{
+    AccountChange, NewAccount, PostgresStore, Store, StoreError, Transfer, open_store,
+    verify_journal,
+};
 use netbill_proto::billing::{self, AccountKind, BillingPolicy, Decision};
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
 use netbill_proto::crypto::{Crypto, GoodsKey, PublicKey, Signer};
@@ -19,9 +27,56 @@ fn usd(s: &str) -> Amount {
     s.parse().unwrap()
 }
 
-fn store_with_accounts() -> (tempfile::TempDir, SqliteStore) {
+/// A fresh, empty ledger of one kind; `open` opens it (again).
+struct Db {
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Db {
+    fn open(&self) -> Box<dyn Store> {
+        open_store(&self.url).unwrap_or_else(|e| panic!("opening {}: {e}", self.url))
+    }
+}
+
+fn sqlite_db() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = SqliteStore::open(&dir.path().join("ledger.db")).unwrap();
+    Db {
+        url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
+        _dir: Some(dir),
+    }
+}
+
+fn postgres_db() -> Db {
+    Db {
+        url: pg::fresh_database(),
+        _dir: None,
+    }
+}
+
+/// Runs each named test against SQLite (`sqlite::…`) and PostgreSQL (`postgres::…`).
+macro_rules! conformance {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $test() { super::$test(&super::sqlite_db()) })*
+        }
+        mod postgres {
+            $(#[test] fn $test() { super::$test(&super::postgres_db()) })*
+        }
+    };
+}
+
+conformance!(
+    transfers_are_idempotent_and_conserve_money,
+    accounts_are_unique_and_changes_apply,
+    a_batch_of_purchases_commits_atomically_with_one_outcome_each,
+    a_batch_that_fails_midway_is_rolled_back,
+    reopening_keeps_everything,
+    history_is_newest_first_within_the_window,
+);
+
+fn store_with_accounts(db: &Db) -> Box<dyn Store> {
+    let mut s = db.open();
     for (name, kind) in [
         ("alice", AccountKind::Customer),
         ("acme", AccountKind::Merchant),
@@ -38,12 +93,11 @@ fn store_with_accounts() -> (tempfile::TempDir, SqliteStore) {
         )
         .unwrap();
     }
-    (dir, s)
+    s
 }
 
-#[test]
-fn transfers_are_idempotent_and_conserve_money() {
-    let (_dir, mut s) = store_with_accounts();
+fn transfers_are_idempotent_and_conserve_money(db: &Db) {
+    let mut s = store_with_accounts(db);
     let b = s
         .transfer(
             &id("alice"),
@@ -99,9 +153,8 @@ fn transfers_are_idempotent_and_conserve_money() {
     assert_ne!(j[0].hash, j[1].hash);
 }
 
-#[test]
-fn accounts_are_unique_and_changes_apply() {
-    let (_dir, mut s) = store_with_accounts();
+fn accounts_are_unique_and_changes_apply(db: &Db) {
+    let mut s = store_with_accounts(db);
     let dup = NewAccount {
         id: id("alice"),
         kind: AccountKind::Customer,
@@ -127,7 +180,12 @@ fn accounts_are_unique_and_changes_apply() {
 
 /// A verified purchase of `price` from alice at acme, made with the real protocol core.
 fn verified_purchase(serial: u64, price: &str) -> billing::VerifiedPurchase {
-    let customer = SymbolicSigner::new("alice");
+    purchase_by("alice", serial, price)
+}
+
+/// A verified purchase of `price` by `who` at acme.
+fn purchase_by(who: &str, serial: u64, price: &str) -> billing::VerifiedPurchase {
+    let customer = SymbolicSigner::new(who);
     let merchant = SymbolicSigner::new("acme");
     let billing_secret = seal_secret("netbill");
     let offer = Offer {
@@ -139,7 +197,7 @@ fn verified_purchase(serial: u64, price: &str) -> billing::VerifiedPurchase {
         goods_len: 1,
     };
     let req = PriceRequest {
-        identity: "alice".into(),
+        identity: who.into(),
         customer_key: customer.public_key(),
         product: offer.product.clone(),
         prd_hex: String::new(),
@@ -169,16 +227,7 @@ fn verified_purchase(serial: u64, price: &str) -> billing::VerifiedPurchase {
     c.delivered(goods.checksum, 2, note, NOW).unwrap();
     let n_key = C.seal_key(&billing_secret);
     let epo = c
-        .sign_epo(
-            &C,
-            &customer,
-            &n_key,
-            &id("alice"),
-            [0; 16],
-            "",
-            NOW,
-            [0; 32],
-        )
+        .sign_epo(&C, &customer, &n_key, &id(who), [0; 16], "", NOW, [0; 32])
         .unwrap();
     let e = m
         .endorse(&C, &merchant, &n_key, epo, "", NOW, [0; 32])
@@ -186,9 +235,8 @@ fn verified_purchase(serial: u64, price: &str) -> billing::VerifiedPurchase {
     billing::verify_endorsement(&C, &billing_secret, &BillingPolicy::default(), e).unwrap()
 }
 
-#[test]
-fn a_batch_of_purchases_commits_atomically_with_one_outcome_each() {
-    let (_dir, mut s) = store_with_accounts();
+fn a_batch_of_purchases_commits_atomically_with_one_outcome_each(db: &Db) {
+    let mut s = store_with_accounts(db);
     s.transfer(&id("alice"), Transfer::Deposit, usd("USD:0.05"), None, NOW)
         .unwrap();
     let n = SymbolicSigner::new("netbill");
@@ -263,9 +311,8 @@ fn a_batch_of_purchases_commits_atomically_with_one_outcome_each() {
     assert_eq!(s.journal(0, 100).unwrap().len(), 3);
 }
 
-#[test]
-fn a_batch_that_fails_midway_is_rolled_back() {
-    let (_dir, mut s) = store_with_accounts();
+fn a_batch_that_fails_midway_is_rolled_back(db: &Db) {
+    let mut s = store_with_accounts(db);
     s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
         .unwrap();
     let n = SymbolicSigner::new("netbill");
@@ -289,12 +336,9 @@ fn a_batch_that_fails_midway_is_rolled_back() {
     assert!(s.outcome(&v.epo().epoid).unwrap().is_none());
 }
 
-#[test]
-fn reopening_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("l.db");
+fn reopening_keeps_everything(db: &Db) {
     {
-        let mut s = SqliteStore::open(&path).unwrap();
+        let mut s = db.open();
         s.create_account(
             &NewAccount {
                 id: id("bob"),
@@ -309,10 +353,258 @@ fn reopening_keeps_everything() {
         s.transfer(&id("bob"), Transfer::Deposit, usd("USD:3"), None, NOW)
             .unwrap();
     }
-    let mut s = SqliteStore::open(&path).unwrap();
+    let mut s = db.open();
     assert_eq!(
         s.account(&id("bob")).unwrap().unwrap().balance_minor,
         300_000
     );
     assert_eq!(s.check_conservation().unwrap().deposits_minor, 300_000);
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 1);
+}
+
+/// What one purchase came to in [`decide_batch`].
+#[derive(Debug)]
+enum Answer {
+    /// A new or stored receipt.
+    Receipt(ResultCode, Vec<u8>),
+    Conflict,
+}
+
+/// Decides and records `purchases` in one batch as the billing server's writer does
+/// (announcing the accounts first); returns each answer.
+fn decide_batch(
+    s: &mut dyn Store,
+    purchases: &[billing::VerifiedPurchase],
+    at: u64,
+) -> Result<Vec<Answer>, StoreError> {
+    let n = SymbolicSigner::new("netbill");
+    let accounts: Vec<AccountId> = purchases
+        .iter()
+        .flat_map(|v| [v.secret.account.clone(), v.epo().merchant.clone()])
+        .collect();
+    let mut answers = Vec::new();
+    s.batch(&mut |tx| {
+        answers.clear();
+        tx.lock_accounts(&accounts)?;
+        for v in purchases {
+            let (code, bal, low) = match billing::decide(v, &*tx, at) {
+                Decision::Settled(r) => {
+                    let code = r.body_unverified().result;
+                    answers.push(Answer::Receipt(code, r.bytes().to_vec()));
+                    continue;
+                }
+                Decision::Conflict => {
+                    answers.push(Answer::Conflict);
+                    continue;
+                }
+                Decision::Commit {
+                    customer_balance_minor,
+                    low_balance,
+                    ..
+                } => (ResultCode::Committed, customer_balance_minor, low_balance),
+                Decision::Fail {
+                    code,
+                    customer_balance_minor,
+                    low_balance,
+                } => (code, customer_balance_minor, low_balance),
+            };
+            let r = billing::make_receipt(&C, &n, v, code, bal, low, at, [0; 32]);
+            tx.record_purchase(v, &r, at)?;
+            answers.push(Answer::Receipt(code, r.bytes().to_vec()));
+        }
+        Ok(())
+    })?;
+    Ok(answers)
+}
+
+fn history_is_newest_first_within_the_window(db: &Db) {
+    let mut s = store_with_accounts(db);
+    s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
+        .unwrap();
+    for i in 1..=3 {
+        let v = verified_purchase(i, "USD:0.01");
+        let a = decide_batch(s.as_mut(), &[v], NOW + i).unwrap();
+        assert!(matches!(a[..], [Answer::Receipt(ResultCode::Committed, _)]));
+    }
+    let h = s.history(&id("alice"), NOW + 2, u64::MAX, 10).unwrap();
+    assert_eq!(
+        h.iter().map(|l| l.decided_ms).collect::<Vec<_>>(),
+        [NOW + 3, NOW + 2]
+    );
+    assert!(h.iter().all(|l| l.result == ResultCode::Committed
+        && l.merchant == id("acme")
+        && l.customer == Some(id("alice"))
+        && l.price == usd("USD:0.01")));
+    let h = s.history(&id("acme"), 0, NOW + 2, 10).unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].decided_ms, NOW + 1);
+    assert_eq!(s.history(&id("acme"), 0, u64::MAX, 2).unwrap().len(), 2);
+    // Deposit + three purchases, chained.
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 4);
+    let t = s.check_conservation().unwrap();
+    assert_eq!((t.accounts, t.outcomes), (2, 3));
+}
+
+#[test]
+fn store_urls_select_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.db");
+    open_store(plain.to_str().unwrap()).unwrap();
+    assert!(plain.exists(), "a plain path opens SQLite");
+    let url = format!("sqlite://{}", dir.path().join("url.db").display());
+    open_store(&url).unwrap();
+    assert!(dir.path().join("url.db").exists(), "sqlite:// opens SQLite");
+    for bad in ["mysql://x/y", "sqlite://", ""] {
+        assert!(
+            matches!(open_store(bad), Err(StoreError::BadUrl(_))),
+            "{bad:?} is refused"
+        );
+    }
+    // Nothing listens on port 1: a clear connection error, password hidden.
+    let err = open_store("postgres://u:secret@127.0.0.1:1/db")
+        .err()
+        .expect("no server there");
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::Connect { .. }), "{msg}");
+    assert!(
+        msg.contains("127.0.0.1:1") && !msg.contains("secret"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn postgres_migrations_apply_once_and_a_newer_schema_is_refused() {
+    let url = pg::fresh_database();
+    // Several servers starting together: the migration runs once, all of them open.
+    let opened: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PostgresStore::open(&url).map(|_| ()))
+        })
+        .collect();
+    for t in opened {
+        t.join().unwrap().unwrap();
+    }
+    let mut s = PostgresStore::open(&url).unwrap();
+    assert_eq!(s.schema_version().unwrap(), 1);
+    let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let applied: i64 = c
+        .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+    c.execute("INSERT INTO schema_migrations (version) VALUES (99)", &[])
+        .unwrap();
+    match PostgresStore::open(&url) {
+        Err(e @ StoreError::SchemaTooNew { found: 99, .. }) => {
+            assert!(e.to_string().contains("newer netbill"), "{e}")
+        }
+        Err(e) => panic!("expected SchemaTooNew, got {e}"),
+        Ok(_) => panic!("a newer schema must be refused"),
+    }
+}
+
+/// Several stores (as several servers would) over one PostgreSQL database, each committing
+/// batches on its own thread: customers buying from one hot merchant, with every purchase
+/// sent through two stores at once.
+#[test]
+fn postgres_stores_sharing_a_database_commit_each_epoid_once_and_lose_no_update() {
+    let db = postgres_db();
+    let mut s = db.open();
+    let customers: Vec<String> = (0..8).map(|i| format!("cust{i}")).collect();
+    s.create_account(
+        &NewAccount {
+            id: id("acme"),
+            kind: AccountKind::Merchant,
+            key: SymbolicSigner::new("acme").public_key(),
+            credit_limit_minor: 0,
+            low_water_minor: 0,
+        },
+        NOW,
+    )
+    .unwrap();
+    for c in &customers {
+        s.create_account(
+            &NewAccount {
+                id: id(c),
+                kind: AccountKind::Customer,
+                key: SymbolicSigner::new(c).public_key(),
+                credit_limit_minor: 0,
+                low_water_minor: 0,
+            },
+            NOW,
+        )
+        .unwrap();
+        // 0.10 each: 12 purchases of 0.01 per customer, so the last two fail.
+        s.transfer(&id(c), Transfer::Deposit, usd("USD:0.10"), None, NOW)
+            .unwrap();
+    }
+    let mut purchases = Vec::new();
+    let mut serial = 0;
+    for _ in 0..12 {
+        for c in &customers {
+            serial += 1;
+            purchases.push(purchase_by(c, serial, "USD:0.01"));
+        }
+    }
+    let purchases = std::sync::Arc::new(purchases);
+    // Four writers; writer w handles the purchases with index % 2 == w % 2, so each
+    // purchase goes through two writers concurrently, in batches of 7.
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let purchases = purchases.clone();
+            let url = db.url.clone();
+            std::thread::spawn(move || {
+                let mut s = PostgresStore::open(&url).unwrap();
+                let mine: Vec<(usize, billing::VerifiedPurchase)> = purchases
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % 2 == w % 2)
+                    .map(|(i, v)| (i, v.clone()))
+                    .collect();
+                let mut out = Vec::new();
+                for chunk in mine.chunks(7) {
+                    let vs: Vec<_> = chunk.iter().map(|(_, v)| v.clone()).collect();
+                    let answers = decide_batch(&mut s, &vs, NOW + 10).unwrap();
+                    out.extend(chunk.iter().map(|(i, _)| *i).zip(answers));
+                }
+                out
+            })
+        })
+        .collect();
+    let mut by_purchase: Vec<Vec<Answer>> = (0..purchases.len()).map(|_| Vec::new()).collect();
+    for w in writers {
+        for (i, a) in w.join().unwrap() {
+            by_purchase[i].push(a);
+        }
+    }
+    let mut committed = 0i64;
+    for (i, answers) in by_purchase.iter().enumerate() {
+        let v = &purchases[i];
+        let stored = s.outcome(&v.epo().epoid).unwrap().expect("an outcome");
+        assert_eq!(answers.len(), 2, "purchase {i} went through two writers");
+        for a in answers {
+            match a {
+                // Both writers answer with the one stored receipt.
+                Answer::Receipt(_, bytes) => assert_eq!(bytes, stored.receipt.bytes()),
+                Answer::Conflict => panic!("the same endorsement is never a conflict"),
+            }
+        }
+        if stored.receipt.body_unverified().result == ResultCode::Committed {
+            committed += 1;
+        }
+    }
+    let t = s.check_conservation().unwrap();
+    assert_eq!(t.outcomes, purchases.len() as u64, "one outcome per EPOID");
+    assert_eq!(committed, 80, "each customer could pay for exactly 10");
+    assert_eq!(
+        s.account(&id("acme")).unwrap().unwrap().balance_minor,
+        committed * 1_000,
+        "the hot merchant lost no update"
+    );
+    for c in &customers {
+        assert_eq!(s.account(&id(c)).unwrap().unwrap().balance_minor, 0);
+    }
+    // 8 deposits + 80 purchases, one chain.
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 88);
 }

@@ -87,7 +87,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     BillingKeys::create(&root.join("billing"))?;
     let server = netbill_server::start(ServerConfig {
         listen: "127.0.0.1:0".parse()?,
-        db: root.join("billing").join("ledger.db"),
+        db: format!(
+            "sqlite://{}",
+            root.join("billing").join("ledger.db").display()
+        ),
         keys_dir: root.join("billing"),
         admin_token: token.clone(),
         policy: BillingPolicy::default(),

@@ -29,8 +29,13 @@ pub struct RunArgs {
     /// Loopback address to listen on (port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:8400")]
     listen: SocketAddr,
-    /// The ledger database (default: <dir>/ledger.db).
-    #[arg(long)]
+    /// The ledger store: `sqlite://PATH` or `postgres://USER[:PASSWORD]@HOST:PORT/DB`
+    /// (default: sqlite://<dir>/ledger.db). Several servers may share one PostgreSQL
+    /// database. Set it in the environment to keep a password out of the process list.
+    #[arg(long, env = "NETBILL_STORE", value_name = "URL", conflicts_with = "db")]
+    store: Option<String>,
+    /// The SQLite ledger file (same as --store sqlite://PATH).
+    #[arg(long, value_name = "PATH")]
     db: Option<PathBuf>,
     /// Bearer token for the admin API; at least 16 characters. Read from the environment
     /// so it never shows in the process list.
@@ -72,7 +77,10 @@ pub async fn run(cmd: ServerCommand) -> anyhow::Result<ExitCode> {
                 )
             })?;
             let running = netbill_server::start(ServerConfig {
-                db: a.db.unwrap_or_else(|| a.dir.join("ledger.db")),
+                db: a.store.unwrap_or_else(|| {
+                    let path = a.db.clone().unwrap_or_else(|| a.dir.join("ledger.db"));
+                    format!("sqlite://{}", path.display())
+                }),
                 keys_dir: a.dir,
                 listen: a.listen,
                 admin_token,

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use netbill_ledger::{SqliteStore, Store};
 use netbill_proto::billing::BillingPolicy;
 
 pub use admin_client::{AdminAction, AdminClient};
@@ -26,8 +25,8 @@ pub use keys::{BillingKeys, BillingPublic};
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// The SQLite database file.
-    pub db: PathBuf,
+    /// The ledger store's URL: `sqlite://PATH` (or a plain path) or `postgres://…`.
+    pub db: String,
     /// Directory holding N's key files.
     pub keys_dir: PathBuf,
     /// Bearer token for `/v1/admin/*`.
@@ -72,11 +71,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             config.keys_dir.display()
         )
     })?;
-    let mut store = SqliteStore::open(&config.db)
-        .with_context(|| format!("opening the ledger {}", config.db.display()))?;
-    let totals = store
-        .check_conservation()
-        .context("checking conservation at start-up")?;
+    // Opening may block (PostgreSQL's client runs its own runtime): not on this runtime.
+    let url = config.db.clone();
+    let (store, totals) = tokio::task::spawn_blocking(move || {
+        let mut store = netbill_ledger::open_store(&url)
+            .with_context(|| format!("opening the ledger {}", netbill_ledger::redact_url(&url)))?;
+        let totals = store
+            .check_conservation()
+            .context("checking conservation at start-up")?;
+        anyhow::Ok((store, totals))
+    })
+    .await
+    .context("opening the ledger")??;
     tracing::info!(
         accounts = totals.accounts,
         outcomes = totals.outcomes,
@@ -84,7 +90,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     );
     let public = keys.public();
     let writer = writer::Writer::start(
-        Box::new(store) as Box<dyn Store>,
+        store,
         netbill_crypto::Ed25519Signer::from_bytes(&keys.signer.secret_bytes()),
         config.queue_max,
         config.batch_max,

@@ -2,8 +2,9 @@
 //!
 //! Purchases waiting in the queue are committed together, many per durable write (group
 //! commit); each answer is sent only after the transaction holding it is durable. Other
-//! store work (admin operations, queries) runs on the same thread between batches, so the
-//! ledger has exactly one writer and needs no locks.
+//! store work (admin operations, queries) runs on the same thread between batches, so a
+//! server has exactly one writer. Several servers may share one PostgreSQL ledger: the store
+//! then locks the rows a batch touches and runs the batch again on contention.
 
 use netbill_crypto::{Ed25519Signer, RealCrypto, random_bytes};
 use netbill_ledger::{Store, StoreError};
@@ -156,8 +157,14 @@ type Waiting = (
 fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waiting>) -> bool {
     let now = netbill_http::now_ms();
     let mut answers: Vec<PurchaseAnswer> = Vec::with_capacity(batch.len());
+    // Every account the batch may touch, so that a shared store can lock them in one order.
+    let accounts: Vec<_> = batch
+        .iter()
+        .flat_map(|(v, _)| [v.secret.account.clone(), v.epo().merchant.clone()])
+        .collect();
     let result = store.batch(&mut |tx| {
         answers.clear();
+        tx.lock_accounts(&accounts)?;
         for (v, _) in &batch {
             let answer = match billing::decide(v, &*tx, now) {
                 Decision::Settled(r) => PurchaseAnswer::Receipt(r),
