@@ -11,6 +11,7 @@
 
 mod postgres;
 mod sqlite;
+pub mod throwaway_pg;
 
 use netbill_proto::billing::{AccountKind, LedgerView, StoredOutcome, VerifiedPurchase};
 use netbill_proto::crypto::PublicKey;

@@ -3,7 +3,7 @@
 //! database; PostgreSQL is a throwaway server started from the installed binaries.
 //! PostgreSQL-only tests (several stores over one database, migrations) follow.
 
-mod pg;
+use netbill_ledger::throwaway_pg as pg;
 
 use netbill_ledger::{
     AccountChange, NewAccount, PostgresStore, Store, StoreError, Transfer, open_store,

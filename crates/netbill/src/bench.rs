@@ -43,6 +43,10 @@ pub struct BenchArgs {
     /// Whole purchases through a merchant (steps 1–8), one after another.
     #[arg(long, default_value_t = 200)]
     e2e: usize,
+    /// The ledger: `sqlite` (a file in a temporary directory), `postgres` (a throwaway
+    /// PostgreSQL 15 started from the installed binaries, fsync on), or a store URL.
+    #[arg(long, default_value = "sqlite")]
+    store: String,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -66,6 +70,7 @@ struct RunReport {
 
 #[derive(Serialize, Debug)]
 struct Report {
+    store: String,
     machine_cores: usize,
     crypto_ceiling_per_s: f64,
     runs: Vec<RunReport>,
@@ -563,15 +568,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let dir = tmp.path();
     let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
     let keys = netbill_server::BillingKeys::create(&dir.join("billing"))?;
+    // A throwaway PostgreSQL lives as long as this function.
+    let mut _pg = None;
+    let (store_name, store_url) = match args.store.as_str() {
+        "sqlite" => (
+            "SQLite (WAL, synchronous=FULL)".to_string(),
+            format!("sqlite://{}", d("billing/ledger.db")),
+        ),
+        "postgres" => {
+            // The PostgreSQL client blocks: keep it off the async runtime.
+            let (pg, url) = tokio::task::spawn_blocking(|| {
+                let pg = netbill_ledger::throwaway_pg::PgServer::start(true)?;
+                let url = pg.create_database()?;
+                Ok::<_, String>((pg, url))
+            })
+            .await?
+            .map_err(anyhow::Error::msg)?;
+            _pg = Some(pg);
+            (
+                "PostgreSQL 15 (throwaway server, fsync on)".to_string(),
+                url,
+            )
+        }
+        url => (netbill_ledger::redact_url(url), url.to_string()),
+    };
+    let billing_dir = d("billing");
     let server = NetbillProcess::start(&[
         "server",
         "run",
         "--dir",
-        &d("billing"),
+        &billing_dir,
         "--listen",
         "127.0.0.1:0",
         "--batch-max",
         "512",
+        "--store",
+        &store_url,
     ])?;
     let admin = AdminClient::new(&server.url, TOKEN)?;
     let billing = keys.public();
@@ -660,6 +692,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .context("conservation after the benchmark")?;
 
     let report = Report {
+        store: store_name,
         machine_cores: std::thread::available_parallelism().map_or(0, |c| c.get()),
         crypto_ceiling_per_s: ceiling,
         single_ratio_to_ceiling: runs[0].purchases_per_s / ceiling,

@@ -40,3 +40,34 @@ fn bench_refuses_bad_arguments() {
     assert_eq!(out.status.code(), Some(1));
     assert!(common::text(&out).contains("--batch must be 1 to 256"));
 }
+
+#[test]
+fn bench_runs_against_a_throwaway_postgres() {
+    let out = common::netbill(&[
+        "bench",
+        "--store",
+        "postgres",
+        "--purchases",
+        "40",
+        "--customers",
+        "4",
+        "--batch",
+        "8",
+        "--e2e",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", common::text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert!(
+        r["store"].as_str().unwrap().starts_with("PostgreSQL"),
+        "{}",
+        r["store"]
+    );
+    for run in r["runs"].as_array().unwrap() {
+        assert_eq!(
+            run["committed"], run["purchases"],
+            "every purchase commits: {run}"
+        );
+    }
+}

@@ -5,8 +5,7 @@
 //! conservation holds and the journal is one intact chain.
 
 mod common;
-#[path = "../../ledger/tests/pg/mod.rs"]
-mod pg;
+use netbill_ledger::throwaway_pg as pg;
 
 use common::{Proc, ok};
 use netbill_crypto::{

@@ -1,9 +1,6 @@
-//! A throwaway PostgreSQL 15 for tests: `initdb` on a temp dir, `pg_ctl start` on a free
-//! loopback port, one database per test. Never a shared or system server.
-//!
-//! Used by the ledger's conformance suite and by `crates/netbill/tests` (through `#[path]`).
-
-#![allow(dead_code)]
+//! A throwaway PostgreSQL 15 for tests and benchmarks: `initdb` on a temp dir, `pg_ctl
+//! start` on a free loopback port, stopped and removed when dropped. Never a shared or system
+//! server.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,31 +20,32 @@ pub struct PgServer {
     next_db: AtomicU32,
 }
 
-/// The one server of this test binary, started on first use.
+/// The one server of this process, started on first use (tests share it).
 pub fn shared() -> &'static PgServer {
     static SERVER: OnceLock<PgServer> = OnceLock::new();
-    SERVER.get_or_init(PgServer::start)
+    SERVER.get_or_init(|| PgServer::start(false).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// A fresh, empty database on the shared server; returns its URL.
 pub fn fresh_database() -> String {
-    shared().create_database()
+    shared().create_database().unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn bin_dir() -> PathBuf {
+fn bin_dir() -> Result<PathBuf, String> {
     let dir = std::env::var_os("NETBILL_PG_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(PG_BIN));
     for tool in ["initdb", "pg_ctl", "postgres"] {
-        assert!(
-            dir.join(tool).is_file(),
-            "PostgreSQL 15 server binaries are missing ({} not found): install them with \
-             `apt-get install -y postgresql-15` (or run .ci/postgres-deps.sh), or point \
-             NETBILL_PG_BIN at a directory holding initdb and pg_ctl",
-            dir.join(tool).display()
-        );
+        if !dir.join(tool).is_file() {
+            return Err(format!(
+                "PostgreSQL 15 server binaries are missing ({} not found): install them with \
+                 `apt-get install -y postgresql-15` (or run .ci/postgres-deps.sh), or point \
+                 NETBILL_PG_BIN at a directory holding initdb and pg_ctl",
+                dir.join(tool).display()
+            ));
+        }
     }
-    dir
+    Ok(dir)
 }
 
 fn running_as_root() -> bool {
@@ -58,40 +56,39 @@ fn running_as_root() -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> u16 {
+fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("finding a free loopback port")
+        .map_err(|e| format!("finding a free loopback port: {e}"))
 }
 
 impl PgServer {
-    /// Starts a new server (initdb + pg_ctl start). Panics with a clear message on failure.
-    pub fn start() -> PgServer {
-        let bin = bin_dir();
+    /// Starts a new server (initdb + pg_ctl start). `durable` keeps `fsync` on (for
+    /// benchmarks); tests run with it off, for speed.
+    pub fn start(durable: bool) -> Result<PgServer, String> {
+        let bin = bin_dir()?;
         let as_postgres = running_as_root();
         let dir = tempfile::Builder::new()
             .prefix("netbill-pg-")
             .tempdir()
-            .expect("creating a temp dir for PostgreSQL");
+            .map_err(|e| format!("creating a temp dir for PostgreSQL: {e}"))?;
         if as_postgres {
             // initdb refuses to run as root: the postgres user must own the directory.
             let st = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
                 .arg(dir.path())
                 .status()
-                .expect("running chown");
-            assert!(
-                st.success(),
-                "chown postgres {} failed",
-                dir.path().display()
-            );
+                .map_err(|e| format!("running chown: {e}"))?;
+            if !st.success() {
+                return Err(format!("chown postgres {} failed", dir.path().display()));
+            }
         }
         let server = PgServer {
             bin,
             dir,
             as_postgres,
-            port: free_port(),
+            port: free_port()?,
             next_db: AtomicU32::new(0),
         };
         let data = server.data();
@@ -109,11 +106,12 @@ impl PgServer {
                 "--locale=C".as_ref(),
                 "--no-sync".as_ref(),
             ],
-        );
+        )?;
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=300",
             server.port,
-            server.dir.path().display()
+            server.dir.path().display(),
+            if durable { "on" } else { "off" }
         );
         let log = server.dir.path().join("log");
         server.watchdog();
@@ -131,8 +129,8 @@ impl PgServer {
                 opts.as_ref(),
                 "start".as_ref(),
             ],
-        );
-        server
+        )?;
+        Ok(server)
     }
 
     fn data(&self) -> PathBuf {
@@ -151,21 +149,23 @@ impl PgServer {
     }
 
     /// Runs a PostgreSQL tool, which must succeed.
-    fn run(&self, tool: &str, args: &[&std::ffi::OsStr]) {
+    fn run(&self, tool: &str, args: &[&std::ffi::OsStr]) -> Result<(), String> {
         let out = self
             .command(tool)
             .args(args)
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+            .map_err(|e| format!("running {tool}: {e}"))?;
         let log = std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default();
-        assert!(
-            out.status.success(),
-            "{tool} {args:?} failed ({}):\n{}{}\nserver log:\n{log}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if !out.status.success() {
+            return Err(format!(
+                "{tool} {args:?} failed ({}):\n{}{}\nserver log:\n{log}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
     }
 
     /// A shell that stops the server and removes its files once this process is gone,
@@ -201,7 +201,7 @@ impl PgServer {
     }
 
     /// Creates a new, empty database; returns its URL.
-    pub fn create_database(&self) -> String {
+    pub fn create_database(&self) -> Result<String, String> {
         let name = format!(
             "t{}_{}",
             std::process::id(),
@@ -213,12 +213,14 @@ impl PgServer {
             match postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
                 .and_then(|mut c| c.batch_execute(&format!("CREATE DATABASE {name}")))
             {
-                Ok(()) => return self.url(&name),
+                Ok(()) => return Ok(self.url(&name)),
                 Err(e) => last = format!("{e:?}"),
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        panic!("creating database {name} on the test PostgreSQL failed: {last}");
+        Err(format!(
+            "creating database {name} on the throwaway PostgreSQL failed: {last}"
+        ))
     }
 
     /// The server's directory (data, socket and log).
