@@ -438,7 +438,11 @@ impl LedgerTx for SqliteTx<'_> {
                     epo.epoid
                 )));
             }
-            journal_append(
+            // Test-only bug switch (NETBILL_BUG=ledger.skip_journal): money moves unjournaled.
+            let skip = std::env::var("NETBILL_BUG")
+                .is_ok_and(|b| b.split(',').any(|b| b.trim() == "ledger.skip_journal"));
+            if !skip {
+                journal_append(
                 self.tx,
                 "purchase",
                 Some(customer),
@@ -447,6 +451,7 @@ impl LedgerTx for SqliteTx<'_> {
                 Some(&epo.epoid),
                 now_ms,
             )?;
+            }
         }
         Ok(())
     }
