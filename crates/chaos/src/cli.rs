@@ -146,7 +146,13 @@ pub fn report(t: &Tally, elapsed: Duration) -> String {
             } else {
                 format!("{hit}/{missed}")
             };
-            let w = if (3..=4).contains(&i) { 9 } else if i == 5 { 6 } else { 5 };
+            let w = if (3..=4).contains(&i) {
+                9
+            } else if i == 5 {
+                6
+            } else {
+                5
+            };
             out.push_str(&format!(" {cell:>w$}"));
         }
         out.push('\n');

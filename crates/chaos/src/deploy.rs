@@ -102,7 +102,9 @@ impl Deployment {
                 (d, None)
             }
             None => {
-                let t = tempfile::Builder::new().prefix("netbill-chaos-").tempdir()?;
+                let t = tempfile::Builder::new()
+                    .prefix("netbill-chaos-")
+                    .tempdir()?;
                 (t.path().to_path_buf(), Some(t))
             }
         };
@@ -252,9 +254,7 @@ impl Deployment {
         limit: Duration,
     ) -> Result<(Option<ExitStatus>, String), DeployError> {
         let mut c = self.command(crash);
-        let out_path = self
-            .root
-            .join(format!("cmd-{}.out", std::process::id()));
+        let out_path = self.root.join(format!("cmd-{}.out", std::process::id()));
         let out_file = std::fs::File::create(&out_path)?;
         c.args(args)
             .stdout(out_file)
@@ -343,7 +343,10 @@ impl Deployment {
         })?;
         let Some(stdout) = child.stdout.take() else {
             kill_child(Some(child));
-            return Err(DeployError::NoListen(name.into(), self.root.display().to_string()));
+            return Err(DeployError::NoListen(
+                name.into(),
+                self.root.display().to_string(),
+            ));
         };
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -356,11 +359,18 @@ impl Deployment {
                 }
             }
         });
-        match rx.recv_timeout(START_TIMEOUT).ok().and_then(|a| a.parse().ok()) {
+        match rx
+            .recv_timeout(START_TIMEOUT)
+            .ok()
+            .and_then(|a| a.parse().ok())
+        {
             Some(addr) => Ok((child, addr)),
             None => {
                 kill_child(Some(child));
-                Err(DeployError::NoListen(name.into(), self.root.display().to_string()))
+                Err(DeployError::NoListen(
+                    name.into(),
+                    self.root.display().to_string(),
+                ))
             }
         }
     }

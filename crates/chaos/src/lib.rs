@@ -102,10 +102,7 @@ pub const STEPS: [(u8, &str, Party, Party); 8] = [
 
 /// A step's one-line name.
 pub fn step_name(step: u8) -> &'static str {
-    STEPS
-        .iter()
-        .find(|s| s.0 == step)
-        .map_or("?", |s| s.1)
+    STEPS.iter().find(|s| s.0 == step).map_or("?", |s| s.1)
 }
 
 /// Every crash point in the shells: (name, step, party). Documented in docs/reliability.md.

@@ -131,7 +131,9 @@ impl Runner {
         let out = d.path(&format!("out/{n}.txt"));
         let cm = d.cm.url();
         let (status, _) = d.run(
-            &["wallet", "--dir", &wallet, "buy", &cm, PRODUCT, "--out", &out],
+            &[
+                "wallet", "--dir", &wallet, "buy", &cm, PRODUCT, "--out", &out,
+            ],
             crash_wallet,
             BUY_LIMIT,
         )?;
@@ -183,17 +185,20 @@ impl Runner {
             None,
             BUY_LIMIT,
         )?;
-        self.check(&mut v, Checker::Conservation, (!st.is_some_and(|s| s.success())).then(|| {
-            format!("`netbill admin conservation` failed: {}", out.trim())
-        }));
+        self.check(
+            &mut v,
+            Checker::Conservation,
+            (!st.is_some_and(|s| s.success()))
+                .then(|| format!("`netbill admin conservation` failed: {}", out.trim())),
+        );
         // 2. One outcome per EPOID, acknowledged outcomes kept.
         let outcomes = check::outcomes(&db).map_err(other)?;
         let r = check::one_outcome(&outcomes, &self.memory, &records);
         self.check(&mut v, Checker::OneOutcome, r);
         // 3. Goods atomicity.
         let after = check::balances(&db).map_err(other)?;
-        let debited = before.get("alice").copied().unwrap_or(0)
-            - after.get("alice").copied().unwrap_or(0);
+        let debited =
+            before.get("alice").copied().unwrap_or(0) - after.get("alice").copied().unwrap_or(0);
         let new: Vec<_> = records
             .iter()
             .filter(|(id, _)| !self.memory.records.contains(*id))

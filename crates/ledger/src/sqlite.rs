@@ -443,14 +443,14 @@ impl LedgerTx for SqliteTx<'_> {
                 .is_ok_and(|b| b.split(',').any(|b| b.trim() == "ledger.skip_journal"));
             if !skip {
                 journal_append(
-                self.tx,
-                "purchase",
-                Some(customer),
-                Some(&epo.merchant),
-                epo.price,
-                Some(&epo.epoid),
-                now_ms,
-            )?;
+                    self.tx,
+                    "purchase",
+                    Some(customer),
+                    Some(&epo.merchant),
+                    epo.price,
+                    Some(&epo.epoid),
+                    now_ms,
+                )?;
             }
         }
         Ok(())

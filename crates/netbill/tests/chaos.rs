@@ -153,7 +153,10 @@ fn netbill_chaos_runs_and_reports() {
         .expect("running netbill chaos");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("3 schedules, 0 violations (seed 7)"), "{text}");
+    assert!(
+        text.contains("3 schedules, 0 violations (seed 7)"),
+        "{text}"
+    );
     assert!(text.contains("faults injected"), "{text}");
     assert!(text.contains("goods atomicity"), "{text}");
 }
