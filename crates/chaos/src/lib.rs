@@ -194,3 +194,43 @@ pub fn schedules(seed: u64, n: usize) -> Vec<Schedule> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_matrix_covers_every_step_with_every_message_fault_and_every_crash_point() {
+        let m = matrix();
+        assert_eq!(m.len(), 8 * 5 + CRASH_POINTS.len());
+        for step in 1..=8 {
+            for f in [
+                Fault::Drop,
+                Fault::Duplicate,
+                Fault::Delay,
+                Fault::KillSenderAfterSend,
+                Fault::KillReceiverBeforeReceive,
+            ] {
+                assert!(
+                    m.iter().any(|s| s.step == step && s.fault == f),
+                    "{step} {f}"
+                );
+            }
+        }
+        for (p, _, _) in CRASH_POINTS {
+            assert_eq!(m.iter().filter(|s| s.fault == Fault::Crash(p)).count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_seed_reproduces_its_schedules_and_each_round_is_the_whole_matrix() {
+        let a = schedules(42, 200);
+        assert_eq!(a, schedules(42, 200));
+        assert_ne!(a, schedules(43, 200));
+        let mut round = a[..matrix().len()].to_vec();
+        round.sort();
+        let mut m = matrix();
+        m.sort();
+        assert_eq!(round, m);
+    }
+}

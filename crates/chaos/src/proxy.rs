@@ -380,3 +380,41 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(prefix: &'static str, suffix: &'static str) -> Plan {
+        Plan {
+            method: "POST",
+            prefix,
+            suffix,
+            response: false,
+            action: Action::Drop,
+        }
+    }
+
+    #[test]
+    fn plans_match_exactly_their_endpoint() {
+        let start = plan("/v1/purchases", "/v1/purchases");
+        assert!(start.matches("POST", "/v1/purchases"));
+        assert!(!start.matches("POST", "/v1/purchases/ab/pay"));
+        assert!(!start.matches("GET", "/v1/purchases"));
+        let pay = plan("/v1/purchases/", "/pay");
+        assert!(pay.matches("POST", "/v1/purchases/0123/pay"));
+        assert!(!pay.matches("POST", "/v1/purchases/0123/delivered"));
+        let quote = Plan {
+            method: "GET",
+            ..plan("/goods/", "")
+        };
+        assert!(quote.matches("GET", "/goods/article?customer_key=ab&identity=alice"));
+    }
+
+    #[test]
+    fn the_proxy_forces_connection_close_and_decodes_chunks() {
+        let h = close_head("GET / HTTP/1.1\r\nConnection: keep-alive\r\nhost: x");
+        assert_eq!(h, "GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"), b"abcde");
+    }
+}
