@@ -28,6 +28,10 @@ pub struct ChaosArgs {
     /// Keep the deployment here (default: a temporary directory, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Testing only: switch on a deliberately broken behaviour (`NETBILL_BUG`, see
+    /// docs/reliability.md) in every party, to see a checker catch it.
+    #[arg(long, hide = true)]
+    pub bug: Vec<String>,
 }
 
 /// Runs `netbill chaos`.
@@ -43,7 +47,8 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "netbill chaos: seed {seed}, {n} schedules; starting a billing server, a merchant and a wallet on loopback…"
     );
-    let deployment = Deployment::start(&exe, args.dir.clone(), &[])?;
+    let bugs: Vec<&str> = args.bug.iter().map(String::as_str).collect();
+    let deployment = Deployment::start(&exe, args.dir.clone(), &bugs)?;
     eprintln!("deployment in {}", deployment.root().display());
     let mut runner = Runner::new(deployment);
     let bar = indicatif::ProgressBar::new(n as u64);

@@ -160,3 +160,30 @@ fn netbill_chaos_runs_and_reports() {
     assert!(text.contains("faults injected"), "{text}");
     assert!(text.contains("goods atomicity"), "{text}");
 }
+
+#[test]
+fn netbill_chaos_exits_non_zero_with_the_seed_on_a_violation() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "chaos",
+            "--seed",
+            "5",
+            "--schedules",
+            "54",
+            "--bug",
+            "ledger.skip_journal",
+        ])
+        .output()
+        .expect("running netbill chaos");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.contains("VIOLATION in schedule #"), "{text}");
+    assert!(
+        text.contains("journal replay = accounts: account"),
+        "{text}"
+    );
+    assert!(
+        text.contains("reproduce with: netbill chaos --seed 5 --schedules"),
+        "{text}"
+    );
+}
