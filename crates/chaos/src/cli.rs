@@ -92,8 +92,9 @@ pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
             for v in &f.violations {
                 println!("  {v}");
             }
+            let bugs: String = args.bug.iter().map(|b| format!(" --bug {b}")).collect();
             println!(
-                "reproduce with: netbill chaos --seed {seed} --schedules {} --dir <dir>",
+                "reproduce with: netbill chaos --seed {seed} --schedules {}{bugs} --dir <dir>",
                 f.index + 1
             );
             Ok(ExitCode::from(3))
