@@ -187,3 +187,58 @@ fn netbill_chaos_exits_non_zero_with_the_seed_on_a_violation() {
         "{text}"
     );
 }
+
+#[test]
+fn merchant_recover_settles_an_endorsement_that_never_left() {
+    let mut r = runner(&[]);
+    // The merchant crashes with the endorsement on disk, before sending it to N.
+    let s = Schedule {
+        step: 6,
+        party: Party::Merchant,
+        fault: Fault::Crash("merchant.before_send_endorsement"),
+    };
+    let d = &mut r.deployment;
+    d.start_merchant(Some("merchant.before_send_endorsement"))
+        .expect("arming the merchant");
+    let wallet = d.wallet_dir().to_string_lossy().into_owned();
+    let out = d.path("out/recover.txt");
+    let cm = d.cm.url();
+    let (status, _) = d
+        .run(
+            &[
+                "wallet", "--dir", &wallet, "buy", &cm, "article", "--out", &out,
+            ],
+            None,
+            std::time::Duration::from_secs(30),
+        )
+        .expect("buying");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(4),
+        "{s}: the purchase is pending"
+    );
+    assert!(!d.alive(Party::Merchant), "the merchant crashed");
+    let merchant = d.path("merchant");
+    let text = d
+        .run_ok(&["merchant", "recover", "--dir", &merchant])
+        .expect("merchant recover");
+    assert!(
+        text.contains("1 endorsed purchases had no receipt; 1 settled, 0 still unsettled"),
+        "{text}"
+    );
+    let db = netbill_chaos::check::open_db(&d.ledger_db()).expect("ledger");
+    let outcomes = netbill_chaos::check::outcomes(&db).expect("outcomes");
+    assert_eq!(
+        outcomes.values().filter(|r| *r == "committed").count(),
+        1,
+        "{outcomes:?}"
+    );
+    // Nothing left to do the second time.
+    let text = d
+        .run_ok(&["merchant", "recover", "--dir", &merchant])
+        .expect("merchant recover");
+    assert!(
+        text.contains("0 endorsed purchases had no receipt"),
+        "{text}"
+    );
+}
