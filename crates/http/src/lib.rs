@@ -238,3 +238,33 @@ pub fn sign_request(
         signer,
     ))
 }
+
+/// Test-only: the environment variable naming the one crash point at which a process aborts.
+pub const CRASH_ENV: &str = "NETBILL_CRASH_AT";
+/// Test-only: the environment variable naming deliberately broken behaviours (comma-separated).
+pub const BUG_ENV: &str = "NETBILL_BUG";
+
+/// Test-only fault injection: aborts the process (a crash: no cleanup, no flush) when
+/// `NETBILL_CRASH_AT` names `point`. The points are listed in docs/reliability.md.
+pub fn crash_point(point: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var(CRASH_ENV).ok().filter(|s| !s.is_empty()));
+    if at.as_deref() == Some(point) {
+        eprintln!("netbill: crash point {point} reached ({CRASH_ENV}): aborting");
+        std::process::abort();
+    }
+}
+
+/// Test-only: whether `NETBILL_BUG` switches on the deliberately broken behaviour `name`
+/// (used to show that the chaos checkers catch the bug they exist for). Never set it in
+/// production; the names are listed in docs/reliability.md.
+pub fn bug(name: &str) -> bool {
+    static BUGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    BUGS.get_or_init(|| {
+        std::env::var(BUG_ENV)
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+            .unwrap_or_default()
+    })
+    .iter()
+    .any(|b| b == name)
+}

@@ -462,15 +462,20 @@ impl LedgerTx for SqliteTx<'_> {
                     epo.epoid
                 )));
             }
-            journal_append(
-                self.tx,
-                "purchase",
-                Some(customer),
-                Some(&epo.merchant),
-                epo.price,
-                Some(&epo.epoid),
-                now_ms,
-            )?;
+            // Test-only bug switch (NETBILL_BUG=ledger.skip_journal): money moves unjournaled.
+            let skip = std::env::var("NETBILL_BUG")
+                .is_ok_and(|b| b.split(',').any(|b| b.trim() == "ledger.skip_journal"));
+            if !skip {
+                journal_append(
+                    self.tx,
+                    "purchase",
+                    Some(customer),
+                    Some(&epo.merchant),
+                    epo.price,
+                    Some(&epo.epoid),
+                    now_ms,
+                )?;
+            }
         }
         Ok(())
     }

@@ -256,7 +256,9 @@ async fn start_purchase(
         ciphertext_len: stats.ciphertext_len,
     };
     let p = MerchantPurchase::new(req.quote, key, offer.clone());
+    netbill_http::crash_point("merchant.before_persist_k");
     s.store.put(&id, &p, now_ms()).map_err(internal)?;
+    netbill_http::crash_point("merchant.after_persist_k");
     Ok((StatusCode::CREATED, ApiJson(offer)).into_response())
 }
 
@@ -343,6 +345,28 @@ async fn pay(
     ApiJson(epo): ApiJson<Signed<Epo>>,
 ) -> Result<ApiJson<StatusAnswer>, Problem> {
     let mut p = load(&s, &id)?;
+    // The same EPO again (a retry after a lost answer or a crash): answer with the outcome
+    // instead of endorsing twice.
+    if let Some(e) = p.endorsement.clone()
+        && e.body_unverified().epo == epo
+    {
+        if p.receipt.is_none()
+            && let Err(err) = query_billing(&s, &id, &mut p).await
+        {
+            tracing::warn!(purchase = %id, error = %err, "re-sent EPO: settling with N failed");
+        }
+        let epoid = epo.body_unverified().epoid.clone();
+        return match p.receipt {
+            Some(r) => Ok(ApiJson(StatusAnswer {
+                epoid,
+                receipt: Some(r),
+            })),
+            None => Err(Problem::unavailable(
+                "the purchase order is endorsed but has no outcome yet; ask again later \
+                 (netbill wallet recover)",
+            )),
+        };
+    }
     let endorsement = p
         .endorse(
             &RealCrypto,
@@ -355,7 +379,9 @@ async fn pay(
         )
         .map_err(merchant_problem)?;
     // The point of no return: durable before it leaves.
+    netbill_http::crash_point("merchant.before_persist_endorsement");
     s.store.put(&id, &p, now_ms()).map_err(internal)?;
+    netbill_http::crash_point("merchant.before_send_endorsement");
     let epoid = endorsement
         .body_unverified()
         .epo
@@ -394,9 +420,11 @@ async fn pay(
             "the billing server answered without a receipt",
         )
     })?;
+    netbill_http::crash_point("merchant.after_receive_receipt");
     p.settle(&RealCrypto, &s.billing_keys.sign_key, receipt.clone())
         .map_err(|e| Problem::new(StatusCode::BAD_GATEWAY, "bad-receipt", e.to_string()))?;
     s.store.put(&id, &p, now_ms()).map_err(internal)?;
+    netbill_http::crash_point("merchant.before_send_receipt");
     if s.fault == Fault::DropReceipt {
         return Err(Problem::new(
             StatusCode::BAD_GATEWAY,

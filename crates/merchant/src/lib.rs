@@ -181,3 +181,48 @@ pub async fn start(config: MerchantConfig) -> anyhow::Result<RunningMerchant> {
         recovery,
     })
 }
+
+/// What one recovery pass (`netbill merchant recover`) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// Endorsed purchases without a receipt before the pass.
+    pub unsettled_before: usize,
+    /// …and after it (N unreachable, or still undecided).
+    pub unsettled_after: usize,
+}
+
+/// One recovery pass without serving: asks N for the outcome of every purchase this
+/// merchant endorsed but holds no receipt for, re-sending the endorsement where N has none.
+pub async fn recover(dir: &Path) -> anyhow::Result<Recovered> {
+    let identity: MerchantIdentity =
+        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).with_context(|| {
+            format!(
+                "reading {} (is this a merchant directory made by `netbill merchant init`?)",
+                dir.join(CONFIG_FILE).display()
+            )
+        })?)
+        .context("parsing merchant.json")?;
+    let signer = Ed25519Signer::from_bytes(&load_secret_key(dir.join(KEY_FILE), "merchant-sign")?);
+    let store = MerchantStore::open(&dir.join(DB_FILE))?;
+    let before = store.unsettled()?.len();
+    let state = api::MerchantState {
+        catalog: Catalog {
+            merchant: identity.id.clone(),
+            groups: Default::default(),
+            products: Default::default(),
+        },
+        id: identity.id,
+        signer,
+        billing_keys: identity.billing,
+        billing: Client::new(&identity.billing_url)?,
+        store: store.clone(),
+        epo_expiry_ms: 0,
+        quote_ttl_ms: 0,
+        fault: Fault::None,
+    };
+    api::settle_unsettled(&state).await;
+    Ok(Recovered {
+        unsettled_before: before,
+        unsettled_after: store.unsettled()?.len(),
+    })
+}

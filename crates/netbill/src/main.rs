@@ -49,6 +49,8 @@ enum Command {
     Postage(netbill_postage::cli::PostageArgs),
     /// Model-check payment protocols for money atomicity, goods atomicity and certified delivery.
     Check(netbill_check::cli::CheckArgs),
+    /// Inject crashes and network faults into a local deployment and check NetBill's guarantees.
+    Chaos(netbill_chaos::cli::ChaosArgs),
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Group(cmd) => group::run(cmd),
         Command::Postage(args) => netbill_postage::cli::run(args),
         Command::Check(args) => netbill_check::cli::run(args),
+        Command::Chaos(args) => netbill_chaos::cli::run(args),
     };
     match result {
         Ok(code) => code,

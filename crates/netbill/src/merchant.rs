@@ -28,6 +28,12 @@ pub enum MerchantCommand {
     },
     /// Serve a catalog (see docs/merchant.md for its format).
     Run(RunArgs),
+    /// Settle every endorsed purchase that has no receipt yet, once, without serving (the
+    /// server does the same at start-up and every 2 s). Exits 4 if some are still unsettled.
+    Recover {
+        #[arg(long)]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -68,6 +74,20 @@ pub async fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
                 "next: the operator registers it with `netbill admin create-account {id} --kind merchant --key {pk}`"
             );
             Ok(ExitCode::SUCCESS)
+        }
+        MerchantCommand::Recover { dir } => {
+            let r = netbill_merchant::recover(&dir).await?;
+            println!(
+                "{} endorsed purchases had no receipt; {} settled, {} still unsettled",
+                r.unsettled_before,
+                r.unsettled_before.saturating_sub(r.unsettled_after),
+                r.unsettled_after
+            );
+            Ok(if r.unsettled_after == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            })
         }
         MerchantCommand::Run(a) => {
             let running = netbill_merchant::start(MerchantConfig {

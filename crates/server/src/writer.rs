@@ -157,16 +157,24 @@ type Waiting = (
 fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waiting>) -> bool {
     let now = netbill_http::now_ms();
     let mut answers: Vec<PurchaseAnswer> = Vec::with_capacity(batch.len());
+    netbill_http::crash_point("server.before_commit");
+    let reveal_early = netbill_http::bug("server.reveal_before_commit");
+    let (batch, mut replies): (Vec<_>, Vec<_>) =
+        batch.into_iter().map(|(v, r)| (v, Some(r))).unzip();
     // Every account the batch may touch, so that a shared store can lock them in one order.
     let accounts: Vec<_> = batch
         .iter()
-        .flat_map(|(v, _)| [v.secret.account.clone(), v.epo().merchant.clone()])
+        .flat_map(|v| [v.secret.account.clone(), v.epo().merchant.clone()])
         .collect();
     let result = store.batch(&mut |tx| {
         answers.clear();
         tx.lock_accounts(&accounts)?;
-        for (v, _) in &batch {
+        for v in &batch {
             let answer = match billing::decide(v, &*tx, now) {
+                Decision::Settled(r) if netbill_http::bug("server.fresh_receipt_on_retry") => {
+                    let code = r.body_unverified().result;
+                    PurchaseAnswer::Receipt(Box::new(receipt(signer, v, code, 0, false, now)))
+                }
                 Decision::Settled(r) => PurchaseAnswer::Receipt(r),
                 Decision::Conflict => PurchaseAnswer::Conflict,
                 Decision::Commit {
@@ -197,19 +205,32 @@ fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waitin
             };
             answers.push(answer);
         }
+        if reveal_early {
+            // Test-only bug: the receipts leave before the transaction is durable.
+            for (reply, answer) in replies.iter_mut().zip(answers.drain(..)) {
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(Ok(answer));
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        netbill_http::crash_point("server.mid_batch");
         Ok(())
     });
     match result {
         Ok(()) => {
+            netbill_http::crash_point("server.after_commit_before_reply");
             tracing::debug!(purchases = batch.len(), "batch committed");
-            for ((_, reply), answer) in batch.into_iter().zip(answers) {
-                let _ = reply.send(Ok(answer));
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(answer));
+                }
             }
             true
         }
         Err(e) => {
             tracing::error!(error = %e, purchases = batch.len(), "batch failed; nothing committed");
-            for (_, reply) in batch {
+            for reply in replies.into_iter().flatten() {
                 let _ = reply.send(Err(e.to_string()));
             }
             false

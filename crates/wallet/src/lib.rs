@@ -404,6 +404,7 @@ impl Wallet {
             delivered_to: None,
         };
         self.save(&rec)?;
+        netbill_http::crash_point("wallet.after_persist_offer");
         let (checksum, len) = self.download(&merchant, &offer, report).await?;
         let note: DeliveryNote = merchant
             .call::<(), _>(
@@ -441,7 +442,12 @@ impl Wallet {
             now_ms(),
             random_bytes(),
         )?;
-        self.save(&rec)?;
+        netbill_http::crash_point("wallet.before_persist_epo");
+        // Test-only bug switch: send the EPO without persisting it first.
+        if !netbill_http::bug("wallet.send_before_persist") {
+            self.save(&rec)?;
+        }
+        netbill_http::crash_point("wallet.before_send_epo");
         report(Step::Protocol(
             5,
             format!(
@@ -461,6 +467,7 @@ impl Wallet {
             Ok(StatusAnswer {
                 receipt: Some(r), ..
             }) => {
+                netbill_http::crash_point("wallet.after_receive_receipt");
                 report(Step::Protocol(
                     6,
                     "M → N  EPO endorsed with K (sealed to N)".into(),
@@ -535,6 +542,7 @@ impl Wallet {
             rec.purchase
                 .settle(&RealCrypto, &self.config.billing.sign_key, receipt)?;
         self.save(rec)?;
+        netbill_http::crash_point("wallet.after_persist_receipt");
         match settlement {
             Settlement::Paid {
                 goods_key,
@@ -634,6 +642,12 @@ impl Wallet {
             Some(r) => Some(r),
             None => self.status_at_billing(&epoid).await?.receipt,
         };
+        // No outcome anywhere: the EPO may never have reached the merchant (lost, or a
+        // crash on either side). Re-send the very same EPO; the merchant endorses it once.
+        let receipt = match receipt {
+            Some(r) => Some(r),
+            None => self.resend_epo(rec).await,
+        };
         match receipt {
             Some(r) => self.finish(rec, r),
             None => Ok(Outcome::Pending {
@@ -642,6 +656,25 @@ impl Wallet {
                 ),
             }),
         }
+    }
+
+    /// Re-sends a purchase's signed EPO to its merchant; the receipt, if one comes back.
+    async fn resend_epo(
+        &self,
+        rec: &PurchaseRecord,
+    ) -> Option<Signed<netbill_proto::messages::Receipt>> {
+        let epo = rec.purchase.epo.as_ref()?;
+        let merchant = Client::new(&rec.merchant_url).ok()?;
+        merchant
+            .call::<_, StatusAnswer>(
+                reqwest::Method::POST,
+                &format!("/v1/purchases/{}/pay", rec.purchase.offer.purchase),
+                Some(epo),
+                &[],
+            )
+            .await
+            .ok()
+            .and_then(|a| a.receipt)
     }
 
     /// A C→N status query, signed with the wallet's key.
