@@ -30,16 +30,20 @@
 //! that exhaust a budget are not judged (a real party keeps retrying).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use netbill_proto::billing::{
     self, AccountKind, BillingPolicy, Decision, LedgerView, MemoryLedger,
 };
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
 use netbill_proto::crypto::{Crypto, GoodsKey, SealKey, SealSecret, Signer, goods_key_digest};
-use netbill_proto::customer::{self, CustomerPurchase, CustomerState, QuoteExpectation, Settlement};
+use netbill_proto::customer::{
+    self, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
+};
 use netbill_proto::merchant::{self, MerchantPurchase, MerchantState, Offer};
 use netbill_proto::messages::{
-    DeliveryNote, Endorsement, Epo, GoodsOffer, PriceRequest, Quote, ResultCode, StatusAnswer,
+    DeliveryNote, Endorsement, Epo, GoodsOffer, PriceRequest, Quote, Receipt, ResultCode,
+    StatusAnswer,
 };
 use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
 
@@ -99,22 +103,22 @@ pub enum NetBillMutant {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Body {
     /// 3. C → M: the accepted quote.
-    GoodsRequest(Signed<Quote>),
+    GoodsRequest(Arc<Signed<Quote>>),
     /// 4. M → C: the encrypted goods (their checksum and length) and the EPOID.
     Goods {
         /// Checksum and length of the ciphertext.
-        offer: GoodsOffer,
+        offer: Arc<GoodsOffer>,
         /// The EPOID, stamped at the end of delivery, and the EPO's expiry.
-        note: DeliveryNote,
+        note: Arc<DeliveryNote>,
     },
     /// 5. C → M: the signed EPO.
-    Epo(Signed<Epo>),
+    Epo(Arc<Signed<Epo>>),
     /// 6. M → N: the endorsed EPO with K sealed to N.
-    Endorsement(Signed<Endorsement>),
+    Endorsement(Arc<Signed<Endorsement>>),
     /// Status query (C → M, C → N, M → N).
     Status(EpoId),
     /// 7, 8 and status answers: the receipt, or "no outcome yet".
-    Answer(StatusAnswer),
+    Answer(Arc<StatusAnswer>),
     /// M → C: K itself (only the mutant that releases it before N commits).
     Key([u8; 32]),
 }
@@ -135,14 +139,8 @@ pub enum Step {
     Buy,
     /// C stops waiting for the goods (nothing recorded, nothing paid).
     GiveUp,
-    /// C signs the EPO and sends it (step 5).
-    Sign,
-    /// C decides not to buy after all (before signing).
-    Decline,
-    /// C stops waiting for the receipt and asks M (status query).
+    /// C stops waiting for the receipt and asks N (status query).
     ReceiptTimeout,
-    /// C stops waiting for M's answer and asks N.
-    MerchantTimeout,
     /// C waits until the EPO must have been decided, then asks N again.
     Wait,
     /// C asks N again (a query or its answer was lost).
@@ -151,8 +149,6 @@ pub enum Step {
     Resend,
     /// N's clock passes the longest allowed expiry.
     Expire,
-    /// N sends the first answer in its outbox.
-    Send,
     /// N makes its outcomes durable (only the mutant that answers first).
     Persist,
 }
@@ -164,12 +160,8 @@ pub enum CPhase {
     Start,
     /// Goods request sent.
     AwaitGoods,
-    /// Goods received and checked; deciding whether to sign.
-    Deciding,
     /// EPO sent; waiting for M's answer (the receipt).
     AwaitReceipt,
-    /// Recovery: asked M for the receipt.
-    AskMerchant,
     /// Recovery: asked N for the receipt.
     AskBilling {
         /// Queries left to re-send.
@@ -187,10 +179,10 @@ pub struct Customer {
     /// Her clock.
     pub clock: Clock,
     /// The purchase record as last persisted.
-    pub saved: Option<CustomerPurchase>,
+    pub saved: Option<Arc<CustomerPurchase>>,
     /// The record in memory when it is ahead of the persisted one (only in the mutant that
     /// sends the EPO before persisting it).
-    pub unsaved: Option<CustomerPurchase>,
+    pub unsaved: Option<Arc<CustomerPurchase>>,
     /// K, once she has it (persisted with the decrypted goods).
     pub goods_key: Option<GoodsKey>,
     /// Where the shell stands.
@@ -199,7 +191,7 @@ pub struct Customer {
 
 impl Customer {
     fn record(&self) -> Option<&CustomerPurchase> {
-        self.unsaved.as_ref().or(self.saved.as_ref())
+        self.unsaved.as_deref().or(self.saved.as_deref())
     }
 }
 
@@ -209,7 +201,7 @@ pub struct Merchant {
     /// Its clock.
     pub clock: Clock,
     /// The purchase record as persisted (written before every message that depends on it).
-    pub saved: Option<MerchantPurchase>,
+    pub saved: Option<Arc<MerchantPurchase>>,
     /// C waits for an answer (to her EPO or her status query): forward N's receipt (volatile).
     pub customer_waiting: bool,
     /// Endorsement re-sends left (volatile).
@@ -226,33 +218,21 @@ pub struct Books {
     pub endorsements: BTreeMap<EpoId, Signed<Endorsement>>,
 }
 
-/// An answer N has decided on and not yet sent: to whom, and N's clock when it decided.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Reply {
-    /// The asker.
-    pub to: PartyId,
-    /// N's clock when it decided.
-    pub at: Clock,
-    /// The answer.
-    pub answer: StatusAnswer,
-}
-
 /// The billing server.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Billing {
     /// Its clock.
     pub clock: Clock,
     /// What is durable.
-    pub books: Books,
-    /// Outcomes decided but not yet durable (only in the mutant that answers first).
-    pub unpersisted: Option<Books>,
-    /// Answers not yet sent (volatile: the open HTTP responses).
-    pub outbox: Vec<Reply>,
+    pub books: Arc<Books>,
+    /// Outcomes decided and already answered but not yet durable (only in the mutant that
+    /// answers first).
+    pub unpersisted: Option<Arc<Books>>,
 }
 
 impl Billing {
     fn current(&self) -> &Books {
-        self.unpersisted.as_ref().unwrap_or(&self.books)
+        self.unpersisted.as_deref().unwrap_or(&self.books)
     }
 }
 
@@ -277,7 +257,7 @@ struct Setup {
     billing_seal_key: SealKey,
     policy: BillingPolicy,
     customer_account: AccountId,
-    quote: Signed<Quote>,
+    quote: Arc<Signed<Quote>>,
     goods_key: GoodsKey,
     offer: GoodsOffer,
     ledger: MemoryLedger,
@@ -354,7 +334,7 @@ impl Setup {
                 expiry_max_ms: EXPIRY_MAX_MS,
             },
             customer_account,
-            quote,
+            quote: Arc::new(quote),
             goods_key: GoodsKey([7; 32]),
             offer: GoodsOffer {
                 purchase: PURCHASE.into(),
@@ -396,27 +376,64 @@ impl NetBill {
     // ------------------------------------------------------------------------------------
     // C, the wallet.
 
-    fn customer_msg(&self, c: &mut Customer, body: &Body) {
+    /// Step 5: sign the EPO and send it, persisting it first (the mutant wallet does not).
+    fn customer_sign(&self, c: &mut Customer, mut p: CustomerPurchase, out: &mut Out<Msg>) {
+        let s = &self.setup;
+        let signed = p.sign_epo(
+            &s.crypto,
+            &s.customer,
+            &s.billing_seal_key,
+            &s.customer_account,
+            [1; 16],
+            "",
+            c.clock.ms(),
+            [0; 32],
+        );
+        match signed {
+            Ok(epo) => {
+                if self.is(NetBillMutant::WalletLosesEpo) {
+                    c.unsaved = Some(Arc::new(p));
+                } else {
+                    c.saved = Some(Arc::new(p));
+                }
+                Self::send(out, M, c.clock, Body::Epo(Arc::new(epo)));
+                c.phase = CPhase::AwaitReceipt;
+            }
+            Err(_) => {
+                let _ = p.abort();
+                c.saved = Some(Arc::new(p));
+                c.phase = CPhase::Finished;
+            }
+        }
+    }
+
+    fn customer_msg(&self, c: &mut Customer, body: &Body, out: &mut Out<Msg>) {
         let s = &self.setup;
         match body {
             Body::Goods { offer, note } if c.phase == CPhase::AwaitGoods => {
-                let mut p = CustomerPurchase::new(s.quote.clone(), offer.clone(), reply_secret());
-                // The shell computed the checksum and length while storing the ciphertext.
-                if p
-                    .delivered(offer.checksum, offer.ciphertext_len, note.clone(), c.clock.ms())
-                    .is_ok()
-                {
-                    c.phase = CPhase::Deciding;
+                let mut p =
+                    CustomerPurchase::new((*s.quote).clone(), (**offer).clone(), reply_secret());
+                // The shell computed the checksum and length while storing the ciphertext; it
+                // persists the record, then signs at once.
+                let delivered = p.delivered(
+                    offer.checksum,
+                    offer.ciphertext_len,
+                    (**note).clone(),
+                    c.clock.ms(),
+                );
+                if delivered.is_ok() {
+                    c.saved = Some(Arc::new(p.clone()));
+                    self.customer_sign(c, p, out);
                 } else {
                     let _ = p.abort();
+                    c.saved = Some(Arc::new(p));
                     c.phase = CPhase::Finished;
                 }
-                c.saved = Some(p);
             }
-            Body::Answer(StatusAnswer {
-                receipt: Some(receipt),
-                ..
-            }) => {
+            Body::Answer(answer) => {
+                let Some(receipt) = &answer.receipt else {
+                    return;
+                };
                 let committed = c
                     .record()
                     .is_some_and(|p| p.state() == CustomerState::Committed);
@@ -431,7 +448,7 @@ impl NetBill {
                     Ok(Settlement::NotPaid { .. }) => {}
                     Err(_) => return,
                 }
-                c.saved = Some(p);
+                c.saved = Some(Arc::new(p));
                 c.unsaved = None;
                 c.phase = CPhase::Finished;
             }
@@ -440,23 +457,11 @@ impl NetBill {
         }
     }
 
-    /// C's reaction to "no outcome yet" from `from`, stamped with the sender's clock `at`.
-    fn customer_no_outcome(&self, c: &mut Customer, from: PartyId, at: Clock, out: &mut Out<Msg>) {
-        let Some(epoid) = c.record().and_then(Self::epoid) else {
-            return;
-        };
-        match c.phase {
-            CPhase::AskMerchant if from == M => {
-                Self::send(out, N, c.clock, Body::Status(epoid));
-                c.phase = CPhase::AskBilling {
-                    retries: CUSTOMER_RETRIES,
-                };
-            }
-            // N is past the expiry and knows of no outcome: nothing more to ask.
-            CPhase::AskBilling { .. } if from == N && at == Clock::Late => {
-                c.phase = CPhase::NoOutcome;
-            }
-            _ => {}
+    /// C's reaction to "no outcome yet" from `from`, stamped with the sender's clock `at`:
+    /// if N is past the expiry and knows of no outcome, there is nothing more to ask.
+    fn customer_no_outcome(c: &mut Customer, from: PartyId, at: Clock) {
+        if matches!(c.phase, CPhase::AskBilling { .. }) && from == N && at == Clock::Late {
+            c.phase = CPhase::NoOutcome;
         }
     }
 
@@ -464,12 +469,7 @@ impl NetBill {
         match c.phase {
             CPhase::Start => steps.push(Step::Buy),
             CPhase::AwaitGoods => steps.push(Step::GiveUp),
-            CPhase::Deciding => {
-                steps.push(Step::Sign);
-                steps.push(Step::Decline);
-            }
             CPhase::AwaitReceipt => steps.push(Step::ReceiptTimeout),
-            CPhase::AskMerchant => steps.push(Step::MerchantTimeout),
             CPhase::AskBilling { retries } => {
                 if c.clock == Clock::Early {
                     steps.push(Step::Wait);
@@ -491,52 +491,7 @@ impl NetBill {
                 c.phase = CPhase::AwaitGoods;
             }
             (Step::GiveUp, CPhase::AwaitGoods) => c.phase = CPhase::Finished,
-            (Step::Sign, CPhase::Deciding) => {
-                let Some(mut p) = c.saved.clone() else {
-                    return;
-                };
-                let signed = p.sign_epo(
-                    &s.crypto,
-                    &s.customer,
-                    &s.billing_seal_key,
-                    &s.customer_account,
-                    [1; 16],
-                    "",
-                    c.clock.ms(),
-                    [0; 32],
-                );
-                match signed {
-                    Ok(epo) => {
-                        // The point of no return: persisted before it leaves (but not by the
-                        // mutant wallet).
-                        if self.is(NetBillMutant::WalletLosesEpo) {
-                            c.unsaved = Some(p);
-                        } else {
-                            c.saved = Some(p);
-                        }
-                        Self::send(out, M, c.clock, Body::Epo(epo));
-                        c.phase = CPhase::AwaitReceipt;
-                    }
-                    Err(_) => {
-                        let _ = p.abort();
-                        c.saved = Some(p);
-                        c.phase = CPhase::Finished;
-                    }
-                }
-            }
-            (Step::Decline, CPhase::Deciding) => {
-                if let Some(p) = &mut c.saved {
-                    let _ = p.abort();
-                }
-                c.phase = CPhase::Finished;
-            }
             (Step::ReceiptTimeout, CPhase::AwaitReceipt) => {
-                if let Some(epoid) = epoid {
-                    Self::send(out, M, c.clock, Body::Status(epoid));
-                    c.phase = CPhase::AskMerchant;
-                }
-            }
-            (Step::MerchantTimeout, CPhase::AskMerchant) => {
                 if let Some(epoid) = epoid {
                     Self::send(out, N, c.clock, Body::Status(epoid));
                     c.phase = CPhase::AskBilling {
@@ -566,21 +521,25 @@ impl NetBill {
     /// purchase is aborted; a committed one asks M, then N, for the receipt.
     fn customer_crash(&self, c: &mut Customer, out: &mut Out<Msg>) {
         c.unsaved = None;
-        let Some(p) = &mut c.saved else {
+        let Some(saved) = &c.saved else {
             if c.phase != CPhase::Start {
                 c.phase = CPhase::Finished; // the purchase died before anything was recorded
             }
             return;
         };
+        let mut p = (**saved).clone();
         c.phase = match p.state() {
             CustomerState::Receiving | CustomerState::Delivered => {
                 let _ = p.abort();
+                c.saved = Some(Arc::new(p));
                 CPhase::Finished
             }
-            CustomerState::Committed => match Self::epoid(p) {
+            CustomerState::Committed => match Self::epoid(&p) {
                 Some(epoid) => {
-                    Self::send(out, M, c.clock, Body::Status(epoid));
-                    CPhase::AskMerchant
+                    Self::send(out, N, c.clock, Body::Status(epoid));
+                    CPhase::AskBilling {
+                        retries: CUSTOMER_RETRIES,
+                    }
                 }
                 None => CPhase::Finished,
             },
@@ -590,6 +549,20 @@ impl NetBill {
 
     // ------------------------------------------------------------------------------------
     // M, the merchant.
+
+    fn answer(
+        out: &mut Out<Msg>,
+        to: PartyId,
+        at: Clock,
+        epoid: &EpoId,
+        receipt: Option<&Signed<Receipt>>,
+    ) {
+        let answer = StatusAnswer {
+            epoid: epoid.clone(),
+            receipt: receipt.cloned(),
+        };
+        Self::send(out, to, at, Body::Answer(Arc::new(answer)));
+    }
 
     fn merchant_msg(&self, m: &mut Merchant, from: PartyId, body: &Body, out: &mut Out<Msg>) {
         let s = &self.setup;
@@ -603,22 +576,30 @@ impl NetBill {
                 }
                 // K drawn fresh and the purchase persisted before any ciphertext is sent; the
                 // EPOID is stamped (and persisted) at the end of delivery.
-                let p = m.saved.get_or_insert_with(|| {
-                    MerchantPurchase::new(quote.clone(), s.goods_key.clone(), s.offer.clone())
-                });
+                let mut p = match &m.saved {
+                    Some(p) => (**p).clone(),
+                    None => MerchantPurchase::new(
+                        (**quote).clone(),
+                        s.goods_key.clone(),
+                        s.offer.clone(),
+                    ),
+                };
                 let note = p.deliver(1, now, EPO_EXPIRY_MS);
-                let offer = p.offer.clone();
+                let offer = Arc::new(p.offer.clone());
+                m.saved = Some(Arc::new(p));
+                let note = Arc::new(note);
                 Self::send(out, C, m.clock, Body::Goods { offer, note });
             }
             Body::Epo(epo) => {
-                let Some(p) = &mut m.saved else {
+                let Some(saved) = &m.saved else {
                     return;
                 };
+                let mut p = (**saved).clone();
                 let endorsed = p.endorse(
                     &s.crypto,
                     &s.merchant,
                     &s.billing_seal_key,
-                    epo.clone(),
+                    (**epo).clone(),
                     "",
                     now,
                     [0; 32],
@@ -627,55 +608,22 @@ impl NetBill {
                     return; // refused: C gets an error (she times out and recovers)
                 };
                 if let Some(receipt) = &p.receipt {
-                    let answer = StatusAnswer {
-                        epoid: p.epoid().cloned().unwrap_or_else(|| epo_epoid(epo)),
-                        receipt: Some(receipt.clone()),
-                    };
-                    Self::send(out, C, m.clock, Body::Answer(answer));
+                    Self::answer(out, C, m.clock, &epo.body_unverified().epoid, Some(receipt));
                     return;
                 }
                 // Persisted (with K) before it leaves: the merchant's point of no return.
                 if self.is(NetBillMutant::KeyBeforeCommit) {
                     Self::send(out, C, m.clock, Body::Key(p.goods_key.0));
                 }
-                Self::send(out, N, m.clock, Body::Endorsement(endorsement));
+                m.saved = Some(Arc::new(p));
+                Self::send(out, N, m.clock, Body::Endorsement(Arc::new(endorsement)));
                 m.customer_waiting = true;
             }
-            Body::Status(epoid) if from == C => {
-                let Some(p) = &m.saved else {
-                    let answer = StatusAnswer {
-                        epoid: epoid.clone(),
-                        receipt: None,
-                    };
-                    Self::send(out, C, m.clock, Body::Answer(answer));
-                    return;
-                };
-                match (&p.receipt, &p.endorsement) {
-                    (Some(r), _) => {
-                        let answer = StatusAnswer {
-                            epoid: epoid.clone(),
-                            receipt: Some(r.clone()),
-                        };
-                        Self::send(out, C, m.clock, Body::Answer(answer));
-                    }
-                    (None, Some(_)) => {
-                        // Ask N first; answer C when N answers.
-                        Self::send(out, N, m.clock, Body::Status(epoid.clone()));
-                        m.customer_waiting = true;
-                    }
-                    (None, None) => {
-                        let answer = StatusAnswer {
-                            epoid: epoid.clone(),
-                            receipt: None,
-                        };
-                        Self::send(out, C, m.clock, Body::Answer(answer));
-                    }
-                }
-            }
             Body::Answer(answer) if from == N => {
-                let Some(p) = &mut m.saved else {
+                let Some(saved) = &m.saved else {
                     return;
                 };
+                let mut p = (**saved).clone();
                 match &answer.receipt {
                     Some(r) => {
                         if p.settle(&s.crypto, &s.billing.public_key(), r.clone())
@@ -683,6 +631,7 @@ impl NetBill {
                         {
                             return;
                         }
+                        m.saved = Some(Arc::new(p));
                         if m.customer_waiting {
                             Self::send(out, C, m.clock, Body::Answer(answer.clone()));
                             m.customer_waiting = false;
@@ -691,7 +640,7 @@ impl NetBill {
                     None => {
                         // No outcome yet: re-send the very same endorsement.
                         if let (None, Some(e)) = (&p.receipt, &p.endorsement) {
-                            Self::send(out, N, m.clock, Body::Endorsement(e.clone()));
+                            Self::send(out, N, m.clock, Body::Endorsement(Arc::new(e.clone())));
                         }
                     }
                 }
@@ -713,13 +662,11 @@ impl NetBill {
     }
 
     fn merchant_step(&self, m: &mut Merchant, step: &Step, out: &mut Out<Msg>) {
-        if *step != Step::Resend || m.resends == 0 {
+        if *step != Step::Resend || m.resends == 0 || !Self::merchant_unsettled(m) {
             return;
         }
-        if let Some(e) = m.saved.as_ref().and_then(|p| p.endorsement.clone())
-            && Self::merchant_unsettled(m)
-        {
-            Self::send(out, N, m.clock, Body::Endorsement(e));
+        if let Some(e) = m.saved.as_ref().and_then(|p| p.endorsement.clone()) {
+            Self::send(out, N, m.clock, Body::Endorsement(Arc::new(e)));
             m.resends -= 1;
         }
     }
@@ -728,7 +675,6 @@ impl NetBill {
     /// receipt: it asks N (and re-sends the endorsement if N has no outcome).
     fn merchant_crash(&self, m: &mut Merchant, out: &mut Out<Msg>) {
         m.customer_waiting = false;
-        m.resends = MERCHANT_RESENDS;
         if Self::merchant_unsettled(m)
             && let Some(epoid) = m.saved.as_ref().and_then(|p| p.epoid().cloned())
         {
@@ -748,24 +694,29 @@ impl NetBill {
         }
     }
 
-    /// Records new books: durably before answering (the mutant keeps them in memory until
-    /// its `Persist` step).
+    /// Records new books: durably, in the same step as the answer that reveals them (a crash
+    /// between the two is the answer being lost). The mutant keeps them in memory until its
+    /// `Persist` step, and has answered by then.
     fn billing_write(&self, n: &mut Billing, books: Books) {
         if self.is(NetBillMutant::ReceiptBeforeDurable) {
-            n.unpersisted = Some(books);
+            n.unpersisted = Some(Arc::new(books));
         } else {
-            n.books = books;
+            n.books = Arc::new(books);
         }
     }
 
-    fn billing_msg(&self, n: &mut Billing, from: PartyId, body: &Body) {
+    fn billing_msg(&self, n: &mut Billing, from: PartyId, body: &Body, out: &mut Out<Msg>) {
         let s = &self.setup;
         let now = self.billing_now(n);
         match body {
             Body::Endorsement(e) if from == M => {
-                let Ok(v) =
-                    billing::verify_endorsement(&s.crypto, &s.billing_secret, &s.policy, e.clone())
-                else {
+                let verified = billing::verify_endorsement(
+                    &s.crypto,
+                    &s.billing_secret,
+                    &s.policy,
+                    (**e).clone(),
+                );
+                let Ok(v) = verified else {
                     return;
                 };
                 let mut books = n.current().clone();
@@ -804,17 +755,12 @@ impl NetBill {
                 };
                 if !matches!(decision, Decision::Settled(_)) {
                     books.ledger.apply(&v, &decision, &receipt);
-                    books.endorsements.insert(v.epo().epoid.clone(), e.clone());
+                    books
+                        .endorsements
+                        .insert(v.epo().epoid.clone(), (**e).clone());
                     self.billing_write(n, books);
                 }
-                n.outbox.push(Reply {
-                    to: M,
-                    at: n.clock,
-                    answer: StatusAnswer {
-                        epoid: v.epo().epoid.clone(),
-                        receipt: Some(receipt),
-                    },
-                });
+                Self::answer(out, M, n.clock, &v.epo().epoid, Some(&receipt));
             }
             Body::Status(epoid) => {
                 let stored = n.current().ledger.outcome(epoid);
@@ -831,14 +777,7 @@ impl NetBill {
                     }
                     None => None,
                 };
-                n.outbox.push(Reply {
-                    to: from,
-                    at: n.clock,
-                    answer: StatusAnswer {
-                        epoid: epoid.clone(),
-                        receipt,
-                    },
-                });
+                Self::answer(out, from, n.clock, epoid, receipt.as_ref());
             }
             _ => {}
         }
@@ -848,21 +787,14 @@ impl NetBill {
         if n.clock == Clock::Early {
             steps.push(Step::Expire);
         }
-        if !n.outbox.is_empty() {
-            steps.push(Step::Send);
-        }
         if n.unpersisted.is_some() {
             steps.push(Step::Persist);
         }
     }
 
-    fn billing_step(&self, n: &mut Billing, step: &Step, out: &mut Out<Msg>) {
+    fn billing_step(&self, n: &mut Billing, step: &Step) {
         match step {
             Step::Expire => n.clock = Clock::Late,
-            Step::Send if !n.outbox.is_empty() => {
-                let reply = n.outbox.remove(0);
-                Self::send(out, reply.to, reply.at, Body::Answer(reply.answer));
-            }
             Step::Persist => {
                 if let Some(books) = n.unpersisted.take() {
                     n.books = books;
@@ -928,10 +860,6 @@ impl NetBill {
 
 fn reply_secret() -> SealSecret {
     seal_secret("alice-reply")
-}
-
-fn epo_epoid(epo: &Signed<Epo>) -> EpoId {
-    epo.body_unverified().epoid.clone()
 }
 
 impl Protocol for NetBill {
@@ -1002,12 +930,11 @@ impl Protocol for NetBill {
             }),
             Party::Billing(Billing {
                 clock: Clock::Early,
-                books: Books {
+                books: Arc::new(Books {
                     ledger: self.setup.ledger.clone(),
                     endorsements: BTreeMap::new(),
-                },
+                }),
                 unpersisted: None,
-                outbox: Vec::new(),
             }),
         ]
     }
@@ -1024,10 +951,11 @@ impl Protocol for NetBill {
         match &mut next {
             Party::Customer(c) => {
                 c.clock = c.clock.max(msg.at);
-                if let Body::Answer(StatusAnswer { receipt: None, .. }) = &msg.body {
-                    self.customer_no_outcome(c, from, msg.at, out);
-                } else {
-                    self.customer_msg(c, &msg.body);
+                match &msg.body {
+                    Body::Answer(a) if a.receipt.is_none() => {
+                        Self::customer_no_outcome(c, from, msg.at)
+                    }
+                    body => self.customer_msg(c, body, out),
                 }
             }
             Party::Merchant(m) => {
@@ -1036,7 +964,7 @@ impl Protocol for NetBill {
             }
             Party::Billing(n) => {
                 n.clock = n.clock.max(msg.at);
-                self.billing_msg(n, from, &msg.body);
+                self.billing_msg(n, from, &msg.body, out);
             }
         }
         next
@@ -1055,7 +983,7 @@ impl Protocol for NetBill {
         match &mut next {
             Party::Customer(c) => self.customer_step(c, step, out),
             Party::Merchant(m) => self.merchant_step(m, step, out),
-            Party::Billing(n) => self.billing_step(n, step, out),
+            Party::Billing(n) => self.billing_step(n, step),
         }
         next
     }
@@ -1065,10 +993,7 @@ impl Protocol for NetBill {
         match &mut next {
             Party::Customer(c) => self.customer_crash(c, out),
             Party::Merchant(m) => self.merchant_crash(m, out),
-            Party::Billing(n) => {
-                n.unpersisted = None;
-                n.outbox.clear();
-            }
+            Party::Billing(n) => n.unpersisted = None,
         }
         next
     }
@@ -1077,7 +1002,7 @@ impl Protocol for NetBill {
         match state {
             Party::Customer(c) => matches!(c.phase, CPhase::Finished | CPhase::NoOutcome),
             Party::Merchant(m) => !Self::merchant_unsettled(m),
-            Party::Billing(n) => n.outbox.is_empty() && n.unpersisted.is_none(),
+            Party::Billing(n) => n.unpersisted.is_none(),
         }
     }
 
@@ -1134,10 +1059,10 @@ impl Protocol for NetBill {
             Body::Epo(_) => "EPO".to_string(),
             Body::Endorsement(_) => "Endorsement(K)".to_string(),
             Body::Status(_) => "Status?".to_string(),
-            Body::Answer(StatusAnswer {
-                receipt: Some(r), ..
-            }) => format!("Receipt({:?})", r.body_unverified().result),
-            Body::Answer(StatusAnswer { receipt: None, .. }) => "NoOutcome".to_string(),
+            Body::Answer(a) => match &a.receipt {
+                Some(r) => format!("Receipt({:?})", r.body_unverified().result),
+                None => "NoOutcome".to_string(),
+            },
             Body::Key(_) => "K".to_string(),
         };
         match msg.at {
