@@ -12,8 +12,9 @@
 //! 6. M → N: the endorsement with K sealed to N — M's point of no return (persisted first).
 //! 7. N → M: the receipt, released only once the outcome is durable. 8. M → C: the receipt.
 //!
-//! Recovery, as in production: C asks M for the receipt, then N (status queries); M re-sends its
-//! persisted endorsement or asks N; N records an abort for an EPOID with no outcome once no EPO
+//! Recovery, as in production except that C asks N directly (production asks M first, then N:
+//! one more way to reach the same receipt, which multiplied the state space by thirty): C asks N
+//! for the receipt (status query); M asks N and re-sends its persisted endorsement; N records an abort for an EPOID with no outcome once no EPO
 //! for it can still be valid ([`billing::may_abort`]), and an endorsement that arrives after the
 //! EPO's expiry gets a signed "expired" receipt.
 //!
@@ -25,7 +26,8 @@
 //! by its own `Expire` step (once), C's by her `Wait` step (once, while she recovers), and every
 //! message carries its sender's clock, which the receiver's clock catches up with (clocks are
 //! synchronised: a message sent after the expiry arrives after it). Crashes lose everything a
-//! party had not persisted (C's and M's open requests and retry budgets, N's unsent answers) but
+//! party had not persisted (C's and M's open requests; nothing of N, which answers in the same
+//! step that makes the outcome durable — a crash between the two is the answer being lost) but
 //! not its clock. Retries are bounded; a party that still owes a retry is not finished, so runs
 //! that exhaust a budget are not judged (a real party keeps retrying).
 
@@ -91,7 +93,8 @@ impl Clock {
 pub enum NetBillMutant {
     /// M sends K to C as soon as it has endorsed the EPO, before N commits.
     KeyBeforeCommit,
-    /// N sends the receipt from its outbox before the outcome is durable; a crash loses it.
+    /// N answers with the receipt before the outcome is durable (its `Persist` step comes
+    /// later); a crash in between loses the outcome.
     ReceiptBeforeDurable,
     /// The wallet sends the signed EPO without persisting it first.
     WalletLosesEpo,
@@ -518,7 +521,7 @@ impl NetBill {
     }
 
     /// The wallet restarts from its persisted records and runs `recover`: an uncommitted
-    /// purchase is aborted; a committed one asks M, then N, for the receipt.
+    /// purchase is aborted; a committed one asks N for the receipt.
     fn customer_crash(&self, c: &mut Customer, out: &mut Out<Msg>) {
         c.unsaved = None;
         let Some(saved) = &c.saved else {
