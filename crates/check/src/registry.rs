@@ -58,6 +58,7 @@ pub fn models() -> Vec<Box<dyn Registered>> {
         entry::<models::set::Set>(),
         entry::<models::postage::Postage>(),
         entry::<models::anonymous::AnonymousAtomic>(),
+        entry::<models::netbill::NetBill>(),
     ]
 }
 

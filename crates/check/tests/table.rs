@@ -142,6 +142,16 @@ fn anonymous_atomic_transactions_keep_all_three() {
 }
 
 #[test]
+fn netbill_keeps_all_three() {
+    // Built from the production state machines; its default failure model is harsher than the
+    // others': the links to N lose messages too, and N may crash.
+    let report = defaults("netbill");
+    assert_row(&report, [Hold, NA, NA, Hold, Hold]);
+    assert_agrees_with_paper(&report);
+    assert!(!report.failures.failsafe_bank_channel && !report.failures.reliable_bank);
+}
+
+#[test]
 fn depth_first_search_finds_the_same_verdicts_and_no_shorter_counterexamples() {
     for model in registry::models() {
         let name = model.info().name;

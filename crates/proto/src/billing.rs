@@ -184,7 +184,7 @@ pub enum AccountKind {
 }
 
 /// What N needs to know about an account to decide.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AccountView {
     pub kind: AccountKind,
     pub key: PublicKey,
@@ -196,7 +196,7 @@ pub struct AccountView {
 }
 
 /// An EPOID's recorded outcome.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StoredOutcome {
     /// The customer's true account, as N opened it from the EPO (`None` for an abort).
     pub customer: Option<AccountId>,
@@ -361,7 +361,7 @@ pub fn make_abort_receipt(signer: &dyn Signer, epoid: &EpoId, now_ms: u64) -> Si
 
 /// A ledger in memory: for simulation, model checking and tests. The production stores
 /// (SQLite, PostgreSQL) implement the same [`LedgerView`] inside their transactions.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MemoryLedger {
     pub accounts: std::collections::BTreeMap<AccountId, AccountView>,
     pub outcomes: std::collections::BTreeMap<EpoId, StoredOutcome>,

@@ -89,7 +89,7 @@ pub struct ParseKeyError {
 
 /// The per-purchase symmetric key `K` under which the goods are encrypted.
 /// Zeroized on drop; never logged, never sent in the clear.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, PartialEq, Eq, Hash, Zeroize, ZeroizeOnDrop)]
 pub struct GoodsKey(pub [u8; 32]);
 
 impl fmt::Debug for GoodsKey {
@@ -122,7 +122,7 @@ pub trait Signer {
 }
 
 /// An X25519 secret: opens what was sealed to its public half. Zeroized on drop.
-#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+#[derive(Clone, PartialEq, Eq, Hash, Zeroize, ZeroizeOnDrop)]
 pub struct SealSecret(pub [u8; 32]);
 
 impl fmt::Debug for SealSecret {

@@ -108,7 +108,7 @@ pub fn check_quote<'q>(
 }
 
 /// What the customer's wallet persists for one purchase.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CustomerPurchase {
     pub quote: Signed<Quote>,
     pub offer: GoodsOffer,

@@ -184,7 +184,7 @@ pub enum MerchantState {
 }
 
 /// One delivery, from the goods request to the receipt: what the merchant persists.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct MerchantPurchase {
     pub quote: Signed<Quote>,
     pub goods_key: GoodsKey,

@@ -93,7 +93,7 @@ impl Codec for GroupCredential {
 }
 
 /// Step 2, M → C: the merchant's signed offer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Quote {
     pub merchant: AccountId,
     /// The merchant's quote number (the paper's TID); unique per merchant.
@@ -162,7 +162,7 @@ pub struct GoodsRequest {
 }
 
 /// Step 4, M → C, first half: the purchase the encrypted goods belong to (JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GoodsOffer {
     /// The merchant's handle for this delivery.
@@ -174,7 +174,7 @@ pub struct GoodsOffer {
 
 /// Step 4, M → C, second half (after the ciphertext is downloaded): the EPOID, stamped at
 /// the end of delivery, and how long an EPO for it may still commit (JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliveryNote {
     pub epoid: EpoId,
@@ -185,7 +185,7 @@ pub struct DeliveryNote {
 // Step 5: the electronic purchase order.
 
 /// Step 5, C → M: the customer's signed payment order — her point of no return.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Epo {
     /// Clear part, readable by M and N.
     pub identity: String,
@@ -280,7 +280,7 @@ impl Codec for EpoSecret {
 // Step 6: the merchant's endorsement.
 
 /// Step 6, M → N: the EPO endorsed with the goods key — the merchant's point of no return.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Endorsement {
     pub epo: Signed<Epo>,
     pub merchant_key: PublicKey,
@@ -318,7 +318,7 @@ impl Codec for Endorsement {
 // Steps 7–8: the receipt.
 
 /// The outcome a receipt reports. Every outcome but `Committed` leaves balances unchanged.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultCode {
     /// Money moved; the receipt carries K.
@@ -368,7 +368,7 @@ impl ResultCode {
 }
 
 /// Steps 7–8, N → M → C: N's signed, timestamped statement of the outcome.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Receipt {
     pub result: ResultCode,
     pub epoid: EpoId,
@@ -501,7 +501,7 @@ impl Codec for RequestAuth {
 }
 
 /// What N or M knows about an EPOID (JSON answer to a status query).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatusAnswer {
     pub epoid: EpoId,

@@ -33,7 +33,7 @@ pub struct BadSignature {
 }
 
 /// A body, its exact signed bytes and the signature over them.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Signed<T> {
     body: T,
     bytes: Vec<u8>,

@@ -4,6 +4,7 @@ pub mod anonymous;
 pub mod digicash;
 pub mod first_virtual;
 pub mod heintze;
+pub mod netbill;
 pub mod postage;
 pub mod set;
 pub mod ssl;

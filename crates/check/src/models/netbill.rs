@@ -1,0 +1,1076 @@
+//! NetBill (Cox, Tygar and Sirbu 1995), built from the production protocol core.
+//!
+//! The parties are the state machines of `netbill-proto` — [`CustomerPurchase`] (the wallet's
+//! record), [`MerchantPurchase`] (the merchant's record) and N's decision functions over a
+//! [`MemoryLedger`] — driven through the same calls, in the same order, as the production shells
+//! (`crates/wallet`, `crates/merchant` `api.rs`, `crates/server` `writer.rs` and `api.rs`), with
+//! the symbolic implementation of the crypto interface:
+//!
+//! 3. C → M: goods request (the quote C accepted). 4. M → C: the goods encrypted under K, their
+//!    checksum and the EPOID (M persists the purchase first).
+//! 5. C → M: the signed EPO — C's point of no return (the wallet persists it before sending).
+//! 6. M → N: the endorsement with K sealed to N — M's point of no return (persisted first).
+//! 7. N → M: the receipt, released only once the outcome is durable. 8. M → C: the receipt.
+//!
+//! Recovery, as in production except that C asks N directly (production asks M first, then N:
+//! one more way to reach the same receipt, which multiplied the state space by thirty): C asks N
+//! for the receipt (status query); M asks N and re-sends its persisted endorsement; N records an abort for an EPOID with no outcome once no EPO
+//! for it can still be valid ([`billing::may_abort`]), and an endorsement that arrives after the
+//! EPO's expiry gets a signed "expired" receipt.
+//!
+//! Abstractions: steps 1–2 (price request and signed quote) happened before the run: the model
+//! starts with a quote made by [`merchant::make_quote`] and accepted by [`customer::check_quote`];
+//! one purchase at price 1 (one minor unit) from an account holding exactly 1; the ciphertext is
+//! its checksum and length; the crypto is symbolic (perfect). Time is a logical clock with two
+//! values — before and after the longest allowed expiry — per party: N's clock passes the expiry
+//! by its own `Expire` step (once), C's by her `Wait` step (once, while she recovers), and every
+//! message carries its sender's clock, which the receiver's clock catches up with (clocks are
+//! synchronised: a message sent after the expiry arrives after it). Crashes lose everything a
+//! party had not persisted (C's and M's open requests; nothing of N, which answers in the same
+//! step that makes the outcome durable — a crash between the two is the answer being lost) but
+//! not its clock. Retries are bounded; a party that still owes a retry is not finished, so runs
+//! that exhaust a budget are not judged (a real party keeps retrying).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use netbill_proto::billing::{
+    self, AccountKind, BillingPolicy, Decision, LedgerView, MemoryLedger,
+};
+use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
+use netbill_proto::crypto::{Crypto, GoodsKey, SealKey, SealSecret, Signer, goods_key_digest};
+use netbill_proto::customer::{
+    self, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
+};
+use netbill_proto::merchant::{self, MerchantPurchase, MerchantState, Offer};
+use netbill_proto::messages::{
+    DeliveryNote, Endorsement, Epo, GoodsOffer, PriceRequest, Quote, Receipt, ResultCode,
+    StatusAnswer,
+};
+use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
+
+use crate::property::{Binds, Observation, PaperClaim, PropertyKind, Purchase, SignedRecord};
+use crate::protocol::{Failures, ModelInfo, MoneyKind, Out, PartyId, PartySpec, Protocol, Role};
+
+const C: PartyId = 0;
+const M: PartyId = 1;
+const N: PartyId = 2;
+
+/// The time of the run's start (milliseconds since the epoch, as in production).
+const T0: u64 = 1_700_000_000_000;
+/// How long the merchant lets an EPO commit after delivery.
+const EPO_EXPIRY_MS: u64 = 10 * 60 * 1000;
+/// N's longest allowed expiry.
+const EXPIRY_MAX_MS: u64 = 60 * 60 * 1000;
+/// How many more times C asks N after her first status query (for lost queries and answers).
+const CUSTOMER_RETRIES: u8 = 1;
+/// How many times M re-sends its endorsement on its own (its call to N timed out).
+const MERCHANT_RESENDS: u8 = 1;
+/// The wallet's purchase handle at the merchant.
+const PURCHASE: &str = "p1";
+
+/// A party's clock: before or after the longest allowed expiry of the purchase's EPO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Clock {
+    /// Before: the EPO may still commit.
+    Early,
+    /// After: no EPO for the EPOID can still be valid; N may abort it for good.
+    Late,
+}
+
+impl Clock {
+    /// The clock in milliseconds, as passed to the protocol core.
+    pub fn ms(self) -> u64 {
+        match self {
+            Clock::Early => T0,
+            Clock::Late => T0 + EXPIRY_MAX_MS + 1,
+        }
+    }
+}
+
+/// A faulty variant of NetBill, for checking that the checker catches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NetBillMutant {
+    /// M sends K to C as soon as it has endorsed the EPO, before N commits.
+    KeyBeforeCommit,
+    /// N answers with the receipt before the outcome is durable (its `Persist` step comes
+    /// later); a crash in between loses the outcome.
+    ReceiptBeforeDurable,
+    /// The wallet sends the signed EPO without persisting it first.
+    WalletLosesEpo,
+    /// EPOs never expire: N never aborts an EPOID and never refuses a late endorsement.
+    NoExpiry,
+}
+
+/// Message bodies: the production messages.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Body {
+    /// 3. C → M: the accepted quote.
+    GoodsRequest(Arc<Signed<Quote>>),
+    /// 4. M → C: the encrypted goods (their checksum and length) and the EPOID.
+    Goods {
+        /// Checksum and length of the ciphertext.
+        offer: Arc<GoodsOffer>,
+        /// The EPOID, stamped at the end of delivery, and the EPO's expiry.
+        note: Arc<DeliveryNote>,
+    },
+    /// 5. C → M: the signed EPO.
+    Epo(Arc<Signed<Epo>>),
+    /// 6. M → N: the endorsed EPO with K sealed to N.
+    Endorsement(Arc<Signed<Endorsement>>),
+    /// Status query (C → M, C → N, M → N).
+    Status(EpoId),
+    /// 7, 8 and status answers: the receipt, or "no outcome yet".
+    Answer(Arc<StatusAnswer>),
+    /// M → C: K itself (only the mutant that releases it before N commits).
+    Key([u8; 32]),
+}
+
+/// A message: its body and the sender's clock when it was sent.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Msg {
+    /// The sender's clock.
+    pub at: Clock,
+    /// The message.
+    pub body: Body,
+}
+
+/// A party's own steps.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Step {
+    /// C asks for the goods (step 3).
+    Buy,
+    /// C stops waiting for the goods (nothing recorded, nothing paid).
+    GiveUp,
+    /// C stops waiting for the receipt and asks N (status query).
+    ReceiptTimeout,
+    /// C waits until the EPO must have been decided, then asks N again.
+    Wait,
+    /// C asks N again (a query or its answer was lost).
+    Retry,
+    /// M's call to N timed out: it re-sends its persisted endorsement.
+    Resend,
+    /// N's clock passes the longest allowed expiry.
+    Expire,
+    /// N makes its outcomes durable (only the mutant that answers first).
+    Persist,
+}
+
+/// Where the customer's shell stands (volatile: rebuilt by recovery after a crash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CPhase {
+    /// Has not asked for the goods yet.
+    Start,
+    /// Goods request sent.
+    AwaitGoods,
+    /// EPO sent; waiting for M's answer (the receipt).
+    AwaitReceipt,
+    /// Recovery: asked N for the receipt.
+    AskBilling {
+        /// Queries left to re-send.
+        retries: u8,
+    },
+    /// Finished: an outcome, or an abort before the point of no return.
+    Finished,
+    /// Finished recovery without an outcome: N, past the expiry, knows of none.
+    NoOutcome,
+}
+
+/// The customer (the wallet).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Customer {
+    /// Her clock.
+    pub clock: Clock,
+    /// The purchase record as last persisted.
+    pub saved: Option<Arc<CustomerPurchase>>,
+    /// The record in memory when it is ahead of the persisted one (only in the mutant that
+    /// sends the EPO before persisting it).
+    pub unsaved: Option<Arc<CustomerPurchase>>,
+    /// K, once she has it (persisted with the decrypted goods).
+    pub goods_key: Option<GoodsKey>,
+    /// Where the shell stands.
+    pub phase: CPhase,
+}
+
+impl Customer {
+    fn record(&self) -> Option<&CustomerPurchase> {
+        self.unsaved.as_deref().or(self.saved.as_deref())
+    }
+}
+
+/// The merchant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Merchant {
+    /// Its clock.
+    pub clock: Clock,
+    /// The purchase record as persisted (written before every message that depends on it).
+    pub saved: Option<Arc<MerchantPurchase>>,
+    /// C waits for an answer (to her EPO or her status query): forward N's receipt (volatile).
+    pub customer_waiting: bool,
+    /// Endorsement re-sends left (volatile).
+    pub resends: u8,
+}
+
+/// What N keeps durably: the ledger, and with each outcome the endorsement it decided on, as
+/// evidence (the production store's `endorsement` column).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Books {
+    /// Accounts and one outcome per EPOID.
+    pub ledger: MemoryLedger,
+    /// The endorsements decided on, by EPOID.
+    pub endorsements: BTreeMap<EpoId, Signed<Endorsement>>,
+}
+
+/// The billing server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Billing {
+    /// Its clock.
+    pub clock: Clock,
+    /// What is durable.
+    pub books: Arc<Books>,
+    /// Outcomes decided and already answered but not yet durable (only in the mutant that
+    /// answers first).
+    pub unpersisted: Option<Arc<Books>>,
+}
+
+impl Billing {
+    fn current(&self) -> &Books {
+        self.unpersisted.as_deref().unwrap_or(&self.books)
+    }
+}
+
+/// One party's state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Party {
+    /// C.
+    Customer(Customer),
+    /// M.
+    Merchant(Merchant),
+    /// N.
+    Billing(Billing),
+}
+
+/// The fixed facts of the run: keys, accounts, the accepted quote, the goods.
+struct Setup {
+    crypto: SymbolicCrypto,
+    customer: SymbolicSigner,
+    merchant: SymbolicSigner,
+    billing: SymbolicSigner,
+    billing_secret: SealSecret,
+    billing_seal_key: SealKey,
+    policy: BillingPolicy,
+    customer_account: AccountId,
+    quote: Arc<Signed<Quote>>,
+    goods_key: GoodsKey,
+    offer: GoodsOffer,
+    ledger: MemoryLedger,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let crypto = SymbolicCrypto;
+        let customer = SymbolicSigner::new("alice");
+        let merchant = SymbolicSigner::new("acme");
+        let billing = SymbolicSigner::new("netbill");
+        let billing_secret = seal_secret("netbill");
+        let billing_seal_key = crypto.seal_key(&billing_secret);
+        let customer_account = AccountId::new("alice").expect("valid account name");
+        let merchant_account = AccountId::new("acme").expect("valid account name");
+        let product = ProductCode::new("article-1").expect("valid product code");
+        let price = Amount::from_minor(1).expect("valid amount");
+        let offer = Offer {
+            product: product.clone(),
+            description: "On Atomicity".into(),
+            price,
+            group_prices: Vec::new(),
+            goods_digest: crypto.digest(&[b"the article"]),
+            goods_len: 11,
+        };
+        let request = PriceRequest {
+            identity: "alice".into(),
+            customer_key: customer.public_key(),
+            product: product.clone(),
+            prd_hex: String::new(),
+            bid: None,
+            credentials: Vec::new(),
+        };
+        // Steps 1–2, before the run.
+        let quote = merchant::make_quote(
+            &crypto,
+            &merchant,
+            &merchant_account,
+            &request,
+            &offer,
+            &|_| None,
+            1,
+            T0,
+            EXPIRY_MAX_MS,
+        )
+        .expect("the merchant quotes its own product");
+        let expect = QuoteExpectation {
+            merchant_key: &merchant.public_key(),
+            customer_key: &customer.public_key(),
+            product: &product,
+            max_price: Some(price),
+        };
+        customer::check_quote(&crypto, &quote, &expect, T0).expect("the customer accepts");
+        let mut ledger = MemoryLedger::default();
+        ledger.open(
+            customer_account.clone(),
+            AccountKind::Customer,
+            customer.public_key(),
+        );
+        ledger.open(
+            merchant_account,
+            AccountKind::Merchant,
+            merchant.public_key(),
+        );
+        ledger.deposit(&customer_account, price);
+        Self {
+            crypto,
+            customer,
+            merchant,
+            billing,
+            billing_secret,
+            billing_seal_key,
+            policy: BillingPolicy {
+                expiry_max_ms: EXPIRY_MAX_MS,
+            },
+            customer_account,
+            quote: Arc::new(quote),
+            goods_key: GoodsKey([7; 32]),
+            offer: GoodsOffer {
+                purchase: PURCHASE.into(),
+                checksum: crypto.digest(&[b"the article, encrypted under K"]),
+                ciphertext_len: 11,
+            },
+            ledger,
+        }
+    }
+}
+
+/// NetBill, with the production state machines.
+pub struct NetBill {
+    setup: Setup,
+    mutant: Option<NetBillMutant>,
+}
+
+impl NetBill {
+    /// A faulty variant of NetBill (see [`NetBillMutant`]).
+    pub fn mutant(mutant: NetBillMutant) -> Self {
+        Self {
+            setup: Setup::new(),
+            mutant: Some(mutant),
+        }
+    }
+
+    fn is(&self, mutant: NetBillMutant) -> bool {
+        self.mutant == Some(mutant)
+    }
+
+    fn send(out: &mut Out<Msg>, to: PartyId, at: Clock, body: Body) {
+        out.send(to, Msg { at, body });
+    }
+
+    fn epoid(purchase: &CustomerPurchase) -> Option<EpoId> {
+        purchase.delivery.as_ref().map(|d| d.epoid.clone())
+    }
+
+    // ------------------------------------------------------------------------------------
+    // C, the wallet.
+
+    /// Step 5: sign the EPO and send it, persisting it first (the mutant wallet does not).
+    fn customer_sign(&self, c: &mut Customer, mut p: CustomerPurchase, out: &mut Out<Msg>) {
+        let s = &self.setup;
+        let signed = p.sign_epo(
+            &s.crypto,
+            &s.customer,
+            &s.billing_seal_key,
+            &s.customer_account,
+            [1; 16],
+            "",
+            c.clock.ms(),
+            [0; 32],
+        );
+        match signed {
+            Ok(epo) => {
+                if self.is(NetBillMutant::WalletLosesEpo) {
+                    c.unsaved = Some(Arc::new(p));
+                } else {
+                    c.saved = Some(Arc::new(p));
+                }
+                Self::send(out, M, c.clock, Body::Epo(Arc::new(epo)));
+                c.phase = CPhase::AwaitReceipt;
+            }
+            Err(_) => {
+                let _ = p.abort();
+                c.saved = Some(Arc::new(p));
+                c.phase = CPhase::Finished;
+            }
+        }
+    }
+
+    fn customer_msg(&self, c: &mut Customer, body: &Body, out: &mut Out<Msg>) {
+        let s = &self.setup;
+        match body {
+            Body::Goods { offer, note } if c.phase == CPhase::AwaitGoods => {
+                let mut p =
+                    CustomerPurchase::new((*s.quote).clone(), (**offer).clone(), reply_secret());
+                // The shell computed the checksum and length while storing the ciphertext; it
+                // persists the record, then signs at once.
+                let delivered = p.delivered(
+                    offer.checksum,
+                    offer.ciphertext_len,
+                    (**note).clone(),
+                    c.clock.ms(),
+                );
+                if delivered.is_ok() {
+                    c.saved = Some(Arc::new(p.clone()));
+                    self.customer_sign(c, p, out);
+                } else {
+                    let _ = p.abort();
+                    c.saved = Some(Arc::new(p));
+                    c.phase = CPhase::Finished;
+                }
+            }
+            Body::Answer(answer) => {
+                let Some(receipt) = &answer.receipt else {
+                    return;
+                };
+                let committed = c
+                    .record()
+                    .is_some_and(|p| p.state() == CustomerState::Committed);
+                if !committed || c.phase == CPhase::NoOutcome {
+                    return;
+                }
+                let Some(mut p) = c.record().cloned() else {
+                    return;
+                };
+                match p.settle(&s.crypto, &s.billing.public_key(), receipt.clone()) {
+                    Ok(Settlement::Paid { goods_key, .. }) => c.goods_key = Some(goods_key),
+                    Ok(Settlement::NotPaid { .. }) => {}
+                    Err(_) => return,
+                }
+                c.saved = Some(Arc::new(p));
+                c.unsaved = None;
+                c.phase = CPhase::Finished;
+            }
+            Body::Key(k) if c.record().is_some() => c.goods_key = Some(GoodsKey(*k)),
+            _ => {}
+        }
+    }
+
+    /// C's reaction to "no outcome yet" from `from`, stamped with the sender's clock `at`:
+    /// if N is past the expiry and knows of no outcome, there is nothing more to ask.
+    fn customer_no_outcome(c: &mut Customer, from: PartyId, at: Clock) {
+        if matches!(c.phase, CPhase::AskBilling { .. }) && from == N && at == Clock::Late {
+            c.phase = CPhase::NoOutcome;
+        }
+    }
+
+    fn customer_steps(&self, c: &Customer, steps: &mut Vec<Step>) {
+        match c.phase {
+            CPhase::Start => steps.push(Step::Buy),
+            CPhase::AwaitGoods => steps.push(Step::GiveUp),
+            CPhase::AwaitReceipt => steps.push(Step::ReceiptTimeout),
+            CPhase::AskBilling { retries } => {
+                if c.clock == Clock::Early {
+                    steps.push(Step::Wait);
+                }
+                if retries > 0 {
+                    steps.push(Step::Retry);
+                }
+            }
+            CPhase::Finished | CPhase::NoOutcome => {}
+        }
+    }
+
+    fn customer_step(&self, c: &mut Customer, step: &Step, out: &mut Out<Msg>) {
+        let s = &self.setup;
+        let epoid = c.record().and_then(Self::epoid);
+        match (step, c.phase) {
+            (Step::Buy, CPhase::Start) => {
+                Self::send(out, M, c.clock, Body::GoodsRequest(s.quote.clone()));
+                c.phase = CPhase::AwaitGoods;
+            }
+            (Step::GiveUp, CPhase::AwaitGoods) => c.phase = CPhase::Finished,
+            (Step::ReceiptTimeout, CPhase::AwaitReceipt) => {
+                if let Some(epoid) = epoid {
+                    Self::send(out, N, c.clock, Body::Status(epoid));
+                    c.phase = CPhase::AskBilling {
+                        retries: CUSTOMER_RETRIES,
+                    };
+                }
+            }
+            (Step::Wait, CPhase::AskBilling { .. }) => {
+                c.clock = Clock::Late;
+                if let Some(epoid) = epoid {
+                    Self::send(out, N, c.clock, Body::Status(epoid));
+                }
+            }
+            (Step::Retry, CPhase::AskBilling { retries }) if retries > 0 => {
+                if let Some(epoid) = epoid {
+                    Self::send(out, N, c.clock, Body::Status(epoid));
+                    c.phase = CPhase::AskBilling {
+                        retries: retries - 1,
+                    };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The wallet restarts from its persisted records and runs `recover`: an uncommitted
+    /// purchase is aborted; a committed one asks N for the receipt.
+    fn customer_crash(&self, c: &mut Customer, out: &mut Out<Msg>) {
+        c.unsaved = None;
+        let Some(saved) = &c.saved else {
+            if c.phase != CPhase::Start {
+                c.phase = CPhase::Finished; // the purchase died before anything was recorded
+            }
+            return;
+        };
+        let mut p = (**saved).clone();
+        c.phase = match p.state() {
+            CustomerState::Receiving | CustomerState::Delivered => {
+                let _ = p.abort();
+                c.saved = Some(Arc::new(p));
+                CPhase::Finished
+            }
+            CustomerState::Committed => match Self::epoid(&p) {
+                Some(epoid) => {
+                    Self::send(out, N, c.clock, Body::Status(epoid));
+                    CPhase::AskBilling {
+                        retries: CUSTOMER_RETRIES,
+                    }
+                }
+                None => CPhase::Finished,
+            },
+            CustomerState::Settled(_) | CustomerState::Aborted => CPhase::Finished,
+        };
+    }
+
+    // ------------------------------------------------------------------------------------
+    // M, the merchant.
+
+    fn answer(
+        out: &mut Out<Msg>,
+        to: PartyId,
+        at: Clock,
+        epoid: &EpoId,
+        receipt: Option<&Signed<Receipt>>,
+    ) {
+        let answer = StatusAnswer {
+            epoid: epoid.clone(),
+            receipt: receipt.cloned(),
+        };
+        Self::send(out, to, at, Body::Answer(Arc::new(answer)));
+    }
+
+    fn merchant_msg(&self, m: &mut Merchant, from: PartyId, body: &Body, out: &mut Out<Msg>) {
+        let s = &self.setup;
+        let now = m.clock.ms();
+        match body {
+            Body::GoodsRequest(quote) => {
+                if merchant::check_goods_request(&s.crypto, &s.merchant.public_key(), quote, now)
+                    .is_err()
+                {
+                    return;
+                }
+                // K drawn fresh and the purchase persisted before any ciphertext is sent; the
+                // EPOID is stamped (and persisted) at the end of delivery.
+                let mut p = match &m.saved {
+                    Some(p) => (**p).clone(),
+                    None => MerchantPurchase::new(
+                        (**quote).clone(),
+                        s.goods_key.clone(),
+                        s.offer.clone(),
+                    ),
+                };
+                let note = p.deliver(1, now, EPO_EXPIRY_MS);
+                let offer = Arc::new(p.offer.clone());
+                m.saved = Some(Arc::new(p));
+                let note = Arc::new(note);
+                Self::send(out, C, m.clock, Body::Goods { offer, note });
+            }
+            Body::Epo(epo) => {
+                let Some(saved) = &m.saved else {
+                    return;
+                };
+                let mut p = (**saved).clone();
+                let endorsed = p.endorse(
+                    &s.crypto,
+                    &s.merchant,
+                    &s.billing_seal_key,
+                    (**epo).clone(),
+                    "",
+                    now,
+                    [0; 32],
+                );
+                let Ok(endorsement) = endorsed else {
+                    return; // refused: C gets an error (she times out and recovers)
+                };
+                if let Some(receipt) = &p.receipt {
+                    Self::answer(out, C, m.clock, &epo.body_unverified().epoid, Some(receipt));
+                    return;
+                }
+                // Persisted (with K) before it leaves: the merchant's point of no return.
+                if self.is(NetBillMutant::KeyBeforeCommit) {
+                    Self::send(out, C, m.clock, Body::Key(p.goods_key.0));
+                }
+                m.saved = Some(Arc::new(p));
+                Self::send(out, N, m.clock, Body::Endorsement(Arc::new(endorsement)));
+                m.customer_waiting = true;
+            }
+            Body::Answer(answer) if from == N => {
+                let Some(saved) = &m.saved else {
+                    return;
+                };
+                let mut p = (**saved).clone();
+                match &answer.receipt {
+                    Some(r) => {
+                        if p.settle(&s.crypto, &s.billing.public_key(), r.clone())
+                            .is_err()
+                        {
+                            return;
+                        }
+                        m.saved = Some(Arc::new(p));
+                        if m.customer_waiting {
+                            Self::send(out, C, m.clock, Body::Answer(answer.clone()));
+                            m.customer_waiting = false;
+                        }
+                    }
+                    None => {
+                        // No outcome yet: re-send the very same endorsement.
+                        if let (None, Some(e)) = (&p.receipt, &p.endorsement) {
+                            Self::send(out, N, m.clock, Body::Endorsement(Arc::new(e.clone())));
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn merchant_unsettled(m: &Merchant) -> bool {
+        m.saved
+            .as_ref()
+            .is_some_and(|p| p.state() == MerchantState::Endorsed)
+    }
+
+    fn merchant_steps(&self, m: &Merchant, steps: &mut Vec<Step>) {
+        if Self::merchant_unsettled(m) && m.resends > 0 {
+            steps.push(Step::Resend);
+        }
+    }
+
+    fn merchant_step(&self, m: &mut Merchant, step: &Step, out: &mut Out<Msg>) {
+        if *step != Step::Resend || m.resends == 0 || !Self::merchant_unsettled(m) {
+            return;
+        }
+        if let Some(e) = m.saved.as_ref().and_then(|p| p.endorsement.clone()) {
+            Self::send(out, N, m.clock, Body::Endorsement(Arc::new(e)));
+            m.resends -= 1;
+        }
+    }
+
+    /// The merchant restarts from its store and settles every endorsed purchase that has no
+    /// receipt: it asks N (and re-sends the endorsement if N has no outcome).
+    fn merchant_crash(&self, m: &mut Merchant, out: &mut Out<Msg>) {
+        m.customer_waiting = false;
+        if Self::merchant_unsettled(m)
+            && let Some(epoid) = m.saved.as_ref().and_then(|p| p.epoid().cloned())
+        {
+            Self::send(out, N, m.clock, Body::Status(epoid));
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // N, the billing server.
+
+    /// N's notion of time when deciding (the mutant without expiry decides as at delivery).
+    fn billing_now(&self, n: &Billing) -> u64 {
+        if self.is(NetBillMutant::NoExpiry) {
+            Clock::Early.ms()
+        } else {
+            n.clock.ms()
+        }
+    }
+
+    /// Records new books: durably, in the same step as the answer that reveals them (a crash
+    /// between the two is the answer being lost). The mutant keeps them in memory until its
+    /// `Persist` step, and has answered by then.
+    fn billing_write(&self, n: &mut Billing, books: Books) {
+        if self.is(NetBillMutant::ReceiptBeforeDurable) {
+            n.unpersisted = Some(Arc::new(books));
+        } else {
+            n.books = Arc::new(books);
+        }
+    }
+
+    fn billing_msg(&self, n: &mut Billing, from: PartyId, body: &Body, out: &mut Out<Msg>) {
+        let s = &self.setup;
+        let now = self.billing_now(n);
+        match body {
+            Body::Endorsement(e) if from == M => {
+                let verified = billing::verify_endorsement(
+                    &s.crypto,
+                    &s.billing_secret,
+                    &s.policy,
+                    (**e).clone(),
+                );
+                let Ok(v) = verified else {
+                    return;
+                };
+                let mut books = n.current().clone();
+                let decision = billing::decide(&v, &books.ledger, now);
+                let receipt = match &decision {
+                    Decision::Settled(r) => (**r).clone(),
+                    Decision::Conflict => return,
+                    Decision::Commit {
+                        customer_balance_minor,
+                        low_balance,
+                        ..
+                    } => billing::make_receipt(
+                        &s.crypto,
+                        &s.billing,
+                        &v,
+                        ResultCode::Committed,
+                        *customer_balance_minor,
+                        *low_balance,
+                        now,
+                        [0; 32],
+                    ),
+                    Decision::Fail {
+                        code,
+                        customer_balance_minor,
+                        low_balance,
+                    } => billing::make_receipt(
+                        &s.crypto,
+                        &s.billing,
+                        &v,
+                        *code,
+                        *customer_balance_minor,
+                        *low_balance,
+                        now,
+                        [0; 32],
+                    ),
+                };
+                if !matches!(decision, Decision::Settled(_)) {
+                    books.ledger.apply(&v, &decision, &receipt);
+                    books
+                        .endorsements
+                        .insert(v.epo().epoid.clone(), (**e).clone());
+                    self.billing_write(n, books);
+                }
+                Self::answer(out, M, n.clock, &v.epo().epoid, Some(&receipt));
+            }
+            Body::Status(epoid) => {
+                let stored = n.current().ledger.outcome(epoid);
+                let receipt = match stored {
+                    Some(o) => Some(o.receipt),
+                    None if !self.is(NetBillMutant::NoExpiry)
+                        && billing::may_abort(epoid, &s.policy, now) =>
+                    {
+                        let r = billing::make_abort_receipt(&s.billing, epoid, now);
+                        let mut books = n.current().clone();
+                        books.ledger.abort(epoid, r.clone());
+                        self.billing_write(n, books);
+                        Some(r)
+                    }
+                    None => None,
+                };
+                Self::answer(out, from, n.clock, epoid, receipt.as_ref());
+            }
+            _ => {}
+        }
+    }
+
+    fn billing_steps(&self, n: &Billing, steps: &mut Vec<Step>) {
+        if n.clock == Clock::Early {
+            steps.push(Step::Expire);
+        }
+        if n.unpersisted.is_some() {
+            steps.push(Step::Persist);
+        }
+    }
+
+    fn billing_step(&self, n: &mut Billing, step: &Step) {
+        match step {
+            Step::Expire => n.clock = Clock::Late,
+            Step::Persist => {
+                if let Some(books) = n.unpersisted.take() {
+                    n.books = books;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ------------------------------------------------------------------------------------
+    // Observation.
+
+    /// The signed records N holds for the purchase `epoid` if it committed: the customer's EPO
+    /// and the merchant's endorsement, each checked as a judge would check it.
+    fn records(&self, books: &Books, epoid: &EpoId) -> Vec<SignedRecord> {
+        let s = &self.setup;
+        let Some(outcome) = books.ledger.outcome(epoid) else {
+            return Vec::new();
+        };
+        let Some(e) = books.endorsements.get(epoid) else {
+            return Vec::new();
+        };
+        if outcome.endorsement_digest != Some(e.digest(&s.crypto)) {
+            return Vec::new();
+        }
+        let mut records = Vec::new();
+        let receipt = outcome.receipt.body_unverified();
+        let quote = s.quote.body_unverified();
+        let merchant_key = s.merchant.public_key();
+        if let Ok(body) = e.verify(&s.crypto, &merchant_key) {
+            let epo = body.epo.body_unverified();
+            let key = s.crypto.open(
+                &s.billing_secret,
+                &billing::sealed_key_info(epoid),
+                &body.sealed_key,
+            );
+            records.push(SignedRecord {
+                signer: Role::Merchant,
+                binds: Binds {
+                    price: epo.price == quote.price,
+                    goods_digest: epo.goods_checksum == s.offer.checksum,
+                    goods_key: key.as_deref() == Some(&s.goods_key.0[..])
+                        && body.key_digest == goods_key_digest(&s.crypto, &s.goods_key),
+                },
+            });
+        }
+        let epo_signed = &e.body_unverified().epo;
+        if let Ok(epo) = epo_signed.verify(&s.crypto, &s.customer.public_key())
+            && receipt.epo_digest == epo_signed.digest(&s.crypto)
+        {
+            records.push(SignedRecord {
+                signer: Role::Customer,
+                binds: Binds {
+                    price: epo.price == quote.price,
+                    goods_digest: epo.goods_checksum == s.offer.checksum,
+                    goods_key: false,
+                },
+            });
+        }
+        records
+    }
+}
+
+fn reply_secret() -> SealSecret {
+    seal_secret("alice-reply")
+}
+
+impl Protocol for NetBill {
+    type Party = Party;
+    type Msg = Msg;
+    type Step = Step;
+
+    fn info() -> ModelInfo {
+        ModelInfo {
+            name: "netbill",
+            title: "NetBill (production state machines)",
+            source: "Cox, Tygar, Sirbu 1995; Heintze, Tygar, Wing, Wong 1996; Tygar 1996",
+            money: MoneyKind::Notational,
+            default_failures: Failures {
+                lossy: true,
+                duplicating: false,
+                reordering: true,
+                max_crashes: 1,
+                reliable_bank: false,
+                failsafe_bank_channel: false,
+            },
+            paper: vec![
+                PaperClaim::holds(
+                    PropertyKind::Money,
+                    "Heintze et al.: NetBill satisfies money atomicity (SPEC1)",
+                ),
+                PaperClaim::holds(
+                    PropertyKind::Goods,
+                    "Heintze et al.: NetBill satisfies goods atomicity (SPEC2); Tygar",
+                ),
+                PaperClaim::holds(
+                    PropertyKind::Certified,
+                    "Tygar: NetBill provides certified delivery (signed EPO and endorsement with K)",
+                ),
+            ],
+        }
+    }
+
+    fn build(_failures: &Failures) -> Self {
+        Self {
+            setup: Setup::new(),
+            mutant: None,
+        }
+    }
+
+    fn parties(&self) -> Vec<PartySpec> {
+        vec![
+            PartySpec::new("C", Role::Customer),
+            PartySpec::new("M", Role::Merchant),
+            PartySpec::new("N", Role::Bank),
+        ]
+    }
+
+    fn init(&self) -> Vec<Party> {
+        vec![
+            Party::Customer(Customer {
+                clock: Clock::Early,
+                saved: None,
+                unsaved: None,
+                goods_key: None,
+                phase: CPhase::Start,
+            }),
+            Party::Merchant(Merchant {
+                clock: Clock::Early,
+                saved: None,
+                customer_waiting: false,
+                resends: MERCHANT_RESENDS,
+            }),
+            Party::Billing(Billing {
+                clock: Clock::Early,
+                books: Arc::new(Books {
+                    ledger: self.setup.ledger.clone(),
+                    endorsements: BTreeMap::new(),
+                }),
+                unpersisted: None,
+            }),
+        ]
+    }
+
+    fn on_msg(
+        &self,
+        _me: PartyId,
+        state: &Party,
+        from: PartyId,
+        msg: &Msg,
+        out: &mut Out<Msg>,
+    ) -> Party {
+        let mut next = state.clone();
+        match &mut next {
+            Party::Customer(c) => {
+                c.clock = c.clock.max(msg.at);
+                match &msg.body {
+                    Body::Answer(a) if a.receipt.is_none() => {
+                        Self::customer_no_outcome(c, from, msg.at)
+                    }
+                    body => self.customer_msg(c, body, out),
+                }
+            }
+            Party::Merchant(m) => {
+                m.clock = m.clock.max(msg.at);
+                self.merchant_msg(m, from, &msg.body, out);
+            }
+            Party::Billing(n) => {
+                n.clock = n.clock.max(msg.at);
+                self.billing_msg(n, from, &msg.body, out);
+            }
+        }
+        next
+    }
+
+    fn steps(&self, _me: PartyId, state: &Party, steps: &mut Vec<Step>) {
+        match state {
+            Party::Customer(c) => self.customer_steps(c, steps),
+            Party::Merchant(m) => self.merchant_steps(m, steps),
+            Party::Billing(n) => self.billing_steps(n, steps),
+        }
+    }
+
+    fn on_step(&self, _me: PartyId, state: &Party, step: &Step, out: &mut Out<Msg>) -> Party {
+        let mut next = state.clone();
+        match &mut next {
+            Party::Customer(c) => self.customer_step(c, step, out),
+            Party::Merchant(m) => self.merchant_step(m, step, out),
+            Party::Billing(n) => self.billing_step(n, step),
+        }
+        next
+    }
+
+    fn on_crash(&self, _me: PartyId, state: &Party, out: &mut Out<Msg>) -> Party {
+        let mut next = state.clone();
+        match &mut next {
+            Party::Customer(c) => self.customer_crash(c, out),
+            Party::Merchant(m) => self.merchant_crash(m, out),
+            Party::Billing(n) => n.unpersisted = None,
+        }
+        next
+    }
+
+    fn is_done(&self, _me: PartyId, state: &Party) -> bool {
+        match state {
+            Party::Customer(c) => matches!(c.phase, CPhase::Finished | CPhase::NoOutcome),
+            Party::Merchant(m) => !Self::merchant_unsettled(m),
+            Party::Billing(n) => n.unpersisted.is_none(),
+        }
+    }
+
+    fn observe(&self, parties: &[Party]) -> Observation {
+        let (Party::Customer(c), Party::Billing(n)) = (&parties[C], &parties[N]) else {
+            return Observation::default();
+        };
+        let s = &self.setup;
+        let ledger = &n.books.ledger;
+        // The balances, plus any discrepancy between them and deposits minus payouts (zero
+        // when `MemoryLedger::conserved` holds), so that either kind of loss shows.
+        let sum: i64 = ledger.accounts.values().map(|a| a.balance_minor).sum();
+        let discrepancy = sum - (ledger.deposits_minor - ledger.payouts_minor);
+        let money_total = sum + discrepancy;
+        if c.phase == CPhase::Start {
+            return Observation {
+                money_total,
+                cash: Vec::new(),
+                purchases: Vec::new(),
+            };
+        }
+        let deposited = s
+            .ledger
+            .account(&s.customer_account)
+            .map_or(0, |a| a.balance_minor);
+        let balance = ledger
+            .account(&s.customer_account)
+            .map_or(0, |a| a.balance_minor);
+        let debited = balance < deposited;
+        // The customer has the goods: the ciphertext she checked and the K that decrypts it.
+        let ciphertext = c
+            .record()
+            .is_some_and(|p| p.received_checksum == Some(s.offer.checksum));
+        let goods = ciphertext && c.goods_key.as_ref() == Some(&s.goods_key);
+        let epoid = c.record().and_then(Self::epoid);
+        let records = epoid.map_or_else(Vec::new, |id| self.records(&n.books, &id));
+        Observation {
+            money_total,
+            cash: Vec::new(),
+            purchases: vec![Purchase {
+                customer: C,
+                merchant: M,
+                paid: debited,
+                goods,
+                records,
+            }],
+        }
+    }
+
+    fn label(&self, msg: &Msg) -> String {
+        let body = match &msg.body {
+            Body::GoodsRequest(_) => "GoodsRequest".to_string(),
+            Body::Goods { .. } => "Goods+EPOID".to_string(),
+            Body::Epo(_) => "EPO".to_string(),
+            Body::Endorsement(_) => "Endorsement(K)".to_string(),
+            Body::Status(_) => "Status?".to_string(),
+            Body::Answer(a) => match &a.receipt {
+                Some(r) => format!("Receipt({:?})", r.body_unverified().result),
+                None => "NoOutcome".to_string(),
+            },
+            Body::Key(_) => "K".to_string(),
+        };
+        match msg.at {
+            Clock::Early => body,
+            Clock::Late => format!("{body} [late]"),
+        }
+    }
+}
