@@ -706,8 +706,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "netbill bench — SQLite (WAL, synchronous=FULL), server in its own process, {} cores",
-            report.machine_cores
+            "netbill bench — {}, server in its own process, {} cores",
+            report.store, report.machine_cores
         );
         println!(
             "crypto ceiling (N's signature checks, seal opening, signing and sealing only, all cores): {:.0} purchases/s",
