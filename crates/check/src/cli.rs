@@ -65,6 +65,20 @@ pub struct CheckArgs {
     #[arg(long, value_enum, default_value_t = Search::Bfs)]
     pub search: Search,
 
+    /// Instead of exploring every state, run this many seeded random walks (long schedules of
+    /// losses, duplicates, reorderings, crashes) and check the properties at the end of each.
+    #[arg(long, value_name = "WALKS")]
+    pub simulate: Option<usize>,
+
+    /// The first seed of `--simulate` (walk i uses seed + i); replay a failing walk with its
+    /// seed and `--simulate 1`.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+
+    /// The longest walk of `--simulate`, in steps.
+    #[arg(long, default_value_t = 400)]
+    pub max_steps: usize,
+
     /// Exit with status 1 if a verdict contradicts the paper's claim (models run in the
     /// paper's setting, i.e. with their default failure model, only).
     #[arg(long)]
@@ -163,6 +177,54 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
+    if let Some(count) = args.simulate {
+        if count == 0 || args.max_steps == 0 {
+            bail!("--simulate and --max-steps must be at least 1");
+        }
+        let mut failed = false;
+        let mut out = String::new();
+        for model in &models {
+            let failures = args.failures(model.info().default_failures);
+            let sim = model.simulate(failures, args.seed, count, args.max_steps, &mut |_| {});
+            out.push_str(&format!(
+                "{:<18} {} walks from seed {}: {} finished, {} steps in all, {}\n",
+                model.info().name,
+                sim.walks,
+                args.seed,
+                sim.quiescent,
+                sim.steps,
+                if sim.failure.is_some() {
+                    "VIOLATION"
+                } else {
+                    "no violation"
+                }
+            ));
+            if let Some(w) = &sim.failure {
+                failed = true;
+                out.push_str(&format!(
+                    "  seed {} violates {}; replay: netbill check {} --simulate 1 --seed {}\n",
+                    w.seed,
+                    w.violations
+                        .iter()
+                        .map(|(p, why)| format!("{p:?} ({why})"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    model.info().name,
+                    w.seed
+                ));
+                for (i, step) in w.steps.iter().enumerate() {
+                    out.push_str(&format!("  {:>4}. {step}\n", i + 1));
+                }
+            }
+        }
+        emit(&out)?;
+        return Ok(if failed {
+            ExitCode::from(3)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+
     let options = RunOptions {
         search: args.search,
         progress: !args.json,
@@ -220,6 +282,9 @@ mod tests {
             unreliable_bank: true,
             no_failsafe_channel: true,
             search: Search::Bfs,
+            simulate: None,
+            seed: 1,
+            max_steps: 400,
             expect_paper: false,
         };
         let f = args.failures(Failures::default());

@@ -18,4 +18,5 @@ pub mod protocol;
 pub mod registry;
 pub mod report;
 pub mod run;
+pub mod simulate;
 pub mod system;

@@ -21,6 +21,15 @@ pub trait Registered: Send + Sync {
     fn check(&self, failures: Failures, options: &RunOptions) -> ModelReport;
     /// Serves stateright's web explorer for the model on `addr` (blocks while serving).
     fn explore(&self, failures: Failures, addr: SocketAddr) -> anyhow::Result<()>;
+    /// Runs `count` seeded random walks of at most `max_steps` steps.
+    fn simulate(
+        &self,
+        failures: Failures,
+        first_seed: u64,
+        count: usize,
+        max_steps: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> crate::simulate::Simulation;
 }
 
 struct Entry<P>(PhantomData<fn() -> P>);
@@ -40,6 +49,23 @@ impl<P: Protocol> Registered for Entry<P> {
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let _checker = System::<P>::new(failures).checker().serve(addr);
         Ok(())
+    }
+
+    fn simulate(
+        &self,
+        failures: Failures,
+        first_seed: u64,
+        count: usize,
+        max_steps: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> crate::simulate::Simulation {
+        crate::simulate::simulate(
+            &System::<P>::new(failures),
+            first_seed,
+            count,
+            max_steps,
+            progress,
+        )
     }
 }
 

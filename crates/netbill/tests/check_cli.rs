@@ -120,3 +120,59 @@ fn explore_serves_the_web_explorer_on_loopback() {
     assert!(response.starts_with("HTTP/1."), "no answer: {response:?}");
     assert!(response.contains("goods atomicity"), "{response}");
 }
+
+#[test]
+fn simulation_is_seeded_and_replayable() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_netbill"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = run(&[
+        "check",
+        "netbill",
+        "--simulate",
+        "2000",
+        "--duplicating",
+        "--crashes",
+        "2",
+    ]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("2000 walks from seed 1") && text.contains("no violation"),
+        "{text}"
+    );
+    // Digital cash fails; the printed seed replays the same schedule.
+    let (code, text) = run(&["check", "digicash", "--simulate", "100", "--seed", "5"]);
+    assert_eq!(code, Some(3), "{text}");
+    let seed = text
+        .split("replay: ")
+        .nth(1)
+        .and_then(|r| r.split("--seed ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (code2, replay) = run(&["check", "digicash", "--simulate", "1", "--seed", &seed]);
+    assert_eq!(code2, Some(3));
+    let steps = |t: &str| {
+        t.lines()
+            .filter(|l| {
+                l.trim_start()
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_digit())
+            })
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        steps(&text),
+        steps(&replay),
+        "the same seed gives the same schedule"
+    );
+}
