@@ -114,19 +114,30 @@ pub fn report(t: &Tally, elapsed: Duration) -> String {
     ));
     out.push_str("faults injected (hit / armed but not reached) per step and party\n");
     out.push_str(&format!(
-        "{:<26} {:<11} {:>5} {:>5} {:>5} {:>9} {:>9} {:>6}\n",
-        "step", "party", "drop", "dup", "delay", "kill-aft", "kill-bef", "crash"
+        "{:<26} {:<11} {:>5} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
+        "step",
+        "party",
+        "drop",
+        "dup",
+        "delay",
+        "kill<snd",
+        "kill>snd",
+        "kill<rcv",
+        "kill>rcv",
+        "crash"
     ));
-    let mut rows: BTreeMap<(u8, Party), [(u64, u64); 6]> = BTreeMap::new();
+    let mut rows: BTreeMap<(u8, Party), [(u64, u64); 8]> = BTreeMap::new();
     for (map, hit) in [(&t.injected, true), (&t.missed, false)] {
         for (s, c) in map {
             let col = match s.fault {
                 crate::Fault::Drop => 0,
                 crate::Fault::Duplicate => 1,
                 crate::Fault::Delay => 2,
-                crate::Fault::KillSenderAfterSend => 3,
-                crate::Fault::KillReceiverBeforeReceive => 4,
-                crate::Fault::Crash(_) => 5,
+                crate::Fault::KillSenderBeforeSend => 3,
+                crate::Fault::KillSenderAfterSend => 4,
+                crate::Fault::KillReceiverBeforeReceive => 5,
+                crate::Fault::KillReceiverAfterReceive => 6,
+                crate::Fault::Crash(_) => 7,
             };
             let cell = &mut rows.entry((s.step, s.party)).or_default()[col];
             if hit {
@@ -136,7 +147,7 @@ pub fn report(t: &Tally, elapsed: Duration) -> String {
             }
         }
     }
-    let mut totals = [0u64; 6];
+    let mut totals = [0u64; 8];
     for ((step, party), cells) in &rows {
         out.push_str(&format!(
             "{:<26} {:<11}",
@@ -152,9 +163,9 @@ pub fn report(t: &Tally, elapsed: Duration) -> String {
             } else {
                 format!("{hit}/{missed}")
             };
-            let w = if (3..=4).contains(&i) {
+            let w = if (3..=6).contains(&i) {
                 9
-            } else if i == 5 {
+            } else if i == 7 {
                 6
             } else {
                 5
@@ -164,8 +175,16 @@ pub fn report(t: &Tally, elapsed: Duration) -> String {
         out.push('\n');
     }
     out.push_str(&format!(
-        "{:<38} {:>5} {:>5} {:>5} {:>9} {:>9} {:>6}\n\n",
-        "total injected", totals[0], totals[1], totals[2], totals[3], totals[4], totals[5]
+        "{:<38} {:>5} {:>5} {:>5} {:>9} {:>9} {:>9} {:>9} {:>6}\n\n",
+        "total injected",
+        totals[0],
+        totals[1],
+        totals[2],
+        totals[3],
+        totals[4],
+        totals[5],
+        totals[6],
+        totals[7]
     ));
     out.push_str("checks passed\n");
     for c in Checker::ALL {

@@ -43,10 +43,14 @@ pub enum Fault {
     Duplicate,
     /// The message is held back before delivery.
     Delay,
+    /// The sender is SIGKILLed just before the message would leave it (it never arrives).
+    KillSenderBeforeSend,
     /// The sender is SIGKILLed just after the message left it.
     KillSenderAfterSend,
     /// The receiver is SIGKILLed just before the message reaches it (and it is lost).
     KillReceiverBeforeReceive,
+    /// The receiver is SIGKILLed just after it received and handled the message.
+    KillReceiverAfterReceive,
     /// The party aborts itself at a named crash point (`NETBILL_CRASH_AT`).
     Crash(&'static str),
 }
@@ -57,8 +61,10 @@ impl fmt::Display for Fault {
             Fault::Drop => f.write_str("drop"),
             Fault::Duplicate => f.write_str("duplicate"),
             Fault::Delay => f.write_str("delay"),
+            Fault::KillSenderBeforeSend => f.write_str("SIGKILL sender before send"),
             Fault::KillSenderAfterSend => f.write_str("SIGKILL sender after send"),
             Fault::KillReceiverBeforeReceive => f.write_str("SIGKILL receiver before receive"),
+            Fault::KillReceiverAfterReceive => f.write_str("SIGKILL receiver after receive"),
             Fault::Crash(p) => write!(f, "crash at {p}"),
         }
     }
@@ -124,7 +130,8 @@ pub const CRASH_POINTS: [(&str, u8, Party); 14] = [
 ];
 
 /// The full matrix: every step × {drop, duplicate, delay} for its sender, every step ×
-/// {SIGKILL sender after send, SIGKILL receiver before receive}, and every crash point.
+/// {SIGKILL sender before / after send, SIGKILL receiver before / after receive}, and every
+/// crash point.
 pub fn matrix() -> Vec<Schedule> {
     let mut out = Vec::new();
     for &(step, _, sender, receiver) in &STEPS {
@@ -135,16 +142,23 @@ pub fn matrix() -> Vec<Schedule> {
                 fault,
             });
         }
-        out.push(Schedule {
-            step,
-            party: sender,
-            fault: Fault::KillSenderAfterSend,
-        });
-        out.push(Schedule {
-            step,
-            party: receiver,
-            fault: Fault::KillReceiverBeforeReceive,
-        });
+        for fault in [Fault::KillSenderBeforeSend, Fault::KillSenderAfterSend] {
+            out.push(Schedule {
+                step,
+                party: sender,
+                fault,
+            });
+        }
+        for fault in [
+            Fault::KillReceiverBeforeReceive,
+            Fault::KillReceiverAfterReceive,
+        ] {
+            out.push(Schedule {
+                step,
+                party: receiver,
+                fault,
+            });
+        }
     }
     for &(point, step, party) in &CRASH_POINTS {
         out.push(Schedule {
@@ -202,14 +216,16 @@ mod tests {
     #[test]
     fn the_matrix_covers_every_step_with_every_message_fault_and_every_crash_point() {
         let m = matrix();
-        assert_eq!(m.len(), 8 * 5 + CRASH_POINTS.len());
+        assert_eq!(m.len(), 8 * 7 + CRASH_POINTS.len());
         for step in 1..=8 {
             for f in [
                 Fault::Drop,
                 Fault::Duplicate,
                 Fault::Delay,
+                Fault::KillSenderBeforeSend,
                 Fault::KillSenderAfterSend,
                 Fault::KillReceiverBeforeReceive,
+                Fault::KillReceiverAfterReceive,
             ] {
                 assert!(
                     m.iter().any(|s| s.step == step && s.fault == f),

@@ -71,8 +71,12 @@ fn plan(step: u8, fault: Fault, party: Party) -> Option<(bool, Plan)> {
         Fault::Drop => Action::Drop,
         Fault::Duplicate => Action::Duplicate,
         Fault::Delay => Action::Delay,
+        // From the proxy, "the sender dies before sending" is: kill it and lose the message.
+        Fault::KillSenderBeforeSend => Action::KillBefore(party),
         Fault::KillSenderAfterSend => Action::KillAfter(party),
         Fault::KillReceiverBeforeReceive => Action::KillBefore(party),
+        // …and "the receiver dies after receiving" is: deliver, then kill it.
+        Fault::KillReceiverAfterReceive => Action::KillAfter(party),
         Fault::Crash(_) => return None,
     };
     Some((

@@ -52,7 +52,10 @@ fn sigkills_around_every_message_break_no_guarantee() {
     run_matrix(|s| {
         matches!(
             s.fault,
-            Fault::KillSenderAfterSend | Fault::KillReceiverBeforeReceive
+            Fault::KillSenderBeforeSend
+                | Fault::KillSenderAfterSend
+                | Fault::KillReceiverBeforeReceive
+                | Fault::KillReceiverAfterReceive
         )
     });
 }
