@@ -13,9 +13,13 @@ mod postgres;
 mod sqlite;
 pub mod throwaway_pg;
 
-use netbill_proto::billing::{AccountKind, LedgerView, StoredOutcome, VerifiedPurchase};
-use netbill_proto::crypto::PublicKey;
-use netbill_proto::messages::{Receipt, ResultCode};
+use netbill_proto::billing::{
+    AccountKind, LedgerView, RefundError, StoredOutcome, VerifiedPurchase,
+};
+use netbill_proto::crypto::{Digest, PublicKey};
+use netbill_proto::messages::{
+    Checkpoint, Endorsement, Receipt, RefundReceipt, RefundRequest, ResultCode,
+};
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use serde::Serialize;
 use thiserror::Error;
@@ -40,6 +44,10 @@ pub enum StoreError {
     IdempotencyConflict(String),
     #[error("the EPOID {0} already has an outcome")]
     OutcomeExists(EpoId),
+    #[error("{0}")]
+    Refund(#[from] RefundError),
+    #[error("adjustment refused: {0}")]
+    BadAdjustment(String),
     #[error(
         "conservation violated: balances sum to {balances_minor} but deposits - payouts = {expected_minor}"
     )]
@@ -127,21 +135,115 @@ pub struct HistoryLine {
 }
 
 /// One journal entry: a movement of money.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct JournalEntry {
     pub seq: u64,
-    /// `deposit`, `payout` or `purchase`.
+    /// `deposit`, `payout`, `purchase`, `refund` or `adjustment`.
     pub kind: String,
-    /// The account debited (for a payout or purchase), if any.
+    /// The account debited (payout, purchase, refund, negative adjustment), if any.
     pub debit: Option<AccountId>,
-    /// The account credited (for a deposit or purchase), if any.
+    /// The account credited (deposit, purchase, refund, positive adjustment), if any.
     pub credit: Option<AccountId>,
     pub amount: Amount,
     pub epoid: Option<EpoId>,
+    /// The refund id of a refund; the reason of an adjustment; empty otherwise.
+    #[serde(default)]
+    pub memo: String,
     pub at_ms: u64,
     /// SHA-256 chaining this entry to the previous one, hex.
     pub hash: String,
 }
+
+impl JournalEntry {
+    /// The chain hash this entry should have after the entry whose hash is `prev`.
+    pub fn expected_hash(&self, prev: &[u8]) -> Vec<u8> {
+        let epoid = self.epoid.as_ref().map(|x| x.to_string());
+        journal_hash(
+            prev,
+            self.seq,
+            &self.kind,
+            self.debit.as_ref(),
+            self.credit.as_ref(),
+            self.amount,
+            epoid.as_deref(),
+            &self.memo,
+            self.at_ms,
+        )
+    }
+}
+
+/// The SHA-256 chaining a journal entry to the previous entry's hash `prev` (see
+/// docs/audit.md for the exact bytes). The memo is appended only when non-empty, so the
+/// entries written before memos existed keep their hashes.
+#[allow(clippy::too_many_arguments)]
+pub fn journal_hash(
+    prev: &[u8],
+    seq: u64,
+    kind: &str,
+    debit: Option<&AccountId>,
+    credit: Option<&AccountId>,
+    amount: Amount,
+    epoid: Option<&str>,
+    memo: &str,
+    at_ms: u64,
+) -> Vec<u8> {
+    use sha2::Digest as _;
+    let mut w = netbill_proto::codec::Writer::new();
+    w.fixed(b"netbill/v1/journal\0");
+    w.fixed(prev);
+    w.u64(seq);
+    w.str(kind);
+    w.str(debit.map_or("", |a| a.as_str()));
+    w.str(credit.map_or("", |a| a.as_str()));
+    w.u64(amount.minor());
+    w.str(epoid.unwrap_or(""));
+    w.u64(at_ms);
+    if !memo.is_empty() {
+        w.str(memo);
+    }
+    sha2::Sha256::digest(w.into_bytes()).to_vec()
+}
+
+/// A committed purchase with the signed records that back its journal entry.
+#[derive(Clone, Debug)]
+pub struct PurchaseRecord {
+    pub epoid: EpoId,
+    /// The account debited, as N opened it from the EPO.
+    pub customer: AccountId,
+    pub merchant: AccountId,
+    pub price: Amount,
+    /// The merchant-signed endorsement carrying the customer-signed EPO.
+    pub endorsement: Option<Signed<Endorsement>>,
+    pub receipt: Signed<Receipt>,
+}
+
+/// A refund as the ledger holds it.
+#[derive(Clone, Debug)]
+pub struct RefundRecord {
+    pub refund_id: String,
+    pub epoid: EpoId,
+    pub merchant: AccountId,
+    pub customer: AccountId,
+    pub amount: Amount,
+    /// The merchant's signed request.
+    pub request: Signed<RefundRequest>,
+    /// N's signed receipt.
+    pub receipt: Signed<RefundReceipt>,
+}
+
+/// A correction of one account's balance (made by `netbill audit --unwind`), journaled as
+/// an `adjustment` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Adjustment {
+    pub account: AccountId,
+    /// Added to the balance (negative: taken away).
+    pub delta_minor: i64,
+    /// Why: it names the audit finding it resolves.
+    pub memo: String,
+}
+
+/// Most adjustments in one request.
+pub const ADJUSTMENTS_MAX: usize = 1000;
 
 /// A batch of purchase decisions inside one atomic, durable transaction.
 pub trait LedgerTx: LedgerView {
@@ -198,6 +300,62 @@ pub trait Store: Send {
     ) -> Result<(), StoreError>;
     /// Checks conservation over all accounts: Σ balances = deposits − payouts.
     fn check_conservation(&mut self) -> Result<Totals, StoreError>;
+    /// The totals as stored, whether or not they conserve.
+    fn totals(&mut self) -> Result<Totals, StoreError>;
+
+    /// The endorsement recorded with an EPOID's outcome (evidence for disputes).
+    fn endorsement(&mut self, epoid: &EpoId) -> Result<Option<Signed<Endorsement>>, StoreError>;
+    /// Committed purchases with their signed records, ordered by EPOID, after `after`.
+    fn purchases(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PurchaseRecord>, StoreError>;
+    /// Accounts ordered by id, after `after`.
+    fn accounts(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecord>, StoreError>;
+
+    /// Makes a refund the merchant signed (`request`, whose signature the caller checked):
+    /// in one transaction, decides it with [`netbill_proto::billing::decide_refund`] (a
+    /// refund id seen before answers with its first receipt, or a conflict), moves the
+    /// money from merchant to customer, journals it and stores the receipt `sign` makes
+    /// from the refunded total and the price.
+    fn refund(
+        &mut self,
+        request: &Signed<RefundRequest>,
+        request_digest: Digest,
+        sign: &mut dyn FnMut(Amount, Amount) -> Signed<RefundReceipt>,
+        now_ms: u64,
+    ) -> Result<Signed<RefundReceipt>, StoreError>;
+    /// Refunds, ordered by refund id, after `after`; or only those of `epoid`.
+    fn refunds(
+        &mut self,
+        epoid: Option<&EpoId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RefundRecord>, StoreError>;
+
+    /// Signs and stores a checkpoint of the journal's head, unless the journal is empty or
+    /// the head already has one.
+    fn checkpoint(
+        &mut self,
+        sign: &mut dyn FnMut(Checkpoint) -> Signed<Checkpoint>,
+        now_ms: u64,
+    ) -> Result<Option<Signed<Checkpoint>>, StoreError>;
+    /// Checkpoints with `seq > after`, oldest first.
+    fn checkpoints(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Signed<Checkpoint>>, StoreError>;
+
+    /// Applies balance corrections in one transaction, each journaled as an `adjustment`.
+    /// Refused (changing nothing) unless conservation holds over all accounts afterwards:
+    /// an adjustment can restore conservation, never break it.
+    fn adjust(&mut self, adjustments: &[Adjustment], now_ms: u64) -> Result<(), StoreError>;
 }
 
 /// Opens the store a URL names: `sqlite://PATH` or a plain file path (SQLite), or
@@ -217,6 +375,48 @@ pub fn open_store(url: &str) -> Result<Box<dyn Store>, StoreError> {
     Ok(Box::new(SqliteStore::open(std::path::Path::new(path))?))
 }
 
+/// Checks a list of adjustments before any is applied.
+pub(crate) fn check_adjustments(adjustments: &[Adjustment]) -> Result<(), StoreError> {
+    if adjustments.is_empty() || adjustments.len() > ADJUSTMENTS_MAX {
+        return Err(StoreError::BadAdjustment(format!(
+            "a request holds 1 to {ADJUSTMENTS_MAX} adjustments"
+        )));
+    }
+    for a in adjustments {
+        adjustment_amount(a)?;
+        if a.memo.is_empty() || a.memo.len() > netbill_proto::messages::MEMO_LEN_MAX {
+            return Err(StoreError::BadAdjustment(format!(
+                "the adjustment of {} needs a memo of 1 to {} bytes saying why",
+                a.account,
+                netbill_proto::messages::MEMO_LEN_MAX
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The debited and credited account of an adjustment's journal entry.
+pub(crate) fn adjustment_sides(a: &Adjustment) -> (Option<&AccountId>, Option<&AccountId>) {
+    if a.delta_minor < 0 {
+        (Some(&a.account), None)
+    } else {
+        (None, Some(&a.account))
+    }
+}
+
+/// The (positive) amount an adjustment moves.
+pub(crate) fn adjustment_amount(a: &Adjustment) -> Result<Amount, StoreError> {
+    Amount::from_minor(a.delta_minor.unsigned_abs())
+        .ok()
+        .filter(|m| !m.is_zero())
+        .ok_or_else(|| {
+            StoreError::BadAdjustment(format!(
+                "the adjustment of {} must be non-zero and within the amount limit",
+                a.account
+            ))
+        })
+}
+
 /// Reads the whole journal and checks its hash chain: sequence numbers 1, 2, 3… and each
 /// hash chaining the entry to the one before. Returns the number of entries.
 pub fn verify_journal(store: &mut dyn Store) -> Result<u64, StoreError> {
@@ -234,17 +434,7 @@ pub fn verify_journal(store: &mut dyn Store) -> Result<u64, StoreError> {
                     e.seq
                 )));
             }
-            let epoid = e.epoid.as_ref().map(|x| x.to_string());
-            let hash = sqlite::journal_hash(
-                &prev,
-                e.seq,
-                &e.kind,
-                e.debit.as_ref(),
-                e.credit.as_ref(),
-                e.amount,
-                epoid.as_deref(),
-                e.at_ms,
-            );
+            let hash = e.expected_hash(&prev);
             if hex::encode(&hash) != e.hash {
                 return Err(StoreError::Corrupt(format!(
                     "journal entry {} does not chain to the entry before it",

@@ -19,16 +19,20 @@ use netbill_proto::billing::{
     AccountKind, AccountView, LedgerView, StoredOutcome, VerifiedPurchase,
 };
 use netbill_proto::crypto::{Digest, PublicKey, Signature};
-use netbill_proto::messages::{Receipt, ResultCode};
+use netbill_proto::messages::{
+    Checkpoint, Endorsement, Receipt, RefundReceipt, RefundRequest, ResultCode,
+};
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use postgres::error::SqlState;
 use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Transaction};
 
-use crate::sqlite::{account_id, corrupt, journal_hash, kind_str, parse_result, result_str};
+use crate::sqlite::{account_id, corrupt, kind_str, parse_result, result_str};
 use crate::{
-    AccountChange, AccountRecord, HistoryLine, JournalEntry, LedgerTx, NewAccount, Store,
-    StoreError, Totals, Transfer,
+    AccountChange, AccountRecord, Adjustment, HistoryLine, JournalEntry, LedgerTx, NewAccount,
+    PurchaseRecord, RefundRecord, Store, StoreError, Totals, Transfer, journal_hash,
 };
+
+mod records;
 
 /// How many times a batch runs before giving up on contention.
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -37,9 +41,33 @@ pub const MAX_ATTEMPTS: u32 = 5;
 const MIGRATION_LOCK: i64 = 0x4e42_4d49_4752;
 
 /// The schema migrations, in order; each runs once, in the transaction that records it.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
+
+/// Version 2: refunds, signed checkpoints, and a memo in journal entries.
+const SCHEMA_V2: &str = r#"
+ALTER TABLE journal ADD COLUMN memo TEXT NOT NULL DEFAULT '';
+CREATE TABLE refunds (
+    refund_id TEXT COLLATE "C" PRIMARY KEY,
+    epoid TEXT COLLATE "C" NOT NULL,
+    merchant TEXT COLLATE "C" NOT NULL,
+    customer TEXT COLLATE "C" NOT NULL,
+    amount_minor BIGINT NOT NULL CHECK (amount_minor > 0),
+    request BYTEA NOT NULL,
+    request_sig BYTEA NOT NULL,
+    request_digest BYTEA NOT NULL,
+    receipt BYTEA NOT NULL,
+    receipt_sig BYTEA NOT NULL,
+    decided_ms BIGINT NOT NULL
+);
+CREATE INDEX refunds_by_epoid ON refunds (epoid);
+CREATE TABLE checkpoints (
+    seq BIGINT PRIMARY KEY,
+    body BYTEA NOT NULL,
+    sig BYTEA NOT NULL
+);
+"#;
+
+const SCHEMA_V1: &str = r#"
 CREATE TABLE accounts (
     id TEXT COLLATE "C" PRIMARY KEY,
     kind TEXT NOT NULL CHECK (kind IN ('customer', 'merchant')),
@@ -93,11 +121,10 @@ CREATE TABLE idempotency (
     request TEXT NOT NULL,
     balance_minor BIGINT NOT NULL
 );
-"#,
-)];
+"#;
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The PostgreSQL store. Reconnects on the next call if the connection was lost.
 pub struct PostgresStore {
@@ -288,6 +315,7 @@ struct PendingEntry {
     credit: Option<AccountId>,
     amount: Amount,
     epoid: Option<EpoId>,
+    memo: String,
     at_ms: u64,
 }
 
@@ -306,6 +334,9 @@ struct PgTx<'a> {
     journal: Vec<PendingEntry>,
     /// The first database error met in a [`LedgerView`] query (which cannot return errors).
     view_error: RefCell<Option<StoreError>>,
+    /// Check conservation over all accounts at commit, not only this transaction's change
+    /// (for adjustments, which may restore it).
+    check_all: bool,
 }
 
 impl<'a> PgTx<'a> {
@@ -326,6 +357,7 @@ impl<'a> PgTx<'a> {
             raced: false,
             journal: Vec::new(),
             view_error: RefCell::default(),
+            check_all: false,
         })
     }
 
@@ -380,6 +412,7 @@ impl<'a> PgTx<'a> {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let mut memos = Vec::with_capacity(n);
         for e in &self.journal {
             seq += 1;
             let epoid = e.epoid.as_ref().map(|x| x.to_string());
@@ -391,9 +424,11 @@ impl<'a> PgTx<'a> {
                 e.credit.as_ref(),
                 e.amount,
                 epoid.as_deref(),
+                &e.memo,
                 e.at_ms,
             );
             seqs.push(ms(seq));
+            memos.push(e.memo.as_str());
             kinds.push(e.kind);
             debits.push(e.debit.as_ref().map(|a| a.as_str()));
             credits.push(e.credit.as_ref().map(|a| a.as_str()));
@@ -404,11 +439,11 @@ impl<'a> PgTx<'a> {
             prev = hash;
         }
         tx.execute(
-            "INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, at_ms, hash)
+            "INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, at_ms, hash, memo)
              SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[],
-                                  $5::BIGINT[], $6::TEXT[], $7::BIGINT[], $8::BYTEA[])",
+                                  $5::BIGINT[], $6::TEXT[], $7::BIGINT[], $8::BYTEA[], $9::TEXT[])",
             &[
-                &seqs, &kinds, &debits, &credits, &amounts, &epoids, &ats, &hashes,
+                &seqs, &kinds, &debits, &credits, &amounts, &epoids, &ats, &hashes, &memos,
             ],
         )?;
         tx.execute(
@@ -422,6 +457,9 @@ impl<'a> PgTx<'a> {
     /// Conservation for this transaction: the balances it touched changed by exactly what
     /// the totals changed by, read back from the database.
     fn check(&mut self) -> Result<(), StoreError> {
+        if self.check_all {
+            return records::check_all(self.tx.get_mut());
+        }
         let tx = self.tx.get_mut();
         let ids: Vec<&str> = self.before.keys().map(|a| a.as_str()).collect();
         let mut delta: i128 = 0;
@@ -558,6 +596,7 @@ impl LedgerTx for PgTx<'_> {
                 credit: Some(epo.merchant.clone()),
                 amount: epo.price,
                 epoid: Some(epo.epoid.clone()),
+                memo: String::new(),
                 at_ms: now_ms,
             });
         }
@@ -824,6 +863,7 @@ impl Store for PostgresStore {
                 credit,
                 amount,
                 epoid: None,
+                memo: String::new(),
                 at_ms: now_ms,
             });
             Ok(after)
@@ -881,7 +921,7 @@ impl Store for PostgresStore {
 
     fn journal(&mut self, after: u64, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
         let rows = self.client()?.query(
-            "SELECT seq, kind, debit, credit, amount_minor, epoid, at_ms, hash FROM journal
+            "SELECT seq, kind, debit, credit, amount_minor, epoid, at_ms, hash, memo FROM journal
              WHERE seq > $1 ORDER BY seq LIMIT $2",
             &[&ms(after), &i64::try_from(limit).unwrap_or(i64::MAX)],
         )?;
@@ -906,6 +946,7 @@ impl Store for PostgresStore {
                         .transpose()?,
                     at_ms: nonneg(r.try_get(6)?, "time")?,
                     hash: hex::encode(r.try_get::<_, Vec<u8>>(7)?),
+                    memo: r.try_get(8)?,
                 })
             })
             .collect()
@@ -919,6 +960,19 @@ impl Store for PostgresStore {
     }
 
     fn check_conservation(&mut self) -> Result<Totals, StoreError> {
+        let t = self.totals()?;
+        if i128::from(t.balances_minor)
+            != i128::from(t.deposits_minor) - i128::from(t.payouts_minor)
+        {
+            return Err(StoreError::ConservationViolated {
+                balances_minor: t.balances_minor.into(),
+                expected_minor: i128::from(t.deposits_minor) - i128::from(t.payouts_minor),
+            });
+        }
+        Ok(t)
+    }
+
+    fn totals(&mut self) -> Result<Totals, StoreError> {
         // One snapshot for every figure, whatever other servers commit meanwhile.
         let mut tx = self
             .client()?
@@ -936,18 +990,76 @@ impl Store for PostgresStore {
             .try_get(0)?;
         let (deposits, payouts) = totals_row(&mut tx, "")?;
         tx.commit()?;
-        if i128::from(balances) != i128::from(deposits) - i128::from(payouts) {
-            return Err(StoreError::ConservationViolated {
-                balances_minor: balances.into(),
-                expected_minor: i128::from(deposits) - i128::from(payouts),
-            });
-        }
         Ok(Totals {
             balances_minor: balances,
             deposits_minor: deposits,
             payouts_minor: payouts,
             accounts: nonneg(accounts, "count")?,
             outcomes: nonneg(outcomes, "count")?,
+        })
+    }
+
+    fn endorsement(&mut self, epoid: &EpoId) -> Result<Option<Signed<Endorsement>>, StoreError> {
+        records::endorsement(self.client()?, epoid)
+    }
+
+    fn purchases(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PurchaseRecord>, StoreError> {
+        records::purchases(self.client()?, after, limit)
+    }
+
+    fn accounts(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecord>, StoreError> {
+        records::accounts(self.client()?, after, limit)
+    }
+
+    fn refund(
+        &mut self,
+        request: &Signed<RefundRequest>,
+        request_digest: Digest,
+        sign: &mut dyn FnMut(Amount, Amount) -> Signed<RefundReceipt>,
+        now_ms: u64,
+    ) -> Result<Signed<RefundReceipt>, StoreError> {
+        self.write(TotalsLock::Share, |t| {
+            records::refund(t, request, request_digest, sign, now_ms)
+        })
+    }
+
+    fn refunds(
+        &mut self,
+        epoid: Option<&EpoId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        records::refunds(self.client()?, epoid, after, limit)
+    }
+
+    fn checkpoint(
+        &mut self,
+        sign: &mut dyn FnMut(Checkpoint) -> Signed<Checkpoint>,
+        now_ms: u64,
+    ) -> Result<Option<Signed<Checkpoint>>, StoreError> {
+        self.write(TotalsLock::Share, |t| records::checkpoint(t, sign, now_ms))
+    }
+
+    fn checkpoints(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Signed<Checkpoint>>, StoreError> {
+        records::checkpoints(self.client()?, after, limit)
+    }
+
+    fn adjust(&mut self, adjustments: &[Adjustment], now_ms: u64) -> Result<(), StoreError> {
+        crate::check_adjustments(adjustments)?;
+        self.write(TotalsLock::Update, |t| {
+            records::adjust(t, adjustments, now_ms)
         })
     }
 }

@@ -5,24 +5,29 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use netbill_proto::billing::{
-    AccountKind, AccountView, LedgerView, StoredOutcome, VerifiedPurchase,
+    self, AccountKind, AccountView, LedgerView, RefundError, RefundFacts, StoredOutcome,
+    VerifiedPurchase,
 };
-use netbill_proto::codec::Writer;
 use netbill_proto::crypto::{Digest, PublicKey, Signature};
-use netbill_proto::messages::{Receipt, ResultCode};
+use netbill_proto::messages::{
+    Checkpoint, Endorsement, Receipt, RefundReceipt, RefundRequest, ResultCode,
+};
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
-use sha2::{Digest as _, Sha256};
 
 use crate::{
-    AccountChange, AccountRecord, HistoryLine, JournalEntry, LedgerTx, NewAccount, Store,
-    StoreError, Totals, Transfer,
+    AccountChange, AccountRecord, Adjustment, HistoryLine, JournalEntry, LedgerTx, NewAccount,
+    PurchaseRecord, RefundRecord, Store, StoreError, Totals, Transfer, journal_hash,
 };
 
-const SCHEMA_VERSION: i64 = 1;
+/// The newest schema version this build knows.
+const SCHEMA_VERSION: i64 = 2;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+/// The schema migrations, in order; each runs once, in one transaction with the version it
+/// records.
+const MIGRATIONS: &[(i64, &str)] = &[(1, SCHEMA_V1), (2, SCHEMA_V2)];
+
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
     id TEXT PRIMARY KEY,
     kind TEXT NOT NULL CHECK (kind IN ('customer', 'merchant')),
@@ -69,6 +74,30 @@ CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY,
     request TEXT NOT NULL,
     balance_minor INTEGER NOT NULL
+);
+";
+
+/// Version 2: refunds, signed checkpoints, and a memo in journal entries.
+const SCHEMA_V2: &str = "
+ALTER TABLE journal ADD COLUMN memo TEXT NOT NULL DEFAULT '';
+CREATE TABLE refunds (
+    refund_id TEXT PRIMARY KEY,
+    epoid TEXT NOT NULL,
+    merchant TEXT NOT NULL,
+    customer TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL CHECK (amount_minor > 0),
+    request BLOB NOT NULL,
+    request_sig BLOB NOT NULL,
+    request_digest BLOB NOT NULL,
+    receipt BLOB NOT NULL,
+    receipt_sig BLOB NOT NULL,
+    decided_ms INTEGER NOT NULL
+);
+CREATE INDEX refunds_by_epoid ON refunds (epoid);
+CREATE TABLE checkpoints (
+    seq INTEGER PRIMARY KEY,
+    body BLOB NOT NULL,
+    sig BLOB NOT NULL
 );
 ";
 
@@ -204,32 +233,8 @@ fn balance(conn: &Connection, id: &AccountId) -> Result<i64, StoreError> {
         .ok_or_else(|| StoreError::NoSuchAccount(id.clone()))
 }
 
-/// The SHA-256 chaining a journal entry to the previous entry's hash `prev`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn journal_hash(
-    prev: &[u8],
-    seq: u64,
-    kind: &str,
-    debit: Option<&AccountId>,
-    credit: Option<&AccountId>,
-    amount: Amount,
-    epoid: Option<&str>,
-    at_ms: u64,
-) -> Vec<u8> {
-    let mut w = Writer::new();
-    w.fixed(b"netbill/v1/journal\0");
-    w.fixed(prev);
-    w.u64(seq);
-    w.str(kind);
-    w.str(debit.map_or("", |a| a.as_str()));
-    w.str(credit.map_or("", |a| a.as_str()));
-    w.u64(amount.minor());
-    w.str(epoid.unwrap_or(""));
-    w.u64(at_ms);
-    Sha256::digest(w.into_bytes()).to_vec()
-}
-
 /// Appends a journal entry chained to the previous one.
+#[allow(clippy::too_many_arguments)]
 fn journal_append(
     conn: &Connection,
     kind: &str,
@@ -237,6 +242,7 @@ fn journal_append(
     credit: Option<&AccountId>,
     amount: Amount,
     epoid: Option<&EpoId>,
+    memo: &str,
     at_ms: u64,
 ) -> Result<(), StoreError> {
     let (seq, prev): (u64, Vec<u8>) = conn
@@ -254,11 +260,12 @@ fn journal_append(
         credit,
         amount,
         epoid_s.as_deref(),
+        memo,
         at_ms,
     );
     conn.prepare_cached(
-        "INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, at_ms, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, memo, at_ms, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         seq as i64,
@@ -267,6 +274,7 @@ fn journal_append(
         credit.map(|a| a.as_str()),
         amount.signed(),
         epoid_s,
+        memo,
         at_ms as i64,
         hash
     ])?;
@@ -324,32 +332,37 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
-        let version: Option<i64> = conn
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+        )?;
+        let version: i64 = tx
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
                 [],
                 |r| r.get(0),
             )
-            .optional()?;
-        match version {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION],
-                )?;
-            }
-            Some(SCHEMA_VERSION) => {}
-            Some(v) => {
-                return Err(corrupt(format!(
-                    "schema version {v}, expected {SCHEMA_VERSION}"
-                )));
-            }
+            .optional()?
+            .unwrap_or(0);
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew {
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
         }
+        for (v, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > version) {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [v],
+            )?;
+        }
+        tx.commit()?;
         Ok(Self { conn })
     }
 
@@ -473,6 +486,7 @@ impl LedgerTx for SqliteTx<'_> {
                     Some(&epo.merchant),
                     epo.price,
                     Some(&epo.epoid),
+                    "",
                     now_ms,
                 )?;
             }
@@ -618,7 +632,7 @@ impl Store for SqliteStore {
                 Transfer::Deposit => (None, Some(id)),
                 Transfer::Payout => (Some(id), None),
             };
-            journal_append(tx, kind_s, debit, credit, amount, None, now_ms)?;
+            journal_append(tx, kind_s, debit, credit, amount, None, "", now_ms)?;
             let after = before + delta;
             if let Some(key) = idempotency_key {
                 tx.execute(
@@ -687,7 +701,7 @@ impl Store for SqliteStore {
 
     fn journal(&mut self, after: u64, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, kind, debit, credit, amount_minor, epoid, at_ms, hash FROM journal
+            "SELECT seq, kind, debit, credit, amount_minor, epoid, at_ms, hash, memo FROM journal
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
@@ -700,11 +714,12 @@ impl Store for SqliteStore {
                 r.get::<_, Option<String>>(5)?,
                 r.get::<_, i64>(6)?,
                 r.get::<_, Vec<u8>>(7)?,
+                r.get::<_, String>(8)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (seq, kind, debit, credit, amount, epoid, at, hash) = row?;
+            let (seq, kind, debit, credit, amount, epoid, at, hash, memo) = row?;
             out.push(JournalEntry {
                 seq: seq as u64,
                 kind,
@@ -714,6 +729,7 @@ impl Store for SqliteStore {
                 epoid: epoid
                     .map(|e| e.parse().map_err(|_| corrupt("epoid")))
                     .transpose()?,
+                memo,
                 at_ms: at as u64,
                 hash: hex::encode(hash),
             });
@@ -740,6 +756,19 @@ impl Store for SqliteStore {
     }
 
     fn check_conservation(&mut self) -> Result<Totals, StoreError> {
+        let t = self.totals()?;
+        if i128::from(t.balances_minor)
+            != i128::from(t.deposits_minor) - i128::from(t.payouts_minor)
+        {
+            return Err(StoreError::ConservationViolated {
+                balances_minor: t.balances_minor.into(),
+                expected_minor: i128::from(t.deposits_minor) - i128::from(t.payouts_minor),
+            });
+        }
+        Ok(t)
+    }
+
+    fn totals(&mut self) -> Result<Totals, StoreError> {
         let (balances, accounts): (i64, i64) = self.conn.query_row(
             "SELECT COALESCE(SUM(balance_minor), 0), COUNT(*) FROM accounts",
             [],
@@ -749,12 +778,6 @@ impl Store for SqliteStore {
             .conn
             .query_row("SELECT COUNT(*) FROM outcomes", [], |r| r.get(0))?;
         let (deposits, payouts) = totals_row(&self.conn)?;
-        if i128::from(balances) != i128::from(deposits) - i128::from(payouts) {
-            return Err(StoreError::ConservationViolated {
-                balances_minor: balances.into(),
-                expected_minor: i128::from(deposits) - i128::from(payouts),
-            });
-        }
         Ok(Totals {
             balances_minor: balances,
             deposits_minor: deposits,
@@ -763,4 +786,333 @@ impl Store for SqliteStore {
             outcomes: outcomes as u64,
         })
     }
+
+    fn endorsement(&mut self, epoid: &EpoId) -> Result<Option<Signed<Endorsement>>, StoreError> {
+        let json: Option<Option<String>> = self
+            .conn
+            .prepare_cached("SELECT endorsement FROM outcomes WHERE epoid = ?1")?
+            .query_row([epoid.to_string()], |r| r.get(0))
+            .optional()?;
+        json.flatten().map(|j| parse_endorsement(&j)).transpose()
+    }
+
+    fn purchases(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PurchaseRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT epoid, customer, merchant, price_minor, endorsement, receipt, receipt_sig
+             FROM outcomes WHERE result = 'committed' AND epoid > ?1 ORDER BY epoid LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Option<String>>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+                r.get::<_, Vec<u8>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (epoid, customer, merchant, price, endorsement, receipt, sig) = row?;
+            out.push(PurchaseRecord {
+                epoid: epoid.parse().map_err(|_| corrupt("epoid"))?,
+                customer: account_id(
+                    customer.ok_or_else(|| corrupt("purchase with no customer"))?,
+                )?,
+                merchant: account_id(merchant)?,
+                price: Amount::from_minor(price as u64).map_err(|_| corrupt("price"))?,
+                endorsement: endorsement.map(|j| parse_endorsement(&j)).transpose()?,
+                receipt: signed_from(receipt, sig)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn accounts(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecord>, StoreError> {
+        let ids: Vec<String> = self
+            .conn
+            .prepare_cached("SELECT id FROM accounts WHERE id > ?1 ORDER BY id LIMIT ?2")?
+            .query_map(params![after.unwrap_or(""), limit as i64], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let id = account_id(id)?;
+            out.extend(read_account(&self.conn, &id)?);
+        }
+        Ok(out)
+    }
+
+    fn refund(
+        &mut self,
+        request: &Signed<RefundRequest>,
+        request_digest: Digest,
+        sign: &mut dyn FnMut(Amount, Amount) -> Signed<RefundReceipt>,
+        now_ms: u64,
+    ) -> Result<Signed<RefundReceipt>, StoreError> {
+        let req = request.body_unverified();
+        self.write(|tx, check| {
+            let seen: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = tx
+                .prepare_cached(
+                    "SELECT request_digest, receipt, receipt_sig FROM refunds WHERE refund_id = ?1",
+                )?
+                .query_row([&req.refund_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            if let Some((digest, receipt, sig)) = seen {
+                return if digest == request_digest.0 {
+                    signed_from(receipt, sig)
+                } else {
+                    Err(RefundError::IdConflict(req.refund_id.clone()).into())
+                };
+            }
+            let facts = refund_facts(tx, &req.epoid)?;
+            let (customer, total) = billing::decide_refund(req, facts.as_ref())?;
+            let price = facts.map_or(Amount::ZERO, |f| f.price);
+            check.touch(tx, &req.merchant)?;
+            check.touch(tx, &customer)?;
+            let debited = tx
+                .prepare_cached(
+                    "UPDATE accounts SET balance_minor = balance_minor - ?2
+                     WHERE id = ?1 AND balance_minor - ?2 >= -credit_limit_minor",
+                )?
+                .execute(params![req.merchant.as_str(), req.amount.signed()])?;
+            if debited != 1 {
+                return Err(RefundError::MerchantFunds {
+                    merchant: req.merchant.clone(),
+                    balance: netbill_proto::money::format_minor(balance(tx, &req.merchant)?),
+                    amount: req.amount,
+                }
+                .into());
+            }
+            tx.prepare_cached(
+                "UPDATE accounts SET balance_minor = balance_minor + ?2 WHERE id = ?1",
+            )?
+            .execute(params![customer.as_str(), req.amount.signed()])?;
+            let receipt = sign(total, price);
+            tx.prepare_cached(
+                "INSERT INTO refunds (refund_id, epoid, merchant, customer, amount_minor, request,
+                   request_sig, request_digest, receipt, receipt_sig, decided_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                req.refund_id,
+                req.epoid.to_string(),
+                req.merchant.as_str(),
+                customer.as_str(),
+                req.amount.signed(),
+                request.bytes(),
+                request.signature().0.to_vec(),
+                request_digest.0.to_vec(),
+                receipt.bytes(),
+                receipt.signature().0.to_vec(),
+                now_ms as i64,
+            ])?;
+            journal_append(
+                tx,
+                "refund",
+                Some(&req.merchant),
+                Some(&customer),
+                req.amount,
+                Some(&req.epoid),
+                &req.refund_id,
+                now_ms,
+            )?;
+            Ok(receipt)
+        })
+    }
+
+    fn refunds(
+        &mut self,
+        epoid: Option<&EpoId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT refund_id, epoid, merchant, customer, amount_minor, request, request_sig,
+                    receipt, receipt_sig
+             FROM refunds WHERE (?1 IS NULL OR epoid = ?1) AND refund_id > ?2
+             ORDER BY refund_id LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                epoid.map(|e| e.to_string()),
+                after.unwrap_or(""),
+                limit as i64
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Vec<u8>>(5)?,
+                    r.get::<_, Vec<u8>>(6)?,
+                    r.get::<_, Vec<u8>>(7)?,
+                    r.get::<_, Vec<u8>>(8)?,
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (refund_id, epoid, merchant, customer, amount, req, req_sig, rec, rec_sig) = row?;
+            out.push(RefundRecord {
+                refund_id,
+                epoid: epoid.parse().map_err(|_| corrupt("epoid"))?,
+                merchant: account_id(merchant)?,
+                customer: account_id(customer)?,
+                amount: Amount::from_minor(amount as u64).map_err(|_| corrupt("amount"))?,
+                request: signed_from(req, req_sig)?,
+                receipt: signed_from(rec, rec_sig)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn checkpoint(
+        &mut self,
+        sign: &mut dyn FnMut(Checkpoint) -> Signed<Checkpoint>,
+        now_ms: u64,
+    ) -> Result<Option<Signed<Checkpoint>>, StoreError> {
+        self.write(|tx, _| {
+            let head: Option<(i64, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((seq, hash)) = head else {
+                return Ok(None);
+            };
+            let done: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE seq >= ?1)",
+                [seq],
+                |r| r.get(0),
+            )?;
+            if done {
+                return Ok(None);
+            }
+            let (deposits, payouts) = totals_row(tx)?;
+            let c = sign(Checkpoint {
+                seq: seq as u64,
+                hash: Digest(
+                    hash.try_into()
+                        .map_err(|_| corrupt("journal hash length"))?,
+                ),
+                deposits_minor: deposits.max(0) as u64,
+                payouts_minor: payouts.max(0) as u64,
+                time_ms: now_ms,
+            });
+            tx.execute(
+                "INSERT INTO checkpoints (seq, body, sig) VALUES (?1, ?2, ?3)",
+                params![seq, c.bytes(), c.signature().0.to_vec()],
+            )?;
+            Ok(Some(c))
+        })
+    }
+
+    fn checkpoints(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Signed<Checkpoint>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT body, sig FROM checkpoints WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after as i64, limit as i64], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (body, sig) = row?;
+            out.push(signed_from(body, sig)?);
+        }
+        Ok(out)
+    }
+
+    fn adjust(&mut self, adjustments: &[Adjustment], now_ms: u64) -> Result<(), StoreError> {
+        crate::check_adjustments(adjustments)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        for a in adjustments {
+            balance(&tx, &a.account)?;
+            tx.execute(
+                "UPDATE accounts SET balance_minor = balance_minor + ?2 WHERE id = ?1",
+                params![a.account.as_str(), a.delta_minor],
+            )?;
+            let (debit, credit) = crate::adjustment_sides(a);
+            journal_append(
+                &tx,
+                "adjustment",
+                debit,
+                credit,
+                crate::adjustment_amount(a)?,
+                None,
+                &a.memo,
+                now_ms,
+            )?;
+        }
+        let balances: i64 = tx.query_row(
+            "SELECT COALESCE(SUM(balance_minor), 0) FROM accounts",
+            [],
+            |r| r.get(0),
+        )?;
+        let (d, p) = totals_row(&tx)?;
+        if i128::from(balances) != i128::from(d) - i128::from(p) {
+            return Err(StoreError::BadAdjustment(format!(
+                "afterwards balances would sum to {} but deposits - payouts = {}: an adjustment may restore conservation, never break it",
+                netbill_proto::money::format_minor(balances),
+                netbill_proto::money::format_minor(d - p)
+            )));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn parse_endorsement(json: &str) -> Result<Signed<Endorsement>, StoreError> {
+    serde_json::from_str(json).map_err(|e| corrupt(format!("stored endorsement: {e}")))
+}
+
+fn signed_from<T: netbill_proto::signed::SignedBody>(
+    body: Vec<u8>,
+    sig: Vec<u8>,
+) -> Result<Signed<T>, StoreError> {
+    let sig = Signature(sig.try_into().map_err(|_| corrupt("signature length"))?);
+    Signed::from_parts(body, sig).map_err(|e| corrupt(e.to_string()))
+}
+
+/// What the ledger holds about the purchase a refund names, with its earlier refunds.
+fn refund_facts(conn: &Connection, epoid: &EpoId) -> Result<Option<RefundFacts>, StoreError> {
+    let row: Option<(String, String, Option<String>, i64)> = conn
+        .prepare_cached(
+            "SELECT result, merchant, customer, price_minor FROM outcomes WHERE epoid = ?1",
+        )?
+        .query_row([epoid.to_string()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some((result, merchant, customer, price)) = row else {
+        return Ok(None);
+    };
+    let refunded: i64 = conn
+        .prepare_cached("SELECT COALESCE(SUM(amount_minor), 0) FROM refunds WHERE epoid = ?1")?
+        .query_row([epoid.to_string()], |r| r.get(0))?;
+    Ok(Some(RefundFacts {
+        result: parse_result(&result)?,
+        merchant: account_id(merchant)?,
+        customer: customer.map(account_id).transpose()?,
+        price: Amount::from_minor(price as u64).map_err(|_| corrupt("price"))?,
+        refunded: Amount::from_minor(refunded as u64).map_err(|_| corrupt("refunded"))?,
+    }))
 }

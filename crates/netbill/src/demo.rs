@@ -96,6 +96,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         policy: BillingPolicy::default(),
         batch_max: 256,
         queue_max: 1024,
+        checkpoint_interval_ms: Some(10_000),
     })
     .await?;
     let n_url = format!("http://{}", server.addr);

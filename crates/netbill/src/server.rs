@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Most purchases committed per durable write.
     #[arg(long, default_value_t = 256)]
     batch_max: usize,
+    /// How often to sign a checkpoint of the journal's head, in milliseconds (0: only when
+    /// asked with `netbill admin checkpoint`).
+    #[arg(long, default_value_t = 10_000)]
+    checkpoint_interval_ms: u64,
 }
 
 pub async fn run(cmd: ServerCommand) -> anyhow::Result<ExitCode> {
@@ -89,6 +93,7 @@ pub async fn run(cmd: ServerCommand) -> anyhow::Result<ExitCode> {
                 },
                 batch_max: a.batch_max.clamp(1, 4096),
                 queue_max: 8192,
+                checkpoint_interval_ms: Some(a.checkpoint_interval_ms),
             })
             .await?;
             println!("billing server listening on http://{}", running.addr);

@@ -14,7 +14,9 @@ use thiserror::Error;
 use crate::codec::Codec;
 use crate::crypto::{Crypto, Digest, GoodsKey, PublicKey, SealSecret, Signer, goods_key_digest};
 use crate::ids::{AccountId, EpoId};
-use crate::messages::{CustomerPart, Endorsement, Epo, EpoSecret, Receipt, ResultCode};
+use crate::messages::{
+    CustomerPart, Endorsement, Epo, EpoSecret, Receipt, RefundReceipt, RefundRequest, ResultCode,
+};
 use crate::money::Amount;
 use crate::signed::Signed;
 
@@ -353,6 +355,150 @@ pub fn make_abort_receipt(signer: &dyn Signer, epoid: &EpoId, now_ms: u64) -> Si
             epo_digest: Digest([0; 32]),
             key_digest: Digest([0; 32]),
             customer_part: Vec::new(),
+            time_ms: now_ms,
+        },
+        signer,
+    )
+}
+
+/// Why N refuses a refund. A refused refund changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RefundError {
+    #[error("the refund is not signed by the key of merchant {0}")]
+    BadSignature(AccountId),
+    #[error("the refund id must be 1 to {max} characters of A-Z a-z 0-9 . _ -", max = crate::messages::REFUND_ID_LEN_MAX)]
+    BadRefundId,
+    #[error("no purchase {0} is recorded")]
+    NoSuchPurchase(EpoId),
+    #[error("purchase {0} did not commit ({1:?}): nothing was paid, so nothing can be refunded")]
+    NotCommitted(EpoId, ResultCode),
+    #[error("purchase {epoid} was paid to {paid_to}, not to {asked_by}")]
+    WrongMerchant {
+        epoid: EpoId,
+        paid_to: AccountId,
+        asked_by: AccountId,
+    },
+    #[error("a refund must be of more than zero")]
+    ZeroAmount,
+    #[error(
+        "refusing to refund {asked}: purchase {epoid} paid {price} and {refunded} is already refunded"
+    )]
+    OverLimit {
+        epoid: EpoId,
+        price: Amount,
+        refunded: Amount,
+        asked: Amount,
+    },
+    #[error("refund id {0:?} was already used for a different refund")]
+    IdConflict(String),
+    #[error(
+        "merchant {merchant} holds {balance}: a refund of {amount} would take it past its credit limit"
+    )]
+    MerchantFunds {
+        merchant: AccountId,
+        balance: String,
+        amount: Amount,
+    },
+}
+
+impl RefundError {
+    /// A stable machine-readable code (the suffix of the problem `type`).
+    pub fn code(&self) -> &'static str {
+        match self {
+            RefundError::BadSignature(_) => "bad-refund-signature",
+            RefundError::BadRefundId => "bad-refund-id",
+            RefundError::NoSuchPurchase(_) => "no-such-purchase",
+            RefundError::NotCommitted(..) => "not-committed",
+            RefundError::WrongMerchant { .. } => "wrong-merchant",
+            RefundError::ZeroAmount => "zero-refund",
+            RefundError::OverLimit { .. } => "refund-over-limit",
+            RefundError::IdConflict(_) => "refund-id-conflict",
+            RefundError::MerchantFunds { .. } => "merchant-funds",
+        }
+    }
+}
+
+/// What the ledger holds about the purchase a refund names, read inside the refund's
+/// transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundFacts {
+    pub result: ResultCode,
+    pub merchant: AccountId,
+    /// The customer's account (`None` for an abort).
+    pub customer: Option<AccountId>,
+    pub price: Amount,
+    /// What earlier refunds of this purchase returned.
+    pub refunded: Amount,
+}
+
+/// Checks a refund request's own fields (before any ledger work).
+pub fn check_refund_request(req: &RefundRequest) -> Result<(), RefundError> {
+    let id_ok = !req.refund_id.is_empty()
+        && req.refund_id.len() <= crate::messages::REFUND_ID_LEN_MAX
+        && req
+            .refund_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !id_ok {
+        return Err(RefundError::BadRefundId);
+    }
+    if req.amount.is_zero() {
+        return Err(RefundError::ZeroAmount);
+    }
+    Ok(())
+}
+
+/// Decides a (new) refund against the purchase it names: returns the customer to credit
+/// and the purchase's refunded total after it. Refunds of one purchase never exceed what
+/// it paid.
+pub fn decide_refund(
+    req: &RefundRequest,
+    facts: Option<&RefundFacts>,
+) -> Result<(AccountId, Amount), RefundError> {
+    check_refund_request(req)?;
+    let f = facts.ok_or_else(|| RefundError::NoSuchPurchase(req.epoid.clone()))?;
+    let customer = match (&f.customer, f.result) {
+        (Some(c), ResultCode::Committed) => c.clone(),
+        _ => return Err(RefundError::NotCommitted(req.epoid.clone(), f.result)),
+    };
+    if f.merchant != req.merchant {
+        return Err(RefundError::WrongMerchant {
+            epoid: req.epoid.clone(),
+            paid_to: f.merchant.clone(),
+            asked_by: req.merchant.clone(),
+        });
+    }
+    let total = f
+        .refunded
+        .checked_add(req.amount)
+        .filter(|t| *t <= f.price)
+        .ok_or_else(|| RefundError::OverLimit {
+            epoid: req.epoid.clone(),
+            price: f.price,
+            refunded: f.refunded,
+            asked: req.amount,
+        })?;
+    Ok((customer, total))
+}
+
+/// N's signed receipt for a refund it has decided to make.
+pub fn make_refund_receipt(
+    signer: &dyn Signer,
+    req: &RefundRequest,
+    request_digest: Digest,
+    refunded_total: Amount,
+    price: Amount,
+    now_ms: u64,
+) -> Signed<RefundReceipt> {
+    Signed::sign(
+        RefundReceipt {
+            refund_id: req.refund_id.clone(),
+            epoid: req.epoid.clone(),
+            merchant: req.merchant.clone(),
+            amount: req.amount,
+            refunded_total,
+            price,
+            request_digest,
             time_ms: now_ms,
         },
         signer,

@@ -508,3 +508,148 @@ pub struct StatusAnswer {
     /// `None`: no outcome yet (the EPO may still commit until its expiry).
     pub receipt: Option<Signed<Receipt>>,
 }
+
+// ---------------------------------------------------------------------------------------
+// Refunds: the merchant gives back what a committed purchase paid.
+
+/// Longest refund id (chosen by the merchant; it makes the refund idempotent).
+pub const REFUND_ID_LEN_MAX: usize = 64;
+
+/// M → N: the merchant returns `amount` of a committed purchase to its customer. The
+/// merchant chooses `refund_id`; the same request sent again is the same refund.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundRequest {
+    pub refund_id: String,
+    pub epoid: EpoId,
+    pub merchant: AccountId,
+    pub amount: Amount,
+    pub reason: String,
+    pub time_ms: u64,
+}
+
+impl SignedBody for RefundRequest {
+    const DOMAIN: &'static [u8] = b"netbill/v1/refund";
+}
+
+impl Codec for RefundRequest {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.refund_id);
+        self.epoid.encode(w);
+        self.merchant.encode(w);
+        w.u64(self.amount.minor());
+        w.str(&self.reason);
+        w.u64(self.time_ms);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(RefundRequest {
+            refund_id: dec_text(r, REFUND_ID_LEN_MAX)?,
+            epoid: EpoId::decode(r)?,
+            merchant: AccountId::decode(r)?,
+            amount: dec_amount(r, "amount")?,
+            reason: dec_text(r, MEMO_LEN_MAX)?,
+            time_ms: r.u64()?,
+        })
+    }
+}
+
+/// N → M (and to the customer on request): N's signed statement that a refund moved money.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefundReceipt {
+    pub refund_id: String,
+    pub epoid: EpoId,
+    pub merchant: AccountId,
+    pub amount: Amount,
+    /// Everything refunded for this EPOID so far, this refund included (never above `price`).
+    pub refunded_total: Amount,
+    /// What the purchase paid.
+    pub price: Amount,
+    /// Digest of the merchant's signed [`RefundRequest`].
+    pub request_digest: Digest,
+    pub time_ms: u64,
+}
+
+impl SignedBody for RefundReceipt {
+    const DOMAIN: &'static [u8] = b"netbill/v1/refund-receipt";
+}
+
+impl Codec for RefundReceipt {
+    fn encode(&self, w: &mut Writer) {
+        w.str(&self.refund_id);
+        self.epoid.encode(w);
+        self.merchant.encode(w);
+        w.u64(self.amount.minor());
+        w.u64(self.refunded_total.minor());
+        w.u64(self.price.minor());
+        enc_digest(w, &self.request_digest);
+        w.u64(self.time_ms);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(RefundReceipt {
+            refund_id: dec_text(r, REFUND_ID_LEN_MAX)?,
+            epoid: EpoId::decode(r)?,
+            merchant: AccountId::decode(r)?,
+            amount: dec_amount(r, "amount")?,
+            refunded_total: dec_amount(r, "refunded_total")?,
+            price: dec_amount(r, "price")?,
+            request_digest: dec_digest(r)?,
+            time_ms: r.u64()?,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The journal's signed checkpoints.
+
+/// N's signed statement of the journal's head: entry `seq` has chain hash `hash`, and the
+/// money that entered and left the system up to it. An auditor holding a checkpoint can
+/// tell whether any entry at or before `seq` was later deleted, altered or reordered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub hash: Digest,
+    pub deposits_minor: u64,
+    pub payouts_minor: u64,
+    pub time_ms: u64,
+}
+
+impl SignedBody for Checkpoint {
+    const DOMAIN: &'static [u8] = b"netbill/v1/checkpoint";
+}
+
+impl Codec for Checkpoint {
+    fn encode(&self, w: &mut Writer) {
+        w.u64(self.seq);
+        enc_digest(w, &self.hash);
+        w.u64(self.deposits_minor);
+        w.u64(self.payouts_minor);
+        w.u64(self.time_ms);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Checkpoint {
+            seq: r.u64()?,
+            hash: dec_digest(r)?,
+            deposits_minor: r.u64()?,
+            payouts_minor: r.u64()?,
+            time_ms: r.u64()?,
+        })
+    }
+}
+
+/// What N hands a purchase's customer or merchant for a dispute (JSON): the signed records
+/// of the EPOID and the goods key K as N opened it from the endorsement. Every part but K
+/// carries its own signature, so the bundle may be passed on to an arbitrator as it is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingEvidence {
+    pub epoid: EpoId,
+    /// N's signed receipt for the EPOID.
+    pub receipt: Signed<Receipt>,
+    /// The merchant-signed endorsement (it carries the customer-signed EPO); `None` for an
+    /// abort, which had none.
+    pub endorsement: Option<Signed<Endorsement>>,
+    /// K, for a committed purchase.
+    pub goods_key: Option<crate::crypto::GoodsKey>,
+    /// Refunds of this purchase, each with N's signed receipt.
+    #[serde(default)]
+    pub refunds: Vec<Signed<RefundReceipt>>,
+}

@@ -60,6 +60,12 @@ impl Amount {
     pub fn checked_sub(self, other: Amount) -> Option<Amount> {
         self.0.checked_sub(other.0).map(Amount)
     }
+    /// The sum, or `None` past [`AMOUNT_MAX_MINOR`].
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        self.0
+            .checked_add(other.0)
+            .and_then(|m| Amount::from_minor(m).ok())
+    }
 }
 
 /// Formats a signed number of minor units as `USD:-0.00125`.

@@ -28,9 +28,12 @@ pub struct AppState {
     pub writer: Writer,
     pub policy: BillingPolicy,
     pub admin_token: String,
+    /// The ledger did not conserve money at start-up: no money moves until adjustments
+    /// restore it (see `records::adjust`).
+    pub repair: std::sync::atomic::AtomicBool,
 }
 
-type Shared = Arc<AppState>;
+pub(crate) type Shared = Arc<AppState>;
 
 /// All routes.
 pub fn router(state: Shared) -> Router {
@@ -53,6 +56,7 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/admin/accounts/{id}/key", put(admin_set_key))
         .route("/v1/admin/conservation", get(admin_conservation))
         .route("/v1/admin/stats", get(admin_stats))
+        .merge(crate::records::routes())
         .fallback(|| async {
             Problem::not_found("no-such-endpoint", "no such endpoint; see docs/protocol.md")
         })
@@ -62,7 +66,7 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-fn store_problem(e: StoreError) -> Problem {
+pub(crate) fn store_problem(e: StoreError) -> Problem {
     match e {
         StoreError::AccountExists(_) => Problem::conflict("account-exists", e.to_string()),
         StoreError::NoSuchAccount(_) => Problem::not_found("no-such-account", e.to_string()),
@@ -74,7 +78,7 @@ fn store_problem(e: StoreError) -> Problem {
     }
 }
 
-fn gone(_: crate::writer::WriterGone) -> Problem {
+pub(crate) fn gone(_: crate::writer::WriterGone) -> Problem {
     Problem::unavailable("the billing server is shutting down; retry shortly")
 }
 
@@ -191,6 +195,7 @@ async fn settle(
     s: &AppState,
     verified: Result<billing::VerifiedPurchase, EndorsementError>,
 ) -> Result<StatusAnswer, Problem> {
+    crate::records::refuse_under_repair(s)?;
     let verified =
         verified.map_err(|e: EndorsementError| Problem::unprocessable(e.code(), e.to_string()))?;
     let epoid = verified.epo().epoid.clone();
@@ -225,7 +230,7 @@ async fn auth_key(s: &AppState, id: &AccountId) -> Result<Option<PublicKey>, Pro
 }
 
 /// Authenticates a signed request: returns the account that signed it.
-async fn authenticate(
+pub(crate) async fn authenticate(
     s: &AppState,
     method: &Method,
     uri: &Uri,
@@ -489,7 +494,7 @@ async fn statement(
 // ---------------------------------------------------------------------------------------
 // Operator API, behind the admin token.
 
-fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
+pub(crate) fn admin(s: &AppState, headers: &HeaderMap) -> Result<(), Problem> {
     let given = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -579,6 +584,7 @@ async fn transfer(
     amount: Amount,
 ) -> Result<ApiJson<TransferAnswer>, Problem> {
     admin(s, headers)?;
+    crate::records::refuse_under_repair(s)?;
     let id = id_param(raw)?;
     if amount.is_zero() {
         return Err(Problem::unprocessable(

@@ -5,6 +5,7 @@
 pub mod admin_client;
 pub mod api;
 pub mod keys;
+pub mod records;
 pub mod writer;
 
 use std::net::SocketAddr;
@@ -36,6 +37,8 @@ pub struct ServerConfig {
     pub batch_max: usize,
     /// Most jobs waiting for the ledger writer.
     pub queue_max: usize,
+    /// How often N signs a checkpoint of the journal's head (`None`: only on request).
+    pub checkpoint_interval_ms: Option<u64>,
 }
 
 /// A running billing server.
@@ -76,18 +79,33 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let (store, totals) = tokio::task::spawn_blocking(move || {
         let mut store = netbill_ledger::open_store(&url)
             .with_context(|| format!("opening the ledger {}", netbill_ledger::redact_url(&url)))?;
-        let totals = store
-            .check_conservation()
-            .context("checking conservation at start-up")?;
+        let totals = store.totals().context("reading the ledger's totals")?;
         anyhow::Ok((store, totals))
     })
     .await
     .context("opening the ledger")??;
-    tracing::info!(
-        accounts = totals.accounts,
-        outcomes = totals.outcomes,
-        "ledger open, conservation holds"
-    );
+    let conserved = i128::from(totals.balances_minor)
+        == i128::from(totals.deposits_minor) - i128::from(totals.payouts_minor);
+    if conserved {
+        tracing::info!(
+            accounts = totals.accounts,
+            outcomes = totals.outcomes,
+            "ledger open, conservation holds"
+        );
+    } else {
+        tracing::error!(
+            balances_minor = totals.balances_minor,
+            deposits_minor = totals.deposits_minor,
+            payouts_minor = totals.payouts_minor,
+            "CONSERVATION VIOLATED: the ledger was changed outside this server. Serving in repair mode: no money moves until `netbill audit --unwind` restores it (docs/audit.md)"
+        );
+        eprintln!(
+            "netbill: the ledger does not conserve money (balances {} != deposits {} - payouts {}); serving in repair mode until `netbill audit --unwind` restores it",
+            netbill_proto::money::format_minor(totals.balances_minor),
+            netbill_proto::money::format_minor(totals.deposits_minor),
+            netbill_proto::money::format_minor(totals.payouts_minor),
+        );
+    }
     let public = keys.public();
     let writer = writer::Writer::start(
         store,
@@ -101,7 +119,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         writer,
         policy: config.policy,
         admin_token: config.admin_token,
+        repair: std::sync::atomic::AtomicBool::new(!conserved),
     });
+    // N signs a checkpoint of the journal's head periodically (when it has moved).
+    if let Some(every) = config.checkpoint_interval_ms.filter(|ms| *ms > 0) {
+        let s = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(every));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = records::checkpoint_now(&s).await {
+                    tracing::warn!(error = %e.detail, "signing a journal checkpoint failed");
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

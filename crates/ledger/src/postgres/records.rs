@@ -1,0 +1,346 @@
+//! The signed records beside the money: evidence, refunds, checkpoints and adjustments.
+
+use netbill_proto::billing::{self, RefundError, RefundFacts};
+use netbill_proto::crypto::{Digest, Signature};
+use netbill_proto::messages::{Checkpoint, Endorsement, RefundReceipt, RefundRequest};
+use netbill_proto::signed::SignedBody;
+use netbill_proto::{AccountId, Amount, EpoId, Signed};
+use postgres::{Client, GenericClient};
+
+use super::{ACCOUNT_COLUMNS, PendingEntry, PgTx, account_from_row, ms, nonneg, totals_row};
+use crate::sqlite::{account_id, corrupt, parse_result};
+use crate::{AccountRecord, Adjustment, PurchaseRecord, RefundRecord, StoreError};
+
+fn limit_i64(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+fn signed_from<T: SignedBody>(body: Vec<u8>, sig: Vec<u8>) -> Result<Signed<T>, StoreError> {
+    let sig = Signature(sig.try_into().map_err(|_| corrupt("signature length"))?);
+    Signed::from_parts(body, sig).map_err(|e| corrupt(e.to_string()))
+}
+
+fn amount(v: i64, what: &str) -> Result<Amount, StoreError> {
+    Amount::from_minor(nonneg(v, what)?).map_err(|_| corrupt(what.to_string()))
+}
+
+fn parse_endorsement(json: &str) -> Result<Signed<Endorsement>, StoreError> {
+    serde_json::from_str(json).map_err(|e| corrupt(format!("stored endorsement: {e}")))
+}
+
+pub(super) fn endorsement(
+    c: &mut Client,
+    epoid: &EpoId,
+) -> Result<Option<Signed<Endorsement>>, StoreError> {
+    let row = c.query_opt(
+        "SELECT endorsement FROM outcomes WHERE epoid = $1",
+        &[&epoid.to_string()],
+    )?;
+    row.and_then(|r| r.try_get::<_, Option<String>>(0).transpose())
+        .transpose()?
+        .map(|j| parse_endorsement(&j))
+        .transpose()
+}
+
+pub(super) fn purchases(
+    c: &mut Client,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<PurchaseRecord>, StoreError> {
+    let rows = c.query(
+        "SELECT epoid, customer, merchant, price_minor, endorsement, receipt, receipt_sig
+         FROM outcomes WHERE result = 'committed' AND epoid > $1 ORDER BY epoid LIMIT $2",
+        &[&after.unwrap_or(""), &limit_i64(limit)],
+    )?;
+    rows.iter()
+        .map(|r| {
+            let customer: Option<String> = r.try_get(1)?;
+            Ok(PurchaseRecord {
+                epoid: r
+                    .try_get::<_, &str>(0)?
+                    .parse()
+                    .map_err(|_| corrupt("epoid"))?,
+                customer: account_id(
+                    customer.ok_or_else(|| corrupt("purchase with no customer"))?,
+                )?,
+                merchant: account_id(r.try_get(2)?)?,
+                price: amount(r.try_get(3)?, "price")?,
+                endorsement: r
+                    .try_get::<_, Option<String>>(4)?
+                    .map(|j| parse_endorsement(&j))
+                    .transpose()?,
+                receipt: signed_from(r.try_get(5)?, r.try_get(6)?)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn accounts(
+    c: &mut Client,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<AccountRecord>, StoreError> {
+    // The id comes last, after the columns `account_from_row` reads.
+    let rows = c.query(
+        &format!("SELECT {ACCOUNT_COLUMNS}, id FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"),
+        &[&after.unwrap_or(""), &limit_i64(limit)],
+    )?;
+    rows.iter()
+        .map(|r| account_from_row(&account_id(r.try_get(7)?)?, r))
+        .collect()
+}
+
+/// The purchase a refund names, locked so that refunds of one purchase run one at a time.
+fn refund_facts(
+    tx: &mut impl GenericClient,
+    epoid: &EpoId,
+) -> Result<Option<RefundFacts>, StoreError> {
+    let Some(r) = tx.query_opt(
+        "SELECT result, merchant, customer, price_minor FROM outcomes WHERE epoid = $1 FOR UPDATE",
+        &[&epoid.to_string()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let refunded: i64 = tx
+        .query_one(
+            "SELECT COALESCE(SUM(amount_minor), 0)::BIGINT FROM refunds WHERE epoid = $1",
+            &[&epoid.to_string()],
+        )?
+        .try_get(0)?;
+    Ok(Some(RefundFacts {
+        result: parse_result(r.try_get(0)?)?,
+        merchant: account_id(r.try_get(1)?)?,
+        customer: r
+            .try_get::<_, Option<String>>(2)?
+            .map(account_id)
+            .transpose()?,
+        price: amount(r.try_get(3)?, "price")?,
+        refunded: amount(refunded, "refunded")?,
+    }))
+}
+
+pub(super) fn refund(
+    t: &mut PgTx<'_>,
+    request: &Signed<RefundRequest>,
+    request_digest: Digest,
+    sign: &mut dyn FnMut(Amount, Amount) -> Signed<RefundReceipt>,
+    now_ms: u64,
+) -> Result<Signed<RefundReceipt>, StoreError> {
+    let req = request.body_unverified();
+    let facts = refund_facts(t.tx.get_mut(), &req.epoid)?;
+    // Under the purchase's lock: an earlier refund with this id has committed or not begun.
+    if let Some(r) = t.tx.get_mut().query_opt(
+        "SELECT request_digest, receipt, receipt_sig FROM refunds WHERE refund_id = $1",
+        &[&req.refund_id],
+    )? {
+        let digest: Vec<u8> = r.try_get(0)?;
+        return if digest == request_digest.0 {
+            signed_from(r.try_get(1)?, r.try_get(2)?)
+        } else {
+            Err(RefundError::IdConflict(req.refund_id.clone()).into())
+        };
+    }
+    let (customer, total) = billing::decide_refund(req, facts.as_ref())?;
+    let price = facts.map_or(Amount::ZERO, |f| f.price);
+    crate::LedgerTx::lock_accounts(t, &[req.merchant.clone(), customer.clone()])?;
+    t.touch(&req.merchant)?;
+    t.touch(&customer)?;
+    let tx = t.tx.get_mut();
+    let debited = tx.execute(
+        "UPDATE accounts SET balance_minor = balance_minor - $2
+         WHERE id = $1 AND balance_minor - $2 >= -credit_limit_minor",
+        &[&req.merchant.as_str(), &req.amount.signed()],
+    )?;
+    if debited != 1 {
+        let balance: i64 = tx
+            .query_one(
+                "SELECT balance_minor FROM accounts WHERE id = $1",
+                &[&req.merchant.as_str()],
+            )?
+            .try_get(0)?;
+        return Err(RefundError::MerchantFunds {
+            merchant: req.merchant.clone(),
+            balance: netbill_proto::money::format_minor(balance),
+            amount: req.amount,
+        }
+        .into());
+    }
+    tx.execute(
+        "UPDATE accounts SET balance_minor = balance_minor + $2 WHERE id = $1",
+        &[&customer.as_str(), &req.amount.signed()],
+    )?;
+    let receipt = sign(total, price);
+    let inserted = tx.execute(
+        "INSERT INTO refunds (refund_id, epoid, merchant, customer, amount_minor, request,
+           request_sig, request_digest, receipt, receipt_sig, decided_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (refund_id) DO NOTHING",
+        &[
+            &req.refund_id,
+            &req.epoid.to_string(),
+            &req.merchant.as_str(),
+            &customer.as_str(),
+            &req.amount.signed(),
+            &request.bytes(),
+            &request.signature().0.as_slice(),
+            &request_digest.0.as_slice(),
+            &receipt.bytes(),
+            &receipt.signature().0.as_slice(),
+            &ms(now_ms),
+        ],
+    )?;
+    if inserted != 1 {
+        // Another server used this id for a refund of another purchase meanwhile: run
+        // again, and answer from what it stored.
+        t.raced = true;
+        return Err(RefundError::IdConflict(req.refund_id.clone()).into());
+    }
+    t.journal.push(PendingEntry {
+        kind: "refund",
+        debit: Some(req.merchant.clone()),
+        credit: Some(customer),
+        amount: req.amount,
+        epoid: Some(req.epoid.clone()),
+        memo: req.refund_id.clone(),
+        at_ms: now_ms,
+    });
+    Ok(receipt)
+}
+
+pub(super) fn refunds(
+    c: &mut Client,
+    epoid: Option<&EpoId>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<RefundRecord>, StoreError> {
+    let epoid = epoid.map(|e| e.to_string());
+    let rows = c.query(
+        "SELECT refund_id, epoid, merchant, customer, amount_minor, request, request_sig,
+                receipt, receipt_sig
+         FROM refunds WHERE ($1::TEXT IS NULL OR epoid = $1) AND refund_id > $2
+         ORDER BY refund_id LIMIT $3",
+        &[&epoid, &after.unwrap_or(""), &limit_i64(limit)],
+    )?;
+    rows.iter()
+        .map(|r| {
+            Ok(RefundRecord {
+                refund_id: r.try_get(0)?,
+                epoid: r
+                    .try_get::<_, &str>(1)?
+                    .parse()
+                    .map_err(|_| corrupt("epoid"))?,
+                merchant: account_id(r.try_get(2)?)?,
+                customer: account_id(r.try_get(3)?)?,
+                amount: amount(r.try_get(4)?, "amount")?,
+                request: signed_from(r.try_get(5)?, r.try_get(6)?)?,
+                receipt: signed_from(r.try_get(7)?, r.try_get(8)?)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn checkpoint(
+    t: &mut PgTx<'_>,
+    sign: &mut dyn FnMut(Checkpoint) -> Signed<Checkpoint>,
+    now_ms: u64,
+) -> Result<Option<Signed<Checkpoint>>, StoreError> {
+    // The totals row is share-locked (transfers, which change it, wait), so the totals
+    // and the head agree.
+    let (deposits, payouts) = t.totals_before;
+    let tx = t.tx.get_mut();
+    let head = tx.query_one(
+        "SELECT seq, hash FROM journal_head WHERE id = 1 FOR SHARE",
+        &[],
+    )?;
+    let seq = nonneg(head.try_get(0)?, "journal seq")?;
+    if seq == 0 {
+        return Ok(None);
+    }
+    let done: bool = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE seq >= $1)",
+            &[&ms(seq)],
+        )?
+        .try_get(0)?;
+    if done {
+        return Ok(None);
+    }
+    let hash: Vec<u8> = head.try_get(1)?;
+    let c = sign(Checkpoint {
+        seq,
+        hash: Digest(
+            hash.try_into()
+                .map_err(|_| corrupt("journal hash length"))?,
+        ),
+        deposits_minor: nonneg(deposits, "deposits")?,
+        payouts_minor: nonneg(payouts, "payouts")?,
+        time_ms: now_ms,
+    });
+    let n = tx.execute(
+        "INSERT INTO checkpoints (seq, body, sig) VALUES ($1, $2, $3) ON CONFLICT (seq) DO NOTHING",
+        &[&ms(seq), &c.bytes(), &c.signature().0.as_slice()],
+    )?;
+    Ok((n == 1).then_some(c))
+}
+
+pub(super) fn checkpoints(
+    c: &mut Client,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Signed<Checkpoint>>, StoreError> {
+    let rows = c.query(
+        "SELECT body, sig FROM checkpoints WHERE seq > $1 ORDER BY seq LIMIT $2",
+        &[&ms(after), &limit_i64(limit)],
+    )?;
+    rows.iter()
+        .map(|r| signed_from(r.try_get(0)?, r.try_get(1)?))
+        .collect()
+}
+
+pub(super) fn adjust(
+    t: &mut PgTx<'_>,
+    adjustments: &[Adjustment],
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    t.check_all = true;
+    let ids: Vec<AccountId> = adjustments.iter().map(|a| a.account.clone()).collect();
+    crate::LedgerTx::lock_accounts(t, &ids)?;
+    for a in adjustments {
+        t.touch(&a.account)?;
+        t.tx.get_mut().execute(
+            "UPDATE accounts SET balance_minor = balance_minor + $2 WHERE id = $1",
+            &[&a.account.as_str(), &a.delta_minor],
+        )?;
+        let (debit, credit) = crate::adjustment_sides(a);
+        t.journal.push(PendingEntry {
+            kind: "adjustment",
+            debit: debit.cloned(),
+            credit: credit.cloned(),
+            amount: crate::adjustment_amount(a)?,
+            epoid: None,
+            memo: a.memo.clone(),
+            at_ms: now_ms,
+        });
+    }
+    Ok(())
+}
+
+/// Conservation over all accounts, for a transaction that may restore it.
+pub(super) fn check_all(tx: &mut impl GenericClient) -> Result<(), StoreError> {
+    let balances: i64 = tx
+        .query_one(
+            "SELECT COALESCE(SUM(balance_minor), 0)::BIGINT FROM accounts",
+            &[],
+        )?
+        .try_get(0)?;
+    let (d, p) = totals_row(tx, "")?;
+    if i128::from(balances) != i128::from(d) - i128::from(p) {
+        return Err(StoreError::BadAdjustment(format!(
+            "afterwards balances would sum to {} but deposits - payouts = {}: an adjustment may restore conservation, never break it",
+            netbill_proto::money::format_minor(balances),
+            netbill_proto::money::format_minor(d - p)
+        )));
+    }
+    Ok(())
+}
