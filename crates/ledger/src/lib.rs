@@ -448,7 +448,7 @@ pub fn verify_journal(store: &mut dyn Store) -> Result<u64, StoreError> {
 }
 
 /// The ledger's totals.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Totals {
     pub balances_minor: i64,
     pub deposits_minor: i64,

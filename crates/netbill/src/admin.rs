@@ -76,6 +76,8 @@ enum AdminCommand {
     Show { id: AccountId },
     /// Check that the sum of balances equals deposits minus payouts.
     Conservation,
+    /// Have N sign a checkpoint of the journal's head now (it also does so periodically).
+    Checkpoint,
 }
 
 /// One line describing an account.
@@ -163,6 +165,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 t.outcomes
             );
         }
+        AdminCommand::Checkpoint => match admin.checkpoint().await?.checkpoint {
+            Some(c) => {
+                let c = c.body_unverified();
+                println!(
+                    "signed checkpoint of journal entry {}: hash {}",
+                    c.seq,
+                    hex::encode(c.hash.0)
+                );
+            }
+            None => println!(
+                "nothing to sign: the journal is empty or its head already has a checkpoint"
+            ),
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `netbill`: one binary, one subcommand per job. It parses arguments and calls libraries.
 
 mod admin;
+mod audit;
 mod bench;
 mod demo;
 mod group;
@@ -42,6 +43,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Operator commands against a billing server (admin token required).
     Admin(admin::AdminArgs),
+    /// Verify a ledger's journal, checkpoints and signatures; unwind what a corrupted
+    /// server did (see docs/audit.md).
+    Audit(audit::AuditArgs),
     /// A group authority: issues credentials that merchants honour with group prices.
     #[command(subcommand)]
     Group(group::GroupCommand),
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Command::Wallet(args) => runtime().and_then(|rt| rt.block_on(wallet::run(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(args))),
+        Command::Audit(args) => runtime().and_then(|rt| rt.block_on(audit::run(args))),
         Command::Group(cmd) => group::run(cmd),
         Command::Postage(args) => netbill_postage::cli::run(args),
         Command::Check(args) => netbill_check::cli::run(args),

@@ -2,12 +2,17 @@
 //! the tests.
 
 use netbill_http::client::{CallError, Client};
-use netbill_ledger::Totals;
+use netbill_ledger::{Adjustment, Totals};
+use netbill_proto::Signed;
 use netbill_proto::billing::AccountKind;
 use netbill_proto::crypto::PublicKey;
+use netbill_proto::messages::Checkpoint;
 use netbill_proto::{AccountId, Amount};
 
 use crate::api::{AccountInfo, CreateAccount, SetKey, TransferAnswer, TransferRequest};
+use crate::records::{
+    AdjustRequest, AuditAccount, AuditPurchase, AuditRefund, CheckpointAnswer, JournalPage,
+};
 
 /// Talks to a billing server's admin API with a bearer token.
 #[derive(Clone)]
@@ -133,4 +138,93 @@ impl AdminClient {
             )
             .await
     }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        self.client
+            .call::<(), _>(reqwest::Method::GET, path, None, &self.auth())
+            .await
+    }
+
+    fn page(path: &str, after: Option<&str>) -> String {
+        match after {
+            Some(a) => format!("{path}?after={}", query_escape(a)),
+            None => path.to_string(),
+        }
+    }
+
+    /// One page of the journal after entry `after`.
+    pub async fn journal(&self, after: u64) -> Result<JournalPage, CallError> {
+        self.get(&format!("/v1/journal?after={after}")).await
+    }
+
+    /// N's signed checkpoints after entry `after`.
+    pub async fn checkpoints(&self, after: u64) -> Result<Vec<Signed<Checkpoint>>, CallError> {
+        self.get(&format!("/v1/journal/checkpoints?after={after}"))
+            .await
+    }
+
+    /// One page of accounts after the id `after`.
+    pub async fn audit_accounts(
+        &self,
+        after: Option<&str>,
+    ) -> Result<Vec<AuditAccount>, CallError> {
+        self.get(&Self::page("/v1/admin/audit/accounts", after))
+            .await
+    }
+
+    /// One page of committed purchases after the EPOID `after`.
+    pub async fn audit_purchases(
+        &self,
+        after: Option<&str>,
+    ) -> Result<Vec<AuditPurchase>, CallError> {
+        self.get(&Self::page("/v1/admin/audit/purchases", after))
+            .await
+    }
+
+    /// One page of refunds after the refund id `after`.
+    pub async fn audit_refunds(&self, after: Option<&str>) -> Result<Vec<AuditRefund>, CallError> {
+        self.get(&Self::page("/v1/admin/audit/refunds", after))
+            .await
+    }
+
+    /// The totals as stored, whether or not they conserve.
+    pub async fn totals(&self) -> Result<Totals, CallError> {
+        self.get("/v1/admin/audit/totals").await
+    }
+
+    /// Asks N to sign a checkpoint of the journal's head now.
+    pub async fn checkpoint(&self) -> Result<CheckpointAnswer, CallError> {
+        self.client
+            .call::<(), _>(
+                reqwest::Method::POST,
+                "/v1/admin/checkpoint",
+                None,
+                &self.auth(),
+            )
+            .await
+    }
+
+    /// Applies adjustments (from `netbill audit --unwind`); the totals after.
+    pub async fn adjust(&self, adjustments: Vec<Adjustment>) -> Result<Totals, CallError> {
+        self.client
+            .call(
+                reqwest::Method::POST,
+                "/v1/admin/adjustments",
+                Some(&AdjustRequest { adjustments }),
+                &self.auth(),
+            )
+            .await
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

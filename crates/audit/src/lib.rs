@@ -1,0 +1,697 @@
+//! The auditor: checks a NetBill ledger from its own records and the public keys alone.
+//!
+//! An audit reads a [`Snapshot`] of the ledger (from the database, or over the admin API
+//! with [`Snapshot::from_server`]) and [`audit`]s it:
+//! 1. the journal's hash chain, entry by entry, and N's signed checkpoints against it;
+//! 2. every journal entry against the signatures it needs — a purchase against the
+//!    customer-signed EPO, the merchant-signed endorsement and N's receipt; a refund against
+//!    the merchant-signed request and N's refund receipt;
+//! 3. the balances the signed records imply (deposits and payouts from the journal,
+//!    purchases and refunds from their signed records) against the account table, and
+//!    conservation.
+//!
+//! What the records imply is what the balances should be, so the unwind plan is the
+//! adjustment of each account that differs, to that value. It is refused when the journal's
+//! deposits or payouts disagree with the totals: then a deposit or payout entry itself was
+//! lost or forged, and only a backup can tell which figure is right.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use netbill_crypto::RealCrypto;
+use netbill_ledger::{
+    Adjustment, JournalEntry, PurchaseRecord, RefundRecord, Store, StoreError, Totals,
+};
+use netbill_proto::crypto::{Crypto, PublicKey};
+use netbill_proto::messages::{Checkpoint, MEMO_LEN_MAX, ResultCode};
+use netbill_proto::money::format_minor;
+use netbill_proto::{AccountId, EpoId, Signed};
+use netbill_server::AdminClient;
+use serde::{Deserialize, Serialize};
+
+/// Everything an audit reads.
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub journal: Vec<JournalEntry>,
+    pub checkpoints: Vec<Signed<Checkpoint>>,
+    /// Account id → (public key, balance in the account table).
+    pub accounts: BTreeMap<AccountId, (PublicKey, i64)>,
+    pub purchases: Vec<PurchaseRecord>,
+    pub refunds: Vec<RefundRecord>,
+    pub totals: Totals,
+}
+
+const PAGE: usize = 1000;
+
+impl Snapshot {
+    /// Reads a ledger straight from its store (SQLite file or PostgreSQL database).
+    pub fn from_store(store: &mut dyn Store) -> Result<Snapshot, StoreError> {
+        let mut s = Snapshot {
+            totals: store.totals()?,
+            ..Snapshot::default()
+        };
+        loop {
+            let after = s.journal.last().map_or(0, |e| e.seq);
+            let page = store.journal(after, PAGE)?;
+            let done = page.len() < PAGE;
+            s.journal.extend(page);
+            if done {
+                break;
+            }
+        }
+        loop {
+            let after = s.checkpoints.last().map_or(0, |c| c.body_unverified().seq);
+            let page = store.checkpoints(after, PAGE)?;
+            let done = page.len() < PAGE;
+            s.checkpoints.extend(page);
+            if done {
+                break;
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.accounts(after.as_deref(), PAGE)?;
+            let done = page.len() < PAGE;
+            after = page.last().map(|a| a.id.to_string());
+            s.accounts
+                .extend(page.into_iter().map(|a| (a.id, (a.key, a.balance_minor))));
+            if done {
+                break;
+            }
+        }
+        loop {
+            let after = s.purchases.last().map(|p| p.epoid.to_string());
+            let page = store.purchases(after.as_deref(), PAGE)?;
+            let done = page.len() < PAGE;
+            s.purchases.extend(page);
+            if done {
+                break;
+            }
+        }
+        loop {
+            let after = s.refunds.last().map(|r| r.refund_id.clone());
+            let page = store.refunds(None, after.as_deref(), PAGE)?;
+            let done = page.len() < PAGE;
+            s.refunds.extend(page);
+            if done {
+                break;
+            }
+        }
+        Ok(s)
+    }
+
+    /// Reads a ledger over a running billing server's admin API.
+    pub async fn from_server(
+        admin: &AdminClient,
+    ) -> Result<Snapshot, netbill_http::client::CallError> {
+        let mut s = Snapshot {
+            totals: admin.totals().await?,
+            ..Snapshot::default()
+        };
+        let mut after = 0;
+        loop {
+            let page = admin.journal(after).await?;
+            s.journal.extend(page.entries);
+            match page.next {
+                Some(n) if n > after => after = n,
+                _ => break,
+            }
+        }
+        loop {
+            let after = s.checkpoints.last().map_or(0, |c| c.body_unverified().seq);
+            let page = admin.checkpoints(after).await?;
+            let done = page.len() < PAGE;
+            s.checkpoints.extend(page);
+            if done {
+                break;
+            }
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = admin.audit_accounts(after.as_deref()).await?;
+            let done = page.len() < PAGE;
+            after = page.last().map(|a| a.id.to_string());
+            s.accounts.extend(
+                page.into_iter()
+                    .map(|a| (a.id, (a.public_key, a.balance_minor))),
+            );
+            if done {
+                break;
+            }
+        }
+        loop {
+            let after = s.purchases.last().map(|p| p.epoid.to_string());
+            let page = admin.audit_purchases(after.as_deref()).await?;
+            let done = page.len() < PAGE;
+            s.purchases
+                .extend(page.into_iter().map(PurchaseRecord::from));
+            if done {
+                break;
+            }
+        }
+        loop {
+            let after = s.refunds.last().map(|r| r.refund_id.clone());
+            let page = admin.audit_refunds(after.as_deref()).await?;
+            let done = page.len() < PAGE;
+            s.refunds.extend(page.into_iter().map(RefundRecord::from));
+            if done {
+                break;
+            }
+        }
+        Ok(s)
+    }
+}
+
+/// What kind of problem a finding is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingKind {
+    /// An entry does not follow or chain to the one before it: entries were deleted,
+    /// altered, inserted or reordered.
+    ChainBreak,
+    /// A checkpoint is not signed by N's key.
+    BadCheckpointSignature,
+    /// The journal no longer matches a checkpoint N signed.
+    CheckpointMismatch,
+    /// A money movement without the signatures it needs.
+    UnbackedEntry,
+    /// A signed purchase or refund with no journal entry.
+    MissingEntry,
+    /// An account's balance differs from what the signed records imply.
+    BalanceMismatch,
+    /// The journal's deposits or payouts differ from the totals table.
+    TotalsMismatch,
+    /// Σ balances ≠ deposits − payouts.
+    ConservationViolated,
+}
+
+impl FindingKind {
+    /// Whether the finding means money is wrong now (as opposed to evidence of tampering).
+    pub fn money(self) -> bool {
+        matches!(
+            self,
+            FindingKind::BalanceMismatch
+                | FindingKind::TotalsMismatch
+                | FindingKind::ConservationViolated
+        )
+    }
+}
+
+/// One problem the audit found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub kind: FindingKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountId>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoid: Option<EpoId>,
+    pub detail: String,
+}
+
+/// The result of an audit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub entries: u64,
+    pub checkpoints: u64,
+    pub purchases: u64,
+    pub refunds: u64,
+    pub accounts: u64,
+    /// Adjustment entries already in the journal (earlier unwinds).
+    pub adjustments: u64,
+    pub findings: Vec<Finding>,
+    /// The adjustments that restore every balance to what the signed records imply.
+    pub unwind: Vec<Adjustment>,
+    /// Why no unwind plan can be computed, if so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwind_refused: Option<String>,
+}
+
+impl Report {
+    /// Whether money is wrong now (balances, totals or conservation).
+    pub fn money_wrong(&self) -> bool {
+        self.findings.iter().any(|f| f.kind.money())
+    }
+}
+
+fn finding(kind: FindingKind, detail: impl Into<String>) -> Finding {
+    Finding {
+        kind,
+        seq: None,
+        account: None,
+        epoid: None,
+        detail: detail.into(),
+    }
+}
+
+/// Why a purchase's journal entry is not backed, if it is not.
+fn purchase_unbacked(
+    crypto: &dyn Crypto,
+    billing_key: &PublicKey,
+    p: &PurchaseRecord,
+    accounts: &BTreeMap<AccountId, (PublicKey, i64)>,
+) -> Option<String> {
+    let Some(en) = &p.endorsement else {
+        return Some("no endorsement (and so no customer-signed EPO) is recorded".into());
+    };
+    let e = en.body_unverified();
+    let epo_signed = &e.epo;
+    let epo = epo_signed.body_unverified();
+    if epo_signed.verify(crypto, &epo.customer_key).is_err() {
+        return Some("the EPO's customer signature does not verify".into());
+    }
+    match accounts.get(&p.customer) {
+        Some((key, _)) if *key == epo.customer_key => {}
+        Some(_) => {
+            return Some(format!(
+                "the EPO is signed by a key that is not {}'s",
+                p.customer
+            ));
+        }
+        None => return Some(format!("the debited account {} does not exist", p.customer)),
+    }
+    match accounts.get(&p.merchant) {
+        Some((key, _)) if *key == e.merchant_key && en.verify(crypto, key).is_ok() => {}
+        _ => {
+            return Some(format!(
+                "the endorsement is not signed by merchant {}'s key",
+                p.merchant
+            ));
+        }
+    }
+    if epo.epoid != p.epoid || epo.merchant != p.merchant || epo.price != p.price {
+        return Some("the signed EPO names another EPOID, merchant or price".into());
+    }
+    match p.receipt.verify(crypto, billing_key) {
+        Ok(r)
+            if r.result == ResultCode::Committed
+                && r.epoid == p.epoid
+                && r.epo_digest == epo_signed.digest(crypto)
+                && r.price == p.price => {}
+        Ok(_) => return Some("N's receipt does not name this EPO as committed".into()),
+        Err(_) => return Some("the receipt is not signed by N's key".into()),
+    }
+    None
+}
+
+/// Why a refund's journal entry is not backed, if it is not.
+fn refund_unbacked(
+    crypto: &dyn Crypto,
+    billing_key: &PublicKey,
+    r: &RefundRecord,
+    accounts: &BTreeMap<AccountId, (PublicKey, i64)>,
+) -> Option<String> {
+    let signed_by_merchant = accounts
+        .get(&r.merchant)
+        .is_some_and(|(key, _)| r.request.verify(crypto, key).is_ok());
+    if !signed_by_merchant {
+        return Some(format!(
+            "the refund request is not signed by merchant {}'s key",
+            r.merchant
+        ));
+    }
+    let q = r.request.body_unverified();
+    if q.refund_id != r.refund_id || q.epoid != r.epoid || q.amount != r.amount {
+        return Some("the signed request names another refund, purchase or amount".into());
+    }
+    match r.receipt.verify(crypto, billing_key) {
+        Ok(rr) if rr.refund_id == r.refund_id && rr.amount == r.amount => None,
+        Ok(_) => Some("N's refund receipt names another refund".into()),
+        Err(_) => Some("the refund receipt is not signed by N's key".into()),
+    }
+}
+
+/// Audits a snapshot against N's public signing key.
+pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
+    let crypto = &RealCrypto;
+    let mut findings = Vec::new();
+
+    // 1. The chain, as stored and as recomputed from the first entry.
+    let mut stored_prev = vec![0u8; 32];
+    let mut recomputed_prev = vec![0u8; 32];
+    let mut recomputed: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut expected_seq = 1u64;
+    for e in &snap.journal {
+        let here = e.expected_hash(&stored_prev);
+        if e.seq != expected_seq {
+            findings.push(Finding {
+                seq: Some(e.seq),
+                ..finding(
+                    FindingKind::ChainBreak,
+                    format!(
+                        "entry {} follows entry {}: entries were deleted or reordered",
+                        e.seq,
+                        expected_seq - 1
+                    ),
+                )
+            });
+        } else if hex::encode(&here) != e.hash {
+            findings.push(Finding {
+                seq: Some(e.seq),
+                ..finding(
+                    FindingKind::ChainBreak,
+                    format!(
+                        "entry {} does not chain to the entry before it: it was altered, inserted or moved",
+                        e.seq
+                    ),
+                )
+            });
+        }
+        recomputed_prev = e.expected_hash(&recomputed_prev);
+        recomputed.insert(e.seq, recomputed_prev.clone());
+        stored_prev = hex::decode(&e.hash).unwrap_or_default();
+        expected_seq = e.seq + 1;
+    }
+
+    // 2. Checkpoints: signed by N, and matching the chain recomputed from the start (a
+    // rewritten chain has valid links but other hashes) and the money in and out so far.
+    let mut in_out: HashMap<u64, (u64, u64)> = HashMap::new();
+    let (mut dep, mut pay) = (0u64, 0u64);
+    for e in &snap.journal {
+        match e.kind.as_str() {
+            "deposit" => dep += e.amount.minor(),
+            "payout" => pay += e.amount.minor(),
+            _ => {}
+        }
+        in_out.insert(e.seq, (dep, pay));
+    }
+    for c in &snap.checkpoints {
+        let Ok(cp) = c.verify(crypto, billing_key) else {
+            findings.push(finding(
+                FindingKind::BadCheckpointSignature,
+                format!(
+                    "the checkpoint of entry {} is not signed by N's key",
+                    c.body_unverified().seq
+                ),
+            ));
+            continue;
+        };
+        let at = |f: FindingKind, d: String| Finding {
+            seq: Some(cp.seq),
+            ..finding(f, d)
+        };
+        match recomputed.get(&cp.seq) {
+            None => findings.push(at(
+                FindingKind::CheckpointMismatch,
+                format!(
+                    "N signed a checkpoint of entry {}, which the journal no longer holds",
+                    cp.seq
+                ),
+            )),
+            Some(h) if h.as_slice() != cp.hash.0 => findings.push(at(
+                FindingKind::CheckpointMismatch,
+                format!(
+                    "the journal up to entry {} is not the one N signed: an entry at or before it was changed",
+                    cp.seq
+                ),
+            )),
+            Some(_) if in_out.get(&cp.seq) != Some(&(cp.deposits_minor, cp.payouts_minor)) => {
+                findings.push(at(
+                    FindingKind::CheckpointMismatch,
+                    format!(
+                        "deposits and payouts up to entry {} differ from the ones N signed",
+                        cp.seq
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+
+    // 3. Every entry against its signatures; the balances the backed records imply.
+    let purchases: HashMap<&EpoId, &PurchaseRecord> =
+        snap.purchases.iter().map(|p| (&p.epoid, p)).collect();
+    let refunds: HashMap<&str, &RefundRecord> = snap
+        .refunds
+        .iter()
+        .map(|r| (r.refund_id.as_str(), r))
+        .collect();
+    let mut expected: BTreeMap<AccountId, i64> =
+        snap.accounts.keys().map(|a| (a.clone(), 0)).collect();
+    let mut reasons: BTreeMap<AccountId, Vec<String>> = BTreeMap::new();
+    let mut journaled_purchases: HashSet<&EpoId> = HashSet::new();
+    let mut journaled_refunds: HashSet<&str> = HashSet::new();
+    let mut refunded: HashMap<&EpoId, u64> = HashMap::new();
+    let mut adjustments = 0u64;
+    let credit = |m: &mut BTreeMap<AccountId, i64>, a: &AccountId, x: i64| {
+        *m.entry(a.clone()).or_default() += x;
+    };
+    for e in &snap.journal {
+        let unbacked = |why: String| Finding {
+            seq: Some(e.seq),
+            epoid: e.epoid.clone(),
+            ..finding(
+                FindingKind::UnbackedEntry,
+                format!("entry {} ({} of {}): {why}", e.seq, e.kind, e.amount),
+            )
+        };
+        let amount = e.amount.signed();
+        match (e.kind.as_str(), &e.debit, &e.credit) {
+            ("deposit", None, Some(c)) => credit(&mut expected, c, amount),
+            ("payout", Some(d), None) => credit(&mut expected, d, -amount),
+            ("adjustment", _, _) => adjustments += 1,
+            ("purchase", Some(d), Some(c)) => {
+                let record = e.epoid.as_ref().and_then(|id| purchases.get(id));
+                let why = match record {
+                    None => Some("no committed purchase is recorded for it".to_string()),
+                    Some(p) if p.customer != *d || p.merchant != *c || p.price != e.amount => {
+                        Some("it disagrees with the signed purchase".to_string())
+                    }
+                    Some(p) if !journaled_purchases.insert(&p.epoid) => {
+                        Some("the purchase is journaled twice".to_string())
+                    }
+                    Some(p) => purchase_unbacked(crypto, billing_key, p, &snap.accounts),
+                };
+                match why {
+                    None => {
+                        credit(&mut expected, d, -amount);
+                        credit(&mut expected, c, amount);
+                    }
+                    Some(why) => {
+                        for a in [d, c] {
+                            reasons
+                                .entry(a.clone())
+                                .or_default()
+                                .push(format!("unbacked purchase entry {}", e.seq));
+                        }
+                        findings.push(unbacked(why));
+                    }
+                }
+            }
+            ("refund", Some(d), Some(c)) => {
+                let record = refunds.get(e.memo.as_str());
+                let why = match record {
+                    None => Some("no refund is recorded for it".to_string()),
+                    Some(r)
+                        if r.merchant != *d
+                            || r.customer != *c
+                            || r.amount != e.amount
+                            || Some(&r.epoid) != e.epoid.as_ref() =>
+                    {
+                        Some("it disagrees with the signed refund".to_string())
+                    }
+                    Some(r) if !journaled_refunds.insert(r.refund_id.as_str()) => {
+                        Some("the refund is journaled twice".to_string())
+                    }
+                    Some(r) => {
+                        refund_unbacked(crypto, billing_key, r, &snap.accounts).or_else(|| {
+                            let total = refunded.entry(&r.epoid).or_default();
+                            *total += r.amount.minor();
+                            let paid = purchases.get(&r.epoid).map(|p| p.price.minor());
+                            (paid.is_none_or(|p| *total > p)).then(|| {
+                                format!(
+                                    "refunds of {} exceed what it paid ({})",
+                                    r.epoid,
+                                    paid.map_or("nothing".into(), |p| format_minor(p as i64))
+                                )
+                            })
+                        })
+                    }
+                };
+                match why {
+                    None => {
+                        credit(&mut expected, d, -amount);
+                        credit(&mut expected, c, amount);
+                    }
+                    Some(why) => {
+                        for a in [d, c] {
+                            reasons
+                                .entry(a.clone())
+                                .or_default()
+                                .push(format!("unbacked refund entry {}", e.seq));
+                        }
+                        findings.push(unbacked(why));
+                    }
+                }
+            }
+            _ => findings.push(unbacked(
+                "an entry of this shape moves no money legitimately".into(),
+            )),
+        }
+    }
+
+    // Signed records with no journal entry: money moved unjournaled (or the entry was
+    // deleted). The signatures prove the movement, so the balances should include it.
+    for p in &snap.purchases {
+        if journaled_purchases.contains(&p.epoid) {
+            continue;
+        }
+        if let Some(why) = purchase_unbacked(crypto, billing_key, p, &snap.accounts) {
+            findings.push(Finding {
+                epoid: Some(p.epoid.clone()),
+                ..finding(
+                    FindingKind::UnbackedEntry,
+                    format!(
+                        "committed purchase {} with no journal entry and no valid signatures: {why}",
+                        p.epoid
+                    ),
+                )
+            });
+            for a in [&p.customer, &p.merchant] {
+                reasons
+                    .entry(a.clone())
+                    .or_default()
+                    .push(format!("unbacked purchase {}", p.epoid));
+            }
+            continue;
+        }
+        findings.push(Finding {
+            epoid: Some(p.epoid.clone()),
+            ..finding(
+                FindingKind::MissingEntry,
+                format!(
+                    "purchase {} ({}) is signed by customer and merchant but has no journal entry",
+                    p.epoid, p.price
+                ),
+            )
+        });
+        credit(&mut expected, &p.customer, -p.price.signed());
+        credit(&mut expected, &p.merchant, p.price.signed());
+    }
+    for r in &snap.refunds {
+        if journaled_refunds.contains(r.refund_id.as_str()) {
+            continue;
+        }
+        let valid = refund_unbacked(crypto, billing_key, r, &snap.accounts).is_none();
+        findings.push(Finding {
+            epoid: Some(r.epoid.clone()),
+            ..finding(
+                if valid {
+                    FindingKind::MissingEntry
+                } else {
+                    FindingKind::UnbackedEntry
+                },
+                format!(
+                    "refund {:?} of {} has no journal entry",
+                    r.refund_id, r.amount
+                ),
+            )
+        });
+        if valid {
+            credit(&mut expected, &r.merchant, -r.amount.signed());
+            credit(&mut expected, &r.customer, r.amount.signed());
+        }
+    }
+
+    // 4. Balances, totals, conservation.
+    let mut unwind = Vec::new();
+    for (id, want) in &expected {
+        let have = snap.accounts.get(id).map(|(_, b)| *b);
+        match have {
+            None => findings.push(Finding {
+                account: Some(id.clone()),
+                ..finding(
+                    FindingKind::BalanceMismatch,
+                    format!("the journal moves money of {id}, which has no account"),
+                )
+            }),
+            Some(have) if have != *want => {
+                findings.push(Finding {
+                    account: Some(id.clone()),
+                    ..finding(
+                        FindingKind::BalanceMismatch,
+                        format!(
+                            "{id} holds {} but its signed records imply {}",
+                            format_minor(have),
+                            format_minor(*want)
+                        ),
+                    )
+                });
+                let why = reasons.get(id).map_or_else(
+                    || "balance changed outside the journal".to_string(),
+                    |r| r.join(", "),
+                );
+                let mut memo = format!("audit unwind: {why}");
+                if memo.len() > MEMO_LEN_MAX {
+                    let mut cut = MEMO_LEN_MAX - 3;
+                    while !memo.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    memo.truncate(cut);
+                    memo.push_str("...");
+                }
+                unwind.push(Adjustment {
+                    account: id.clone(),
+                    delta_minor: want - have,
+                    memo,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    let t = &snap.totals;
+    let totals_ok = i64::try_from(dep).ok() == Some(t.deposits_minor)
+        && i64::try_from(pay).ok() == Some(t.payouts_minor);
+    if !totals_ok {
+        findings.push(finding(
+            FindingKind::TotalsMismatch,
+            format!(
+                "the journal's deposits {} and payouts {} differ from the totals table's {} and {}",
+                format_minor(dep as i64),
+                format_minor(pay as i64),
+                format_minor(t.deposits_minor),
+                format_minor(t.payouts_minor)
+            ),
+        ));
+    }
+    let balances: i128 = snap.accounts.values().map(|(_, b)| i128::from(*b)).sum();
+    let in_minus_out = i128::from(t.deposits_minor) - i128::from(t.payouts_minor);
+    if balances != in_minus_out {
+        findings.push(finding(
+            FindingKind::ConservationViolated,
+            format!(
+                "balances sum to {} but deposits - payouts = {}",
+                format_minor(balances as i64),
+                format_minor(in_minus_out as i64)
+            ),
+        ));
+    }
+    let unwind_refused = if !totals_ok {
+        unwind.clear();
+        Some(
+            "the journal's deposits or payouts disagree with the totals table: a deposit or payout entry was deleted, altered or forged, and only a backup can tell which figure is right"
+                .to_string(),
+        )
+    } else if findings.iter().any(|f| {
+        f.kind == FindingKind::BalanceMismatch
+            && f.account
+                .as_ref()
+                .is_some_and(|a| !snap.accounts.contains_key(a))
+    }) {
+        unwind.clear();
+        Some("the journal moves money of an account that does not exist".to_string())
+    } else {
+        None
+    };
+    Report {
+        entries: snap.journal.len() as u64,
+        checkpoints: snap.checkpoints.len() as u64,
+        purchases: snap.purchases.len() as u64,
+        refunds: snap.refunds.len() as u64,
+        accounts: snap.accounts.len() as u64,
+        adjustments,
+        findings,
+        unwind,
+        unwind_refused,
+    }
+}
