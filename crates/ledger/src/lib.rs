@@ -320,7 +320,8 @@ pub trait Store: Send {
 
     /// Makes a refund the merchant signed (`request`, whose signature the caller checked):
     /// in one transaction, decides it with [`netbill_proto::billing::decide_refund`] (a
-    /// refund id seen before answers with its first receipt, or a conflict), moves the
+    /// refund id seen before for the same purchase, merchant and amount answers with its
+    /// first receipt; for anything else, a conflict), moves the
     /// money from merchant to customer, journals it and stores the receipt `sign` makes
     /// from the refunded total and the price.
     fn refund(
@@ -373,6 +374,12 @@ pub fn open_store(url: &str) -> Result<Box<dyn Store>, StoreError> {
         return Err(StoreError::BadUrl(url.to_string()));
     }
     Ok(Box::new(SqliteStore::open(std::path::Path::new(path))?))
+}
+
+/// Whether two refund requests with one refund id are the same refund (sent again): the
+/// same purchase, merchant and amount. Their times and reasons may differ.
+pub(crate) fn same_refund(a: &RefundRequest, b: &RefundRequest) -> bool {
+    a.epoid == b.epoid && a.merchant == b.merchant && a.amount == b.amount
 }
 
 /// Checks a list of adjustments before any is applied.

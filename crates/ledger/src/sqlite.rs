@@ -860,14 +860,17 @@ impl Store for SqliteStore {
     ) -> Result<Signed<RefundReceipt>, StoreError> {
         let req = request.body_unverified();
         self.write(|tx, check| {
-            let seen: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = tx
+            let seen: Option<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = tx
                 .prepare_cached(
-                    "SELECT request_digest, receipt, receipt_sig FROM refunds WHERE refund_id = ?1",
+                    "SELECT request, request_sig, receipt, receipt_sig FROM refunds WHERE refund_id = ?1",
                 )?
-                .query_row([&req.refund_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_row([&req.refund_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .optional()?;
-            if let Some((digest, receipt, sig)) = seen {
-                return if digest == request_digest.0 {
+            if let Some((request, request_sig, receipt, sig)) = seen {
+                let earlier: Signed<RefundRequest> = signed_from(request, request_sig)?;
+                return if crate::same_refund(earlier.body_unverified(), req) {
                     signed_from(receipt, sig)
                 } else {
                     Err(RefundError::IdConflict(req.refund_id.clone()).into())

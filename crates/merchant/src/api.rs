@@ -231,9 +231,10 @@ async fn start_purchase(
     let path = product.path.clone();
     let key = random_goods_key();
     let k = key.clone();
+    let fault = s.fault;
     let (stats, plain_digest) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         let mut src = Hashing {
-            inner: std::fs::File::open(&path)?,
+            inner: goods_source(&path, fault)?,
             hash: Sha256::new(),
         };
         let stats =
@@ -243,7 +244,7 @@ async fn start_purchase(
     .await
     .map_err(internal)?
     .map_err(internal)?;
-    if plain_digest != q.goods_digest {
+    if plain_digest != q.goods_digest && s.fault != Fault::GarbageGoods {
         return Err(Problem::conflict(
             "goods-changed",
             "the product changed since the quote was made; ask for a new quote",
@@ -275,6 +276,16 @@ fn load(s: &MerchantState, id: &str) -> Result<MerchantPurchase, Problem> {
         .ok_or_else(|| Problem::not_found("no-such-purchase", format!("no purchase {id}")))
 }
 
+/// The plaintext of a product: its file (or, under the test fault, garbage of its length).
+fn goods_source(path: &std::path::Path, fault: Fault) -> std::io::Result<Box<dyn Read + Send>> {
+    let file = std::fs::File::open(path)?;
+    if fault == Fault::GarbageGoods {
+        let len = file.metadata()?.len();
+        return Ok(Box::new(std::io::repeat(b'G').take(len)));
+    }
+    Ok(Box::new(file))
+}
+
 /// Step 4: stream the ciphertext, encrypted on the fly in constant memory.
 async fn goods(State(s): State<Shared>, Path(id): Path<String>) -> Result<Response, Problem> {
     let p = load(&s, &id)?;
@@ -286,7 +297,7 @@ async fn goods(State(s): State<Shared>, Path(id): Path<String>) -> Result<Respon
         .ok_or_else(|| Problem::not_found("unknown-product", format!("no product {code}")))?
         .path
         .clone();
-    let file = std::fs::File::open(&path).map_err(internal)?;
+    let file = goods_source(&path, s.fault).map_err(internal)?;
     let mut reader =
         EncryptingReader::new(&p.goods_key, DEFAULT_CHUNK_SIZE, file).map_err(internal)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);

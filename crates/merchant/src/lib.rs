@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod disputes;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -77,6 +78,9 @@ pub enum Fault {
     /// Settle with N but answer the customer's payment with an error, as if the receipt
     /// were lost on the way (step 8): the customer must recover K from N.
     DropReceipt,
+    /// Deliver garbage: encrypt bytes that are not the quoted product (a dishonest
+    /// merchant, for dispute tests).
+    GarbageGoods,
 }
 
 /// How to run a merchant server.

@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod bench;
 mod demo;
+mod dispute;
 mod group;
 mod merchant;
 mod server;
@@ -43,6 +44,9 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Operator commands against a billing server (admin token required).
     Admin(admin::AdminArgs),
+    /// Decide a disputed purchase from the signed records alone, as an arbitrator (see
+    /// docs/disputes.md).
+    Dispute(dispute::DisputeArgs),
     /// Verify a ledger's journal, checkpoints and signatures; unwind what a corrupted
     /// server did (see docs/audit.md).
     Audit(audit::AuditArgs),
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
         Command::Wallet(args) => runtime().and_then(|rt| rt.block_on(wallet::run(args))),
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(args))),
+        Command::Dispute(args) => dispute::run(args),
         Command::Audit(args) => runtime().and_then(|rt| rt.block_on(audit::run(args))),
         Command::Group(cmd) => group::run(cmd),
         Command::Postage(args) => netbill_postage::cli::run(args),

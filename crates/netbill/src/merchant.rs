@@ -4,10 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use netbill_merchant::{Fault, MerchantConfig};
-use netbill_proto::AccountId;
 use netbill_proto::crypto::PublicKey;
+use netbill_proto::dispute::Ruling;
+use netbill_proto::{AccountId, Amount, EpoId};
 
 #[derive(Subcommand)]
 pub enum MerchantCommand {
@@ -34,6 +36,42 @@ pub enum MerchantCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Give back (part of) what a committed purchase paid: signed by the merchant, made by
+    /// N, never more than the purchase paid in total. Running it again refunds once.
+    Refund(RefundArgs),
+    /// Fetch N's signed records of one of your purchases (for a dispute) as JSON.
+    Evidence {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The purchase's EPOID.
+        epoid: EpoId,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct RefundArgs {
+    #[arg(long)]
+    dir: PathBuf,
+    /// The purchase's EPOID.
+    #[arg(long, required_unless_present = "verdict")]
+    epoid: Option<EpoId>,
+    /// How much to give back, e.g. USD:0.01 (default: the whole price, with --verdict the
+    /// amount the arbitrator ruled).
+    #[arg(long, required_unless_present = "verdict")]
+    amount: Option<Amount>,
+    /// Why (shown to the customer and auditors).
+    #[arg(long, default_value = "refund")]
+    reason: String,
+    /// Carry out an arbitrator's ruling for the customer: the JSON of `netbill dispute --json`.
+    #[arg(long, conflicts_with_all = ["epoid", "amount"])]
+    verdict: Option<PathBuf>,
+    /// The refund's id (default: derived from the purchase, amount and reason). Two
+    /// different refunds of the same amount for the same reason need two ids.
+    #[arg(long)]
+    refund_id: Option<String>,
 }
 
 #[derive(Args)]
@@ -55,6 +93,9 @@ pub struct RunArgs {
     /// Testing only: settle with N, then drop the receipt instead of forwarding it.
     #[arg(long, hide = true)]
     fault_drop_receipt: bool,
+    /// Testing only: deliver garbage instead of the quoted product (a dishonest merchant).
+    #[arg(long, hide = true)]
+    fault_garbage_goods: bool,
 }
 
 pub async fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
@@ -89,6 +130,20 @@ pub async fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
                 ExitCode::from(4)
             })
         }
+        MerchantCommand::Refund(a) => refund(a).await,
+        MerchantCommand::Evidence { dir, epoid, out } => {
+            let ev = netbill_merchant::disputes::evidence(&dir, &epoid).await?;
+            let json = serde_json::to_string_pretty(&ev)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, json + "\n")
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    println!("N's evidence for {epoid} written to {}", path.display());
+                }
+                None => println!("{json}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         MerchantCommand::Run(a) => {
             let running = netbill_merchant::start(MerchantConfig {
                 dir: a.dir,
@@ -99,6 +154,8 @@ pub async fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
                 recovery_interval_ms: 2_000,
                 fault: if a.fault_drop_receipt {
                     Fault::DropReceipt
+                } else if a.fault_garbage_goods {
+                    Fault::GarbageGoods
                 } else {
                     Fault::None
                 },
@@ -112,4 +169,56 @@ pub async fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// What `netbill dispute --json` prints (the fields a refund needs).
+#[derive(serde::Deserialize)]
+struct VerdictFile {
+    epoid: Option<EpoId>,
+    ruling: Ruling,
+    amount: Option<Amount>,
+}
+
+async fn refund(a: RefundArgs) -> anyhow::Result<ExitCode> {
+    let (epoid, amount, reason) = match &a.verdict {
+        Some(path) => {
+            let v: VerdictFile = serde_json::from_slice(
+                &std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+            )
+            .with_context(|| {
+                format!(
+                    "{} is not the JSON of `netbill dispute --json`",
+                    path.display()
+                )
+            })?;
+            anyhow::ensure!(
+                v.ruling == Ruling::ForCustomer,
+                "the verdict in {} does not rule for the customer: there is nothing to refund",
+                path.display()
+            );
+            let epoid = v
+                .epoid
+                .with_context(|| format!("the verdict in {} names no EPOID", path.display()))?;
+            let amount = v
+                .amount
+                .with_context(|| format!("the verdict in {} names no amount", path.display()))?;
+            (epoid, amount, format!("arbitration ruling ({})", a.reason))
+        }
+        None => (
+            a.epoid.clone().context("give --epoid")?,
+            a.amount.context("give --amount")?,
+            a.reason.clone(),
+        ),
+    };
+    let id = a
+        .refund_id
+        .clone()
+        .unwrap_or_else(|| netbill_merchant::disputes::default_refund_id(&epoid, amount, &reason));
+    let receipt = netbill_merchant::disputes::refund(&a.dir, &epoid, amount, &reason, &id).await?;
+    let r = receipt.body_unverified();
+    println!(
+        "refunded {} of {epoid} (refund {}); {} of {} refunded in total",
+        r.amount, r.refund_id, r.refunded_total, r.price
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -75,6 +75,17 @@ enum WalletCommand {
     /// Finish every unfinished purchase: abort those not yet signed, and get the receipt
     /// and goods of those signed (from the merchant, else from the billing server).
     Recover,
+    /// Export a purchase's evidence for a dispute into a directory: your signed records
+    /// (customer-evidence.json), the ciphertext as received (goods.nbg) and N's signed
+    /// records with the key (billing-evidence.json). Hand the directory to an arbitrator,
+    /// who runs `netbill dispute` on it.
+    Evidence {
+        /// The purchase's wallet id or EPOID (see `netbill wallet history`).
+        purchase: String,
+        /// The directory to write (created).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn describe(o: &Outcome) -> String {
@@ -251,6 +262,39 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("total: {}", s.total);
+            Ok(ExitCode::SUCCESS)
+        }
+        WalletCommand::Evidence { purchase, out } => {
+            let w = Wallet::open(&dir)?;
+            let r = w.find(&purchase)?;
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            let mine = netbill_proto::dispute::CustomerEvidence {
+                quote: r.purchase.quote.clone(),
+                epo: r.purchase.epo.clone(),
+                receipt: r.purchase.receipt.clone(),
+            };
+            let write = |name: &str, bytes: Vec<u8>| {
+                let path = out.join(name);
+                std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+            };
+            write("customer-evidence.json", serde_json::to_vec_pretty(&mine)?)?;
+            let goods = w.goods_file(&r);
+            if goods.exists() {
+                std::fs::copy(&goods, out.join("goods.nbg"))
+                    .with_context(|| format!("copying {}", goods.display()))?;
+            } else {
+                eprintln!("note: no ciphertext was received for this purchase");
+            }
+            match &r.purchase.epo {
+                Some(epo) => match w.billing_evidence(&epo.body_unverified().epoid).await {
+                    Ok(ev) => write("billing-evidence.json", serde_json::to_vec_pretty(&ev)?)?,
+                    Err(e) => eprintln!(
+                        "note: the billing server did not hand over its records ({e}); the arbitrator will hold that against it"
+                    ),
+                },
+                None => eprintln!("note: you never signed an EPO for this purchase"),
+            }
+            println!("evidence written to {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         WalletCommand::Recover => {

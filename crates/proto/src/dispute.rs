@@ -14,6 +14,19 @@ use crate::messages::{Endorsement, Epo, Quote, Receipt, ResultCode};
 use crate::money::Amount;
 use crate::signed::Signed;
 
+/// The customer's own records of a purchase, as `netbill wallet evidence` exports them
+/// (JSON). Each carries its signer's signature.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerEvidence {
+    /// The merchant-signed quote she accepted (it commits to the plaintext's digest).
+    pub quote: Signed<Quote>,
+    /// The EPO she signed, if she got that far.
+    pub epo: Option<Signed<Epo>>,
+    /// N's receipt, if she got one.
+    pub receipt: Option<Signed<Receipt>>,
+}
+
 /// What a party claims.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {

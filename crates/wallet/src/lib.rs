@@ -677,6 +677,33 @@ impl Wallet {
             .and_then(|a| a.receipt)
     }
 
+    /// Finds a purchase by its wallet id or its EPOID.
+    pub fn find(&self, id_or_epoid: &str) -> Result<PurchaseRecord, WalletError> {
+        self.purchases()?
+            .into_iter()
+            .find(|r| {
+                r.purchase.offer.purchase == id_or_epoid
+                    || r.purchase
+                        .epo
+                        .as_ref()
+                        .is_some_and(|e| e.body_unverified().epoid.to_string() == id_or_epoid)
+            })
+            .ok_or_else(|| WalletError::NoSuchPurchase(id_or_epoid.to_string()))
+    }
+
+    /// The ciphertext of a purchase as it was received.
+    pub fn goods_file(&self, r: &PurchaseRecord) -> PathBuf {
+        self.goods_path(&r.purchase.offer.purchase)
+    }
+
+    /// N's signed records of one of this customer's purchases (for a dispute).
+    pub async fn billing_evidence(
+        &self,
+        epoid: &netbill_proto::EpoId,
+    ) -> Result<netbill_proto::messages::BillingEvidence, WalletError> {
+        self.signed_get(&format!("/v1/evidence/{epoid}")).await
+    }
+
     /// A C→N status query, signed with the wallet's key.
     pub async fn status_at_billing(
         &self,

@@ -131,12 +131,12 @@ pub(super) fn refund(
     let facts = refund_facts(t.tx.get_mut(), &req.epoid)?;
     // Under the purchase's lock: an earlier refund with this id has committed or not begun.
     if let Some(r) = t.tx.get_mut().query_opt(
-        "SELECT request_digest, receipt, receipt_sig FROM refunds WHERE refund_id = $1",
+        "SELECT request, request_sig, receipt, receipt_sig FROM refunds WHERE refund_id = $1",
         &[&req.refund_id],
     )? {
-        let digest: Vec<u8> = r.try_get(0)?;
-        return if digest == request_digest.0 {
-            signed_from(r.try_get(1)?, r.try_get(2)?)
+        let earlier: Signed<RefundRequest> = signed_from(r.try_get(0)?, r.try_get(1)?)?;
+        return if crate::same_refund(earlier.body_unverified(), req) {
+            signed_from(r.try_get(2)?, r.try_get(3)?)
         } else {
             Err(RefundError::IdConflict(req.refund_id.clone()).into())
         };

@@ -1,0 +1,94 @@
+//! The merchant's side of disputes: signed refunds and N's evidence for its purchases.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use netbill_crypto::{Ed25519Signer, RealCrypto, load_secret_key};
+use netbill_http::client::Client;
+use netbill_http::now_ms;
+use netbill_proto::messages::{BillingEvidence, RefundReceipt, RefundRequest};
+use netbill_proto::{Amount, EpoId, Signed};
+
+use crate::{CONFIG_FILE, KEY_FILE, MerchantIdentity};
+
+/// A merchant directory's identity and signing key.
+fn open(dir: &Path) -> anyhow::Result<(MerchantIdentity, Ed25519Signer, Client)> {
+    let identity: MerchantIdentity =
+        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).with_context(|| {
+            format!(
+                "reading {} (is this a merchant directory made by `netbill merchant init`?)",
+                dir.join(CONFIG_FILE).display()
+            )
+        })?)
+        .context("parsing merchant.json")?;
+    let signer = Ed25519Signer::from_bytes(&load_secret_key(dir.join(KEY_FILE), "merchant-sign")?);
+    let billing = Client::new(&identity.billing_url)?;
+    Ok((identity, signer, billing))
+}
+
+/// The refund id used when none is given: the same for the same purchase, amount and
+/// reason, so that running the same command again refunds once.
+pub fn default_refund_id(epoid: &EpoId, amount: Amount, reason: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(format!("{epoid}\n{}\n{reason}", amount.minor()));
+    format!("r-{}", &hex::encode(h)[..24])
+}
+
+/// Signs a refund of `amount` of purchase `epoid` and has N make it. Sending the same
+/// refund id again for the same purchase and amount returns the first receipt.
+pub async fn refund(
+    dir: &Path,
+    epoid: &EpoId,
+    amount: Amount,
+    reason: &str,
+    refund_id: &str,
+) -> anyhow::Result<Signed<RefundReceipt>> {
+    let (identity, signer, billing) = open(dir)?;
+    let request = Signed::sign(
+        RefundRequest {
+            refund_id: refund_id.to_string(),
+            epoid: epoid.clone(),
+            merchant: identity.id.clone(),
+            amount,
+            reason: reason.to_string(),
+            time_ms: now_ms(),
+        },
+        &signer,
+    );
+    let receipt: Signed<RefundReceipt> = billing
+        .call(reqwest::Method::POST, "/v1/refunds", Some(&request), &[])
+        .await?;
+    let r = receipt
+        .verify(&RealCrypto, &identity.billing.sign_key)
+        .map_err(|_| {
+            anyhow::anyhow!("the refund receipt is not signed by the pinned billing key")
+        })?;
+    anyhow::ensure!(
+        r.refund_id == refund_id && r.epoid == *epoid && r.amount == amount,
+        "the refund receipt names another refund"
+    );
+    Ok(receipt)
+}
+
+/// N's signed records of one of this merchant's purchases (a signed request).
+pub async fn evidence(dir: &Path, epoid: &EpoId) -> anyhow::Result<BillingEvidence> {
+    let (identity, signer, billing) = open(dir)?;
+    let path = format!("/v1/evidence/{epoid}");
+    let auth = netbill_http::sign_request(
+        &RealCrypto,
+        &signer,
+        &identity.id,
+        "GET",
+        &path,
+        b"",
+        now_ms(),
+    );
+    Ok(billing
+        .call::<(), _>(
+            reqwest::Method::GET,
+            &path,
+            None,
+            &[(netbill_http::AUTH_HEADER, auth)],
+        )
+        .await?)
+}
