@@ -6,16 +6,18 @@
 use netbill_ledger::throwaway_pg as pg;
 
 use netbill_ledger::{
-    AccountChange, NewAccount, PostgresStore, Store, StoreError, Transfer, open_store,
+    AccountChange, Adjustment, NewAccount, PostgresStore, Store, StoreError, Transfer, open_store,
     verify_journal,
 };
-use netbill_proto::billing::{self, AccountKind, BillingPolicy, Decision};
+use netbill_proto::billing::{self, AccountKind, BillingPolicy, Decision, RefundError};
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
 use netbill_proto::crypto::{Crypto, GoodsKey, PublicKey, Signer};
 use netbill_proto::customer::CustomerPurchase;
 use netbill_proto::merchant::{MerchantPurchase, Offer, make_quote};
-use netbill_proto::messages::{GoodsOffer, PriceRequest, ResultCode};
-use netbill_proto::{AccountId, Amount, ProductCode};
+use netbill_proto::messages::{
+    Checkpoint, GoodsOffer, PriceRequest, RefundReceipt, RefundRequest, ResultCode,
+};
+use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
 
 const C: SymbolicCrypto = SymbolicCrypto;
 const NOW: u64 = 1_700_000_000_000;
@@ -73,6 +75,8 @@ conformance!(
     a_batch_that_fails_midway_is_rolled_back,
     reopening_keeps_everything,
     history_is_newest_first_within_the_window,
+    refunds_never_exceed_what_was_paid_and_a_replay_refunds_once,
+    checkpoints_sign_the_head_and_adjustments_never_break_conservation,
 );
 
 fn store_with_accounts(db: &Db) -> Box<dyn Store> {
@@ -311,6 +315,213 @@ fn a_batch_of_purchases_commits_atomically_with_one_outcome_each(db: &Db) {
     assert_eq!(s.journal(0, 100).unwrap().len(), 3);
 }
 
+/// Commits `v` in a batch of its own.
+fn commit(s: &mut dyn Store, v: &billing::VerifiedPurchase) {
+    let n = SymbolicSigner::new("netbill");
+    s.batch(&mut |tx| {
+        let Decision::Commit {
+            customer_balance_minor,
+            ..
+        } = billing::decide(v, &*tx, NOW + 1)
+        else {
+            panic!("the purchase should commit");
+        };
+        let r = billing::make_receipt(
+            &C,
+            &n,
+            v,
+            ResultCode::Committed,
+            customer_balance_minor,
+            false,
+            NOW + 1,
+            [0; 32],
+        );
+        tx.record_purchase(v, &r, NOW + 1)
+    })
+    .unwrap();
+}
+
+fn refund_of(epoid: &EpoId, id: &str, amount: &str, at: u64) -> Signed<RefundRequest> {
+    Signed::sign(
+        RefundRequest {
+            refund_id: id.into(),
+            epoid: epoid.clone(),
+            merchant: self::id("acme"),
+            amount: usd(amount),
+            reason: "damaged".into(),
+            time_ms: at,
+        },
+        &SymbolicSigner::new("acme"),
+    )
+}
+
+fn do_refund(
+    s: &mut dyn Store,
+    req: &Signed<RefundRequest>,
+) -> Result<Signed<RefundReceipt>, StoreError> {
+    let n = SymbolicSigner::new("netbill");
+    let digest = req.digest(&C);
+    let body = req.body_unverified().clone();
+    s.refund(
+        req,
+        digest,
+        &mut |total, price| billing::make_refund_receipt(&n, &body, digest, total, price, NOW + 2),
+        NOW + 2,
+    )
+}
+
+fn refunds_never_exceed_what_was_paid_and_a_replay_refunds_once(db: &Db) {
+    let mut s = store_with_accounts(db);
+    s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
+        .unwrap();
+    let v = verified_purchase(1, "USD:0.02");
+    commit(s.as_mut(), &v);
+    let epoid = v.epo().epoid.clone();
+    let balance =
+        |s: &mut Box<dyn Store>, who: &str| s.account(&id(who)).unwrap().unwrap().balance_minor;
+    assert_eq!(balance(&mut s, "alice"), 98_000);
+
+    let first = do_refund(s.as_mut(), &refund_of(&epoid, "r1", "USD:0.01", NOW)).unwrap();
+    assert_eq!(first.body_unverified().refunded_total, usd("USD:0.01"));
+    assert_eq!(first.body_unverified().price, usd("USD:0.02"));
+    assert_eq!(balance(&mut s, "alice"), 99_000);
+    assert_eq!(balance(&mut s, "acme"), 1_000);
+
+    // The same refund sent again (later, for another reason) answers with the first receipt.
+    let again = do_refund(s.as_mut(), &refund_of(&epoid, "r1", "USD:0.01", NOW + 50)).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(balance(&mut s, "alice"), 99_000);
+    // The same id for another amount is a conflict.
+    let err = do_refund(s.as_mut(), &refund_of(&epoid, "r1", "USD:0.005", NOW)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Refund(RefundError::IdConflict(_))),
+        "{err}"
+    );
+    // More than what is left of the price is refused, and changes nothing.
+    let err = do_refund(s.as_mut(), &refund_of(&epoid, "r2", "USD:0.01001", NOW)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Refund(RefundError::OverLimit { .. })),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("USD:0.01000 is already refunded"),
+        "{err}"
+    );
+    let last = do_refund(s.as_mut(), &refund_of(&epoid, "r2", "USD:0.01", NOW)).unwrap();
+    assert_eq!(last.body_unverified().refunded_total, usd("USD:0.02"));
+    let err = do_refund(s.as_mut(), &refund_of(&epoid, "r3", "USD:0.00001", NOW)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Refund(RefundError::OverLimit { .. })),
+        "{err}"
+    );
+    // A purchase that does not exist cannot be refunded.
+    let other = verified_purchase(2, "USD:0.02").epo().epoid.clone();
+    let err = do_refund(s.as_mut(), &refund_of(&other, "r4", "USD:0.01", NOW)).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Refund(RefundError::NoSuchPurchase(_))),
+        "{err}"
+    );
+
+    assert_eq!(balance(&mut s, "alice"), 100_000);
+    assert_eq!(balance(&mut s, "acme"), 0);
+    s.check_conservation().unwrap();
+    assert_eq!(s.refunds(Some(&epoid), None, 10).unwrap().len(), 2);
+    assert_eq!(s.refunds(None, Some("r1"), 10).unwrap().len(), 1);
+    let j = s.journal(0, 100).unwrap();
+    let refunds: Vec<_> = j.iter().filter(|e| e.kind == "refund").collect();
+    assert_eq!(refunds.len(), 2);
+    assert_eq!(refunds[0].memo, "r1");
+    assert_eq!(refunds[0].debit, Some(id("acme")));
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 4);
+    // The evidence: the endorsement with the customer's EPO, and the committed purchase.
+    let e = s.endorsement(&epoid).unwrap().unwrap();
+    assert_eq!(e, v.endorsement);
+    let p = s.purchases(None, 10).unwrap();
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].customer, id("alice"));
+}
+
+fn checkpoints_sign_the_head_and_adjustments_never_break_conservation(db: &Db) {
+    let mut s = store_with_accounts(db);
+    let n = SymbolicSigner::new("netbill");
+    let mut sign = |c: Checkpoint| Signed::sign(c, &n);
+    assert!(
+        s.checkpoint(&mut sign, NOW).unwrap().is_none(),
+        "empty journal"
+    );
+    s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
+        .unwrap();
+    let c = s.checkpoint(&mut sign, NOW).unwrap().expect("a checkpoint");
+    let body = c.verify(&C, &n.public_key()).unwrap();
+    assert_eq!(body.seq, 1);
+    assert_eq!(body.deposits_minor, 100_000);
+    assert_eq!(hex::encode(body.hash.0), s.journal(0, 1).unwrap()[0].hash);
+    assert!(
+        s.checkpoint(&mut sign, NOW).unwrap().is_none(),
+        "head unchanged"
+    );
+    assert_eq!(s.checkpoints(0, 10).unwrap(), vec![c]);
+
+    // An adjustment that would break conservation is refused and changes nothing.
+    let one_sided = [Adjustment {
+        account: id("alice"),
+        delta_minor: 500,
+        memo: "test".into(),
+    }];
+    let err = s.adjust(&one_sided, NOW).unwrap_err();
+    assert!(matches!(err, StoreError::BadAdjustment(_)), "{err}");
+    assert!(err.to_string().contains("never break it"), "{err}");
+    let err = s
+        .adjust(
+            &[Adjustment {
+                account: id("alice"),
+                delta_minor: 0,
+                memo: "x".into(),
+            }],
+            NOW,
+        )
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BadAdjustment(_)), "{err}");
+    assert_eq!(
+        s.account(&id("alice")).unwrap().unwrap().balance_minor,
+        100_000
+    );
+    // Balanced adjustments apply, journaled with their memo.
+    let moves = [
+        Adjustment {
+            account: id("alice"),
+            delta_minor: -300,
+            memo: "unwind entry 7".into(),
+        },
+        Adjustment {
+            account: id("acme"),
+            delta_minor: 300,
+            memo: "unwind entry 7".into(),
+        },
+    ];
+    s.adjust(&moves, NOW).unwrap();
+    assert_eq!(
+        s.account(&id("alice")).unwrap().unwrap().balance_minor,
+        99_700
+    );
+    s.check_conservation().unwrap();
+    let j = s.journal(1, 10).unwrap();
+    assert_eq!(j.len(), 2);
+    assert_eq!(j[0].kind, "adjustment");
+    assert_eq!(j[0].debit, Some(id("alice")));
+    assert_eq!(j[0].memo, "unwind entry 7");
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 3);
+    let accounts = s.accounts(None, 10).unwrap();
+    assert_eq!(
+        accounts
+            .iter()
+            .map(|a| a.id.to_string())
+            .collect::<Vec<_>>(),
+        ["acme", "alice"]
+    );
+    assert_eq!(s.accounts(Some("acme"), 10).unwrap().len(), 1);
+}
+
 fn a_batch_that_fails_midway_is_rolled_back(db: &Db) {
     let mut s = store_with_accounts(db);
     s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
@@ -486,13 +697,13 @@ fn postgres_migrations_apply_once_and_a_newer_schema_is_refused() {
         t.join().unwrap().unwrap();
     }
     let mut s = PostgresStore::open(&url).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 1);
+    assert_eq!(s.schema_version().unwrap(), 2);
     let mut c = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     let applied: i64 = c
         .query_one("SELECT COUNT(*) FROM schema_migrations", &[])
         .unwrap()
         .get(0);
-    assert_eq!(applied, 1);
+    assert_eq!(applied, 2);
     c.execute("INSERT INTO schema_migrations (version) VALUES (99)", &[])
         .unwrap();
     match PostgresStore::open(&url) {

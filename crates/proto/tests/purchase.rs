@@ -736,3 +736,112 @@ mod disputes {
         );
     }
 }
+
+#[test]
+fn refunds_and_checkpoints_are_signed_over_every_field() {
+    let mut w = World::new("USD:1");
+    let (_, mut m, epo) = w.through_epo();
+    let e = w.endorse(&mut m, epo);
+    let epoid = e.body_unverified().epo.body_unverified().epoid.clone();
+    let req = netbill_proto::messages::RefundRequest {
+        refund_id: "r-1".into(),
+        epoid: epoid.clone(),
+        merchant: AccountId::new("acme").unwrap(),
+        amount: usd("USD:0.01"),
+        reason: "damaged".into(),
+        time_ms: NOW,
+    };
+    let signed_req = Signed::sign(req.clone(), &w.merchant);
+    assert_every_bit_is_covered(&signed_req, &w.merchant.public_key());
+    let receipt = billing::make_refund_receipt(
+        &w.billing,
+        &req,
+        signed_req.digest(&C),
+        usd("USD:0.01"),
+        usd("USD:0.02"),
+        NOW,
+    );
+    assert_every_bit_is_covered(&receipt, &w.billing.public_key());
+    let cp = Signed::sign(
+        netbill_proto::messages::Checkpoint {
+            seq: 7,
+            hash: C.digest(&[b"head"]),
+            deposits_minor: 100,
+            payouts_minor: 5,
+            time_ms: NOW,
+        },
+        &w.billing,
+    );
+    assert_every_bit_is_covered(&cp, &w.billing.public_key());
+}
+
+#[test]
+fn refund_decisions_never_exceed_the_price() {
+    use netbill_proto::billing::{RefundError, RefundFacts, decide_refund};
+    let acme = AccountId::new("acme").unwrap();
+    let alice = AccountId::new("alice").unwrap();
+    let epoid: netbill_proto::EpoId = "acme:1700000000000:1".parse().unwrap();
+    let req = |amount: &str, id: &str| netbill_proto::messages::RefundRequest {
+        refund_id: id.into(),
+        epoid: epoid.clone(),
+        merchant: acme.clone(),
+        amount: usd(amount),
+        reason: String::new(),
+        time_ms: NOW,
+    };
+    let facts = |result, refunded: &str| RefundFacts {
+        result,
+        merchant: acme.clone(),
+        customer: Some(alice.clone()),
+        price: usd("USD:0.02"),
+        refunded: usd(refunded),
+    };
+    assert_eq!(
+        decide_refund(
+            &req("USD:0.02", "a"),
+            Some(&facts(ResultCode::Committed, "USD:0"))
+        ),
+        Ok((alice.clone(), usd("USD:0.02")))
+    );
+    assert!(matches!(
+        decide_refund(
+            &req("USD:0.00001", "a"),
+            Some(&facts(ResultCode::Committed, "USD:0.02"))
+        ),
+        Err(RefundError::OverLimit { .. })
+    ));
+    assert!(matches!(
+        decide_refund(
+            &req("USD:0.01", "a"),
+            Some(&facts(ResultCode::InsufficientFunds, "USD:0"))
+        ),
+        Err(RefundError::NotCommitted(..))
+    ));
+    assert_eq!(
+        decide_refund(
+            &req("USD:0", "a"),
+            Some(&facts(ResultCode::Committed, "USD:0"))
+        ),
+        Err(RefundError::ZeroAmount)
+    );
+    for bad in ["", "a b", "é", &"x".repeat(65)] {
+        assert_eq!(
+            decide_refund(
+                &req("USD:0.01", bad),
+                Some(&facts(ResultCode::Committed, "USD:0"))
+            ),
+            Err(RefundError::BadRefundId),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        decide_refund(&req("USD:0.01", "a"), None),
+        Err(RefundError::NoSuchPurchase(_))
+    ));
+    let mut other = req("USD:0.01", "a");
+    other.merchant = AccountId::new("evil").unwrap();
+    assert!(matches!(
+        decide_refund(&other, Some(&facts(ResultCode::Committed, "USD:0"))),
+        Err(RefundError::WrongMerchant { .. })
+    ));
+}
