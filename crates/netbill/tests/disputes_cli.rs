@@ -4,26 +4,10 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
 use std::path::Path;
 use std::process::Output;
 
-use common::{Deployment, netbill, ok, text};
-
-/// `GET url path` over plain HTTP/1.1 on loopback; the JSON body.
-fn get_json(url: &str, path: &str) -> serde_json::Value {
-    let addr = url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let body = resp.split("\r\n\r\n").nth(1).expect("a body");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
-}
+use common::{Deployment, get_json, netbill, ok, text};
 
 /// N's receipt signing key and the merchant's key, as an arbitrator would be given them.
 fn keys(d: &Deployment) -> (String, String) {

@@ -289,3 +289,27 @@ pub fn key_from(out: &str) -> String {
         .map(|k| k.split_whitespace().next().unwrap_or("").to_string())
         .unwrap_or_else(|| panic!("no public key in {out:?}"))
 }
+
+/// `GET url path` over plain HTTP/1.1 on loopback; the JSON body.
+pub fn get_json(url: &str, path: &str) -> serde_json::Value {
+    use std::io::{Read as _, Write as _};
+    let addr = url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let body = resp.split("\r\n\r\n").nth(1).expect("a body");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// N's receipt signing key (hex), from `GET /v1/keys`.
+pub fn billing_key(d: &Deployment) -> String {
+    get_json(&d.server.url, "/v1/keys")["sign_key"]
+        .as_str()
+        .expect("sign_key")
+        .to_string()
+}
