@@ -616,4 +616,161 @@ async fn one_account_never_sees_another_accounts_data() {
         .await,
     );
     assert_eq!((pb.status, pb.code()), (404, "no-such-purchase"));
+    // Nor get its evidence (the goods key), signed or not; alice can.
+    let path = format!("/v1/evidence/{epoid}");
+    let auth = netbill_http::sign_request(
+        &RealCrypto,
+        &bob,
+        &AccountId::new("bob").unwrap(),
+        "GET",
+        &path,
+        b"",
+        netbill_http::now_ms(),
+    );
+    let pb = problem(
+        p.n.call::<(), serde_json::Value>(
+            reqwest::Method::GET,
+            &path,
+            None,
+            &[(netbill_http::AUTH_HEADER, auth)],
+        )
+        .await,
+    );
+    assert_eq!((pb.status, pb.code()), (404, "no-such-purchase"));
+    let pb = problem(
+        p.n.call::<(), serde_json::Value>(reqwest::Method::GET, &path, None, &[])
+            .await,
+    );
+    assert_eq!(pb.status, 401);
+    let own = signed(&p, reqwest::Method::GET, &path, None).await.unwrap();
+    assert!(own["goods_key"].is_string(), "{own}");
+    assert!(own["endorsement"].is_object(), "{own}");
+    // The journal and the audit listings are for the operator's token only.
+    for path in [
+        "/v1/journal",
+        "/v1/journal/checkpoints",
+        "/v1/admin/audit/purchases",
+        "/v1/admin/audit/totals",
+    ] {
+        let pb = problem(
+            p.n.call::<(), serde_json::Value>(reqwest::Method::GET, path, None, &[])
+                .await,
+        );
+        assert_eq!(pb.status, 401, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_refunds_journal_queries_and_adjustments_get_problems_and_change_nothing() {
+    let d = Deployment::start();
+    assert!(
+        d.wallet(&["buy", &d.merchant.url, "article"])
+            .status
+            .success()
+    );
+    let p = parties(&d).await;
+    let bearer = [("authorization", format!("Bearer {TOKEN}"))];
+    let call = |method: reqwest::Method, path: &'static str, body: Vec<u8>, auth: bool| {
+        let n = p.n.clone();
+        let headers: Vec<(&str, String)> = if auth { bearer.to_vec() } else { vec![] };
+        async move {
+            n.call_raw::<serde_json::Value>(method, path, Some(body), &headers)
+                .await
+        }
+    };
+    // Malformed and hostile refund bodies.
+    for body in [&b"{"[..], b"[]", b"{\"body\":\"@@@\",\"sig\":\"x\"}"] {
+        let pb = problem(call(reqwest::Method::POST, "/v1/refunds", body.to_vec(), false).await);
+        assert_eq!(pb.status, 400, "{}", String::from_utf8_lossy(body));
+    }
+    let epoid = merchant_purchases(&d)
+        .pop()
+        .unwrap()
+        .delivery
+        .unwrap()
+        .epoid;
+    let refund = |amount: &str, id: &str, signer: &Ed25519Signer| {
+        Signed::sign(
+            netbill_proto::messages::RefundRequest {
+                refund_id: id.into(),
+                epoid: epoid.clone(),
+                merchant: AccountId::new("acme").unwrap(),
+                amount: amount.parse().unwrap(),
+                reason: String::new(),
+                time_ms: netbill_http::now_ms(),
+            },
+            signer,
+        )
+    };
+    let post = |r: Signed<netbill_proto::messages::RefundRequest>| {
+        let n = p.n.clone();
+        async move {
+            n.call::<_, serde_json::Value>(reqwest::Method::POST, "/v1/refunds", Some(&r), &[])
+                .await
+        }
+    };
+    let cases = [
+        (
+            refund("USD:0.01", "ok-id", &Ed25519Signer::generate()),
+            403,
+            "bad-refund-signature",
+        ),
+        (
+            refund("USD:0.03", "ok-id", &p.merchant),
+            409,
+            "refund-over-limit",
+        ),
+        (refund("USD:0", "ok-id", &p.merchant), 422, "zero-refund"),
+        (
+            refund("USD:0.01", "bad id!", &p.merchant),
+            422,
+            "bad-refund-id",
+        ),
+    ];
+    for (r, status, code) in cases {
+        let pb = problem(post(r).await);
+        assert_eq!((pb.status, pb.code()), (status, code));
+    }
+    assert_eq!(d.balance_minor("alice"), 98_000);
+    // A journal page past its end is empty; a bad cursor is a bad request.
+    let n = &p.n;
+    let page: serde_json::Value = n
+        .call::<(), _>(reqwest::Method::GET, "/v1/journal?after=999", None, &bearer)
+        .await
+        .unwrap();
+    assert_eq!(page["entries"].as_array().unwrap().len(), 0);
+    let pb = problem(
+        n.call::<(), serde_json::Value>(reqwest::Method::GET, "/v1/journal?after=x", None, &bearer)
+            .await,
+    );
+    assert_eq!((pb.status, pb.code()), (400, "bad-after"));
+    // Adjustments that would break conservation, or name no account, change nothing.
+    for body in [
+        serde_json::json!({"adjustments": [{"account": "alice", "delta_minor": 1, "memo": "gift"}]}),
+        serde_json::json!({"adjustments": [{"account": "nobody", "delta_minor": 0, "memo": "x"}]}),
+        serde_json::json!({"adjustments": []}),
+    ] {
+        let pb = problem(
+            call(
+                reqwest::Method::POST,
+                "/v1/admin/adjustments",
+                serde_json::to_vec(&body).unwrap(),
+                true,
+            )
+            .await,
+        );
+        assert_eq!((pb.status, pb.code()), (422, "bad-adjustment"), "{body}");
+    }
+    let pb = problem(
+        call(
+            reqwest::Method::POST,
+            "/v1/admin/adjustments",
+            b"{}".to_vec(),
+            false,
+        )
+        .await,
+    );
+    assert_eq!(pb.status, 401);
+    assert_eq!(d.balance_minor("alice"), 98_000);
+    assert!(d.conservation_holds());
 }
