@@ -860,7 +860,9 @@ impl Store for SqliteStore {
     ) -> Result<Signed<RefundReceipt>, StoreError> {
         let req = request.body_unverified();
         self.write(|tx, check| {
-            let seen: Option<(Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>)> = tx
+            // The earlier request and its receipt, each as (bytes, signature).
+            type Parts = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+            let seen: Option<Parts> = tx
                 .prepare_cached(
                     "SELECT request, request_sig, receipt, receipt_sig FROM refunds WHERE refund_id = ?1",
                 )?

@@ -739,7 +739,7 @@ mod disputes {
 
 #[test]
 fn refunds_and_checkpoints_are_signed_over_every_field() {
-    let mut w = World::new("USD:1");
+    let w = World::new("USD:1");
     let (_, mut m, epo) = w.through_epo();
     let e = w.endorse(&mut m, epo);
     let epoid = e.body_unverified().epo.body_unverified().epoid.clone();
