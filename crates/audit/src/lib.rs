@@ -244,12 +244,33 @@ fn finding(kind: FindingKind, detail: impl Into<String>) -> Finding {
     }
 }
 
+/// Every key each account ever had: journaled `key` entries and the account table's.
+type KeyHistory = HashMap<AccountId, HashSet<PublicKey>>;
+
+fn key_history(snap: &Snapshot) -> KeyHistory {
+    let mut keys: KeyHistory = HashMap::new();
+    for (id, (key, _)) in &snap.accounts {
+        keys.entry(id.clone()).or_default().insert(*key);
+    }
+    for e in &snap.journal {
+        if let ("key", Some(id), Ok(k)) = (e.kind.as_str(), &e.credit, PublicKey::from_hex(&e.memo))
+        {
+            keys.entry(id.clone()).or_default().insert(k);
+        }
+    }
+    keys
+}
+
+fn had_key(keys: &KeyHistory, id: &AccountId, key: &PublicKey) -> bool {
+    keys.get(id).is_some_and(|k| k.contains(key))
+}
+
 /// Why a purchase's journal entry is not backed, if it is not.
 fn purchase_unbacked(
     crypto: &dyn Crypto,
     billing_key: &PublicKey,
     p: &PurchaseRecord,
-    accounts: &BTreeMap<AccountId, (PublicKey, i64)>,
+    keys: &KeyHistory,
 ) -> Option<String> {
     let Some(en) = &p.endorsement else {
         return Some("no endorsement (and so no customer-signed EPO) is recorded".into());
@@ -260,24 +281,17 @@ fn purchase_unbacked(
     if epo_signed.verify(crypto, &epo.customer_key).is_err() {
         return Some("the EPO's customer signature does not verify".into());
     }
-    match accounts.get(&p.customer) {
-        Some((key, _)) if *key == epo.customer_key => {}
-        Some(_) => {
-            return Some(format!(
-                "the EPO is signed by a key that is not {}'s",
-                p.customer
-            ));
-        }
-        None => return Some(format!("the debited account {} does not exist", p.customer)),
+    if !had_key(keys, &p.customer, &epo.customer_key) {
+        return Some(format!(
+            "the EPO is signed by a key that {} never had",
+            p.customer
+        ));
     }
-    match accounts.get(&p.merchant) {
-        Some((key, _)) if *key == e.merchant_key && en.verify(crypto, key).is_ok() => {}
-        _ => {
-            return Some(format!(
-                "the endorsement is not signed by merchant {}'s key",
-                p.merchant
-            ));
-        }
+    if !had_key(keys, &p.merchant, &e.merchant_key) || en.verify(crypto, &e.merchant_key).is_err() {
+        return Some(format!(
+            "the endorsement is not signed by a key of merchant {}",
+            p.merchant
+        ));
     }
     if epo.epoid != p.epoid || epo.merchant != p.merchant || epo.price != p.price {
         return Some("the signed EPO names another EPOID, merchant or price".into());
@@ -299,11 +313,11 @@ fn refund_unbacked(
     crypto: &dyn Crypto,
     billing_key: &PublicKey,
     r: &RefundRecord,
-    accounts: &BTreeMap<AccountId, (PublicKey, i64)>,
+    keys: &KeyHistory,
 ) -> Option<String> {
-    let signed_by_merchant = accounts
+    let signed_by_merchant = keys
         .get(&r.merchant)
-        .is_some_and(|(key, _)| r.request.verify(crypto, key).is_ok());
+        .is_some_and(|ks| ks.iter().any(|k| r.request.verify(crypto, k).is_ok()));
     if !signed_by_merchant {
         return Some(format!(
             "the refund request is not signed by merchant {}'s key",
@@ -419,6 +433,7 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
     }
 
     // 3. Every entry against its signatures; the balances the backed records imply.
+    let keys = key_history(snap);
     let purchases: HashMap<&EpoId, &PurchaseRecord> =
         snap.purchases.iter().map(|p| (&p.epoid, p)).collect();
     let refunds: HashMap<&str, &RefundRecord> = snap
@@ -450,6 +465,8 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
             ("deposit", None, Some(c)) => credit(&mut expected, c, amount),
             ("payout", Some(d), None) => credit(&mut expected, d, -amount),
             ("adjustment", _, _) => adjustments += 1,
+            ("key", None, Some(_))
+                if e.amount.is_zero() && PublicKey::from_hex(&e.memo).is_ok() => {}
             ("purchase", Some(d), Some(c)) => {
                 let record = e.epoid.as_ref().and_then(|id| purchases.get(id));
                 let why = match record {
@@ -460,7 +477,7 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                     Some(p) if !journaled_purchases.insert(&p.epoid) => {
                         Some("the purchase is journaled twice".to_string())
                     }
-                    Some(p) => purchase_unbacked(crypto, billing_key, p, &snap.accounts),
+                    Some(p) => purchase_unbacked(crypto, billing_key, p, &keys),
                 };
                 match why {
                     None => {
@@ -493,20 +510,18 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                     Some(r) if !journaled_refunds.insert(r.refund_id.as_str()) => {
                         Some("the refund is journaled twice".to_string())
                     }
-                    Some(r) => {
-                        refund_unbacked(crypto, billing_key, r, &snap.accounts).or_else(|| {
-                            let total = refunded.entry(&r.epoid).or_default();
-                            *total += r.amount.minor();
-                            let paid = purchases.get(&r.epoid).map(|p| p.price.minor());
-                            (paid.is_none_or(|p| *total > p)).then(|| {
-                                format!(
-                                    "refunds of {} exceed what it paid ({})",
-                                    r.epoid,
-                                    paid.map_or("nothing".into(), |p| format_minor(p as i64))
-                                )
-                            })
+                    Some(r) => refund_unbacked(crypto, billing_key, r, &keys).or_else(|| {
+                        let total = refunded.entry(&r.epoid).or_default();
+                        *total += r.amount.minor();
+                        let paid = purchases.get(&r.epoid).map(|p| p.price.minor());
+                        (paid.is_none_or(|p| *total > p)).then(|| {
+                            format!(
+                                "refunds of {} exceed what it paid ({})",
+                                r.epoid,
+                                paid.map_or("nothing".into(), |p| format_minor(p as i64))
+                            )
                         })
-                    }
+                    }),
                 };
                 match why {
                     None => {
@@ -536,7 +551,7 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
         if journaled_purchases.contains(&p.epoid) {
             continue;
         }
-        if let Some(why) = purchase_unbacked(crypto, billing_key, p, &snap.accounts) {
+        if let Some(why) = purchase_unbacked(crypto, billing_key, p, &keys) {
             findings.push(Finding {
                 epoid: Some(p.epoid.clone()),
                 ..finding(
@@ -572,7 +587,7 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
         if journaled_refunds.contains(r.refund_id.as_str()) {
             continue;
         }
-        let valid = refund_unbacked(crypto, billing_key, r, &snap.accounts).is_none();
+        let valid = refund_unbacked(crypto, billing_key, r, &keys).is_none();
         findings.push(Finding {
             epoid: Some(r.epoid.clone()),
             ..finding(

@@ -138,7 +138,8 @@ pub struct HistoryLine {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct JournalEntry {
     pub seq: u64,
-    /// `deposit`, `payout`, `purchase`, `refund` or `adjustment`.
+    /// `deposit`, `payout`, `purchase`, `refund`, `adjustment`, or `key` (an account's key
+    /// registered: credit = the account, memo = the key in hex, amount zero).
     pub kind: String,
     /// The account debited (payout, purchase, refund, negative adjustment), if any.
     pub debit: Option<AccountId>,
@@ -268,8 +269,16 @@ pub trait LedgerTx: LedgerView {
 
 /// The ledger's storage.
 pub trait Store: Send {
+    /// Opens an account; its key is journaled (a `key` entry moving nothing), so that an
+    /// audit knows every key an account ever had.
     fn create_account(&mut self, new: &NewAccount, now_ms: u64) -> Result<(), StoreError>;
-    fn change_account(&mut self, id: &AccountId, change: &AccountChange) -> Result<(), StoreError>;
+    /// Changes an account; a new key is journaled (a `key` entry moving nothing).
+    fn change_account(
+        &mut self,
+        id: &AccountId,
+        change: &AccountChange,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
     /// Moves money in or out. With an idempotency key, a repeated identical request
     /// returns the first answer and changes nothing. Returns the new balance.
     fn transfer(

@@ -319,6 +319,19 @@ struct PendingEntry {
     at_ms: u64,
 }
 
+/// The journal entry registering an account's key (it moves nothing).
+fn key_entry(id: &AccountId, key: &PublicKey, now_ms: u64) -> PendingEntry {
+    PendingEntry {
+        kind: "key",
+        debit: None,
+        credit: Some(id.clone()),
+        amount: Amount::ZERO,
+        epoid: None,
+        memo: key.to_hex(),
+        at_ms: now_ms,
+    }
+}
+
 /// One write transaction in progress.
 struct PgTx<'a> {
     tx: RefCell<Transaction<'a>>,
@@ -741,55 +754,68 @@ impl PostgresStore {
 
 impl Store for PostgresStore {
     fn create_account(&mut self, new: &NewAccount, now_ms: u64) -> Result<(), StoreError> {
-        let n = self.client()?.execute(
-            "INSERT INTO accounts (id, kind, public_key, credit_limit_minor, low_water_minor, created_ms)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-            &[
-                &new.id.as_str(),
-                &kind_str(new.kind),
-                &new.key.0.as_slice(),
-                &new.credit_limit_minor,
-                &new.low_water_minor,
-                &ms(now_ms),
-            ],
-        )?;
-        if n == 0 {
-            return Err(StoreError::AccountExists(new.id.clone()));
-        }
-        Ok(())
+        self.write(TotalsLock::Share, |t| {
+            let n = t.tx.get_mut().execute(
+                "INSERT INTO accounts (id, kind, public_key, credit_limit_minor, low_water_minor, created_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+                &[
+                    &new.id.as_str(),
+                    &kind_str(new.kind),
+                    &new.key.0.as_slice(),
+                    &new.credit_limit_minor,
+                    &new.low_water_minor,
+                    &ms(now_ms),
+                ],
+            )?;
+            if n == 0 {
+                return Err(StoreError::AccountExists(new.id.clone()));
+            }
+            t.journal.push(key_entry(&new.id, &new.key, now_ms));
+            Ok(())
+        })
     }
 
-    fn change_account(&mut self, id: &AccountId, change: &AccountChange) -> Result<(), StoreError> {
-        let c = self.client()?;
-        let i = id.as_str();
-        let n = match change {
-            AccountChange::Freeze => {
-                c.execute("UPDATE accounts SET frozen = TRUE WHERE id = $1", &[&i])?
+    fn change_account(
+        &mut self,
+        id: &AccountId,
+        change: &AccountChange,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.write(TotalsLock::Share, |t| {
+            let c = t.tx.get_mut();
+            let i = id.as_str();
+            let n = match change {
+                AccountChange::Freeze => {
+                    c.execute("UPDATE accounts SET frozen = TRUE WHERE id = $1", &[&i])?
+                }
+                AccountChange::Unfreeze => {
+                    c.execute("UPDATE accounts SET frozen = FALSE WHERE id = $1", &[&i])?
+                }
+                AccountChange::RevokeKey => c.execute(
+                    "UPDATE accounts SET key_revoked = TRUE WHERE id = $1",
+                    &[&i],
+                )?,
+                AccountChange::SetKey(k) => c.execute(
+                    "UPDATE accounts SET public_key = $2, key_revoked = FALSE WHERE id = $1",
+                    &[&i, &k.0.as_slice()],
+                )?,
+                AccountChange::SetCreditLimit(l) => c.execute(
+                    "UPDATE accounts SET credit_limit_minor = $2 WHERE id = $1",
+                    &[&i, l],
+                )?,
+                AccountChange::SetLowWater(l) => c.execute(
+                    "UPDATE accounts SET low_water_minor = $2 WHERE id = $1",
+                    &[&i, l],
+                )?,
+            };
+            if n == 0 {
+                return Err(StoreError::NoSuchAccount(id.clone()));
             }
-            AccountChange::Unfreeze => {
-                c.execute("UPDATE accounts SET frozen = FALSE WHERE id = $1", &[&i])?
+            if let AccountChange::SetKey(k) = change {
+                t.journal.push(key_entry(id, k, now_ms));
             }
-            AccountChange::RevokeKey => c.execute(
-                "UPDATE accounts SET key_revoked = TRUE WHERE id = $1",
-                &[&i],
-            )?,
-            AccountChange::SetKey(k) => c.execute(
-                "UPDATE accounts SET public_key = $2, key_revoked = FALSE WHERE id = $1",
-                &[&i, &k.0.as_slice()],
-            )?,
-            AccountChange::SetCreditLimit(l) => c.execute(
-                "UPDATE accounts SET credit_limit_minor = $2 WHERE id = $1",
-                &[&i, l],
-            )?,
-            AccountChange::SetLowWater(l) => c.execute(
-                "UPDATE accounts SET low_water_minor = $2 WHERE id = $1",
-                &[&i, l],
-            )?,
-        };
-        if n == 0 {
-            return Err(StoreError::NoSuchAccount(id.clone()));
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn transfer(

@@ -281,6 +281,25 @@ fn journal_append(
     Ok(())
 }
 
+/// Journals an account's new key (an entry that moves nothing).
+fn journal_key(
+    conn: &Connection,
+    id: &AccountId,
+    key: &PublicKey,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    journal_append(
+        conn,
+        "key",
+        None,
+        Some(id),
+        Amount::ZERO,
+        None,
+        &key.to_hex(),
+        now_ms,
+    )
+}
+
 /// Conservation for one transaction: the balances it touched changed by exactly what the
 /// totals changed by. Reads everything back from the database, so it also catches a wrong
 /// `UPDATE`.
@@ -534,11 +553,16 @@ impl Store for SqliteStore {
             if n == 0 {
                 return Err(StoreError::AccountExists(new.id.clone()));
             }
-            Ok(())
+            journal_key(tx, &new.id, &new.key, now_ms)
         })
     }
 
-    fn change_account(&mut self, id: &AccountId, change: &AccountChange) -> Result<(), StoreError> {
+    fn change_account(
+        &mut self,
+        id: &AccountId,
+        change: &AccountChange,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         self.write(|tx, _| {
             let n = match change {
                 AccountChange::Freeze => tx.execute(
@@ -568,6 +592,9 @@ impl Store for SqliteStore {
             };
             if n == 0 {
                 return Err(StoreError::NoSuchAccount(id.clone()));
+            }
+            if let AccountChange::SetKey(k) = change {
+                journal_key(tx, id, k, now_ms)?;
             }
             Ok(())
         })

@@ -150,11 +150,20 @@ fn transfers_are_idempotent_and_conserve_money(db: &Db) {
         (75_000, 100_000, 25_000)
     );
     let j = s.journal(0, 10).unwrap();
+    // Opening an account journals its key (moving nothing).
     assert_eq!(
         j.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
-        ["deposit", "payout"]
+        ["key", "key", "deposit", "payout"]
     );
-    assert_ne!(j[0].hash, j[1].hash);
+    assert_eq!(
+        j[0].memo,
+        SymbolicSigner::new("alice").public_key().to_hex()
+    );
+    assert_eq!(
+        (j[0].amount, j[0].credit.clone()),
+        (Amount::ZERO, Some(id("alice")))
+    );
+    assert_ne!(j[2].hash, j[3].hash);
 }
 
 fn accounts_are_unique_and_changes_apply(db: &Db) {
@@ -170,14 +179,14 @@ fn accounts_are_unique_and_changes_apply(db: &Db) {
         s.create_account(&dup, NOW),
         Err(StoreError::AccountExists(_))
     ));
-    s.change_account(&id("alice"), &AccountChange::Freeze)
+    s.change_account(&id("alice"), &AccountChange::Freeze, NOW)
         .unwrap();
-    s.change_account(&id("alice"), &AccountChange::RevokeKey)
+    s.change_account(&id("alice"), &AccountChange::RevokeKey, NOW)
         .unwrap();
     let a = s.account(&id("alice")).unwrap().unwrap();
     assert!(a.frozen && a.key_revoked);
     assert!(matches!(
-        s.change_account(&id("zed"), &AccountChange::Freeze),
+        s.change_account(&id("zed"), &AccountChange::Freeze, NOW),
         Err(StoreError::NoSuchAccount(_))
     ));
 }
@@ -312,7 +321,7 @@ fn a_batch_of_purchases_commits_atomically_with_one_outcome_each(db: &Db) {
         s.account(&id("alice")).unwrap().unwrap().balance_minor,
         1_000
     );
-    assert_eq!(s.journal(0, 100).unwrap().len(), 3);
+    assert_eq!(s.journal(0, 100).unwrap().len(), 5);
 }
 
 /// Commits `v` in a batch of its own.
@@ -432,7 +441,7 @@ fn refunds_never_exceed_what_was_paid_and_a_replay_refunds_once(db: &Db) {
     assert_eq!(refunds.len(), 2);
     assert_eq!(refunds[0].memo, "r1");
     assert_eq!(refunds[0].debit, Some(id("acme")));
-    assert_eq!(verify_journal(s.as_mut()).unwrap(), 4);
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 6);
     // The evidence: the endorsement with the customer's EPO, and the committed purchase.
     let e = s.endorsement(&epoid).unwrap().unwrap();
     assert_eq!(e, v.endorsement);
@@ -442,20 +451,20 @@ fn refunds_never_exceed_what_was_paid_and_a_replay_refunds_once(db: &Db) {
 }
 
 fn checkpoints_sign_the_head_and_adjustments_never_break_conservation(db: &Db) {
-    let mut s = store_with_accounts(db);
     let n = SymbolicSigner::new("netbill");
     let mut sign = |c: Checkpoint| Signed::sign(c, &n);
     assert!(
-        s.checkpoint(&mut sign, NOW).unwrap().is_none(),
+        db.open().checkpoint(&mut sign, NOW).unwrap().is_none(),
         "empty journal"
     );
+    let mut s = store_with_accounts(db);
     s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
         .unwrap();
     let c = s.checkpoint(&mut sign, NOW).unwrap().expect("a checkpoint");
     let body = c.verify(&C, &n.public_key()).unwrap();
-    assert_eq!(body.seq, 1);
+    assert_eq!(body.seq, 3);
     assert_eq!(body.deposits_minor, 100_000);
-    assert_eq!(hex::encode(body.hash.0), s.journal(0, 1).unwrap()[0].hash);
+    assert_eq!(hex::encode(body.hash.0), s.journal(2, 1).unwrap()[0].hash);
     assert!(
         s.checkpoint(&mut sign, NOW).unwrap().is_none(),
         "head unchanged"
@@ -505,12 +514,12 @@ fn checkpoints_sign_the_head_and_adjustments_never_break_conservation(db: &Db) {
         99_700
     );
     s.check_conservation().unwrap();
-    let j = s.journal(1, 10).unwrap();
+    let j = s.journal(3, 10).unwrap();
     assert_eq!(j.len(), 2);
     assert_eq!(j[0].kind, "adjustment");
     assert_eq!(j[0].debit, Some(id("alice")));
     assert_eq!(j[0].memo, "unwind entry 7");
-    assert_eq!(verify_journal(s.as_mut()).unwrap(), 3);
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 5);
     let accounts = s.accounts(None, 10).unwrap();
     assert_eq!(
         accounts
@@ -570,7 +579,8 @@ fn reopening_keeps_everything(db: &Db) {
         300_000
     );
     assert_eq!(s.check_conservation().unwrap().deposits_minor, 300_000);
-    assert_eq!(verify_journal(s.as_mut()).unwrap(), 1);
+    // bob's key and his deposit.
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 2);
 }
 
 /// What one purchase came to in [`decide_batch`].
@@ -650,8 +660,8 @@ fn history_is_newest_first_within_the_window(db: &Db) {
     assert_eq!(h.len(), 1);
     assert_eq!(h[0].decided_ms, NOW + 1);
     assert_eq!(s.history(&id("acme"), 0, u64::MAX, 2).unwrap().len(), 2);
-    // Deposit + three purchases, chained.
-    assert_eq!(verify_journal(s.as_mut()).unwrap(), 4);
+    // Two keys, a deposit and three purchases, chained.
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 6);
     let t = s.check_conservation().unwrap();
     assert_eq!((t.accounts, t.outcomes), (2, 3));
 }
@@ -816,6 +826,6 @@ fn postgres_stores_sharing_a_database_commit_each_epoid_once_and_lose_no_update(
     for c in &customers {
         assert_eq!(s.account(&id(c)).unwrap().unwrap().balance_minor, 0);
     }
-    // 8 deposits + 80 purchases, one chain.
-    assert_eq!(verify_journal(s.as_mut()).unwrap(), 88);
+    // 9 keys (8 customers, 1 merchant) + 8 deposits + 80 purchases, one chain.
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 97);
 }

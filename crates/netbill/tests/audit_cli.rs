@@ -180,6 +180,24 @@ fn intact(postgres: bool) {
     assert!(text(&out).contains("ledger intact"), "{}", text(&out));
 }
 
+fn rotated_key(postgres: bool) {
+    let l = start(postgres);
+    // alice moves to a new key: her purchases signed with the old one stay backed, because
+    // the journal records every key she had.
+    use netbill_proto::crypto::Signer as _;
+    let new_key = netbill_crypto::Ed25519Signer::generate()
+        .public_key()
+        .to_hex();
+    l.d.admin(&["set-key", "alice", &new_key]);
+    let (out, report) = l.audit(&[]);
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    let key_entries = journal(&l.store_url)
+        .into_iter()
+        .filter(|e| e.kind == "key")
+        .count();
+    assert_eq!(key_entries, 3, "acme, alice, alice's new key");
+}
+
 fn changed_balance(postgres: bool) {
     let mut l = start(postgres);
     let before = l.balances();
@@ -425,6 +443,7 @@ macro_rules! cases {
 
 cases!(
     intact,
+    rotated_key,
     changed_balance,
     deleted_entry,
     altered_entry,

@@ -650,7 +650,7 @@ async fn change(
     let id = id_param(raw)?;
     let acct = id.clone();
     s.writer
-        .run(move |st| st.change_account(&acct, &change))
+        .run(move |st| st.change_account(&acct, &change, now_ms()))
         .await
         .map_err(gone)?
         .map_err(store_problem)?;
