@@ -89,7 +89,12 @@ impl Snapshot {
         }
         loop {
             let after = s.refunds.last().map(|r| r.refund_id.clone());
-            let page = store.refunds(None, after.as_deref(), PAGE)?;
+            let page = store.refunds(
+                netbill_ledger::RefundFilter::All {
+                    after: after.as_deref(),
+                },
+                PAGE,
+            )?;
             let done = page.len() < PAGE;
             s.refunds.extend(page);
             if done {

@@ -230,6 +230,23 @@ pub struct RefundRecord {
     pub request: Signed<RefundRequest>,
     /// N's signed receipt.
     pub receipt: Signed<RefundReceipt>,
+    pub decided_ms: u64,
+}
+
+/// Which refunds [`Store::refunds`] lists.
+#[derive(Clone, Copy, Debug)]
+pub enum RefundFilter<'a> {
+    /// All, ordered by refund id, after this id.
+    All { after: Option<&'a str> },
+    /// Those of one purchase, oldest first.
+    Purchase(&'a EpoId),
+    /// Those an account took part in (as customer or merchant), decided in
+    /// `[from_ms, to_ms)`, newest first.
+    Account {
+        id: &'a AccountId,
+        from_ms: u64,
+        to_ms: u64,
+    },
 }
 
 /// A correction of one account's balance (made by `netbill audit --unwind`), journaled as
@@ -340,11 +357,10 @@ pub trait Store: Send {
         sign: &mut dyn FnMut(Amount, Amount) -> Signed<RefundReceipt>,
         now_ms: u64,
     ) -> Result<Signed<RefundReceipt>, StoreError>;
-    /// Refunds, ordered by refund id, after `after`; or only those of `epoid`.
+    /// Refunds, as `filter` selects them.
     fn refunds(
         &mut self,
-        epoid: Option<&EpoId>,
-        after: Option<&str>,
+        filter: RefundFilter<'_>,
         limit: usize,
     ) -> Result<Vec<RefundRecord>, StoreError>;
 

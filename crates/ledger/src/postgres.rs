@@ -29,7 +29,7 @@ use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Transaction};
 use crate::sqlite::{account_id, corrupt, kind_str, parse_result, result_str};
 use crate::{
     AccountChange, AccountRecord, Adjustment, HistoryLine, JournalEntry, LedgerTx, NewAccount,
-    PurchaseRecord, RefundRecord, Store, StoreError, Totals, Transfer, journal_hash,
+    PurchaseRecord, RefundFilter, RefundRecord, Store, StoreError, Totals, Transfer, journal_hash,
 };
 
 mod records;
@@ -60,6 +60,8 @@ CREATE TABLE refunds (
     decided_ms BIGINT NOT NULL
 );
 CREATE INDEX refunds_by_epoid ON refunds (epoid);
+CREATE INDEX refunds_by_customer ON refunds (customer, decided_ms);
+CREATE INDEX refunds_by_merchant ON refunds (merchant, decided_ms);
 CREATE TABLE checkpoints (
     seq BIGINT PRIMARY KEY,
     body BYTEA NOT NULL,
@@ -1059,11 +1061,10 @@ impl Store for PostgresStore {
 
     fn refunds(
         &mut self,
-        epoid: Option<&EpoId>,
-        after: Option<&str>,
+        filter: RefundFilter<'_>,
         limit: usize,
     ) -> Result<Vec<RefundRecord>, StoreError> {
-        records::refunds(self.client()?, epoid, after, limit)
+        records::refunds(self.client()?, filter, limit)
     }
 
     fn checkpoint(

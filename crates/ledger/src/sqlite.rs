@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::{
     AccountChange, AccountRecord, Adjustment, HistoryLine, JournalEntry, LedgerTx, NewAccount,
-    PurchaseRecord, RefundRecord, Store, StoreError, Totals, Transfer, journal_hash,
+    PurchaseRecord, RefundFilter, RefundRecord, Store, StoreError, Totals, Transfer, journal_hash,
 };
 
 /// The newest schema version this build knows.
@@ -94,6 +94,8 @@ CREATE TABLE refunds (
     decided_ms INTEGER NOT NULL
 );
 CREATE INDEX refunds_by_epoid ON refunds (epoid);
+CREATE INDEX refunds_by_customer ON refunds (customer, decided_ms);
+CREATE INDEX refunds_by_merchant ON refunds (merchant, decided_ms);
 CREATE TABLE checkpoints (
     seq INTEGER PRIMARY KEY,
     body BLOB NOT NULL,
@@ -963,39 +965,56 @@ impl Store for SqliteStore {
 
     fn refunds(
         &mut self,
-        epoid: Option<&EpoId>,
-        after: Option<&str>,
+        filter: RefundFilter<'_>,
         limit: usize,
     ) -> Result<Vec<RefundRecord>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT refund_id, epoid, merchant, customer, amount_minor, request, request_sig,
-                    receipt, receipt_sig
-             FROM refunds WHERE (?1 IS NULL OR epoid = ?1) AND refund_id > ?2
-             ORDER BY refund_id LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(
-            params![
-                epoid.map(|e| e.to_string()),
-                after.unwrap_or(""),
-                limit as i64
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, Vec<u8>>(5)?,
-                    r.get::<_, Vec<u8>>(6)?,
-                    r.get::<_, Vec<u8>>(7)?,
-                    r.get::<_, Vec<u8>>(8)?,
-                ))
-            },
-        )?;
+        const COLUMNS: &str = "refund_id, epoid, merchant, customer, amount_minor, request,
+            request_sig, receipt, receipt_sig, decided_ms";
+        let limit = limit as i64;
+        let (sql, args): (String, Vec<rusqlite::types::Value>) = match filter {
+            RefundFilter::All { after } => (
+                format!(
+                    "SELECT {COLUMNS} FROM refunds WHERE refund_id > ?1 ORDER BY refund_id LIMIT ?2"
+                ),
+                vec![after.unwrap_or("").to_string().into(), limit.into()],
+            ),
+            RefundFilter::Purchase(epoid) => (
+                format!(
+                    "SELECT {COLUMNS} FROM refunds WHERE epoid = ?1 ORDER BY decided_ms, refund_id LIMIT ?2"
+                ),
+                vec![epoid.to_string().into(), limit.into()],
+            ),
+            RefundFilter::Account { id, from_ms, to_ms } => (
+                format!(
+                    "SELECT {COLUMNS} FROM refunds WHERE (customer = ?1 OR merchant = ?1)
+                     AND decided_ms >= ?2 AND decided_ms < ?3
+                     ORDER BY decided_ms DESC, refund_id DESC LIMIT ?4"
+                ),
+                vec![
+                    id.as_str().to_string().into(),
+                    (from_ms.min(i64::MAX as u64) as i64).into(),
+                    (to_ms.min(i64::MAX as u64) as i64).into(),
+                    limit.into(),
+                ],
+            ),
+        };
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                (r.get::<_, Vec<u8>>(5)?, r.get::<_, Vec<u8>>(6)?),
+                (r.get::<_, Vec<u8>>(7)?, r.get::<_, Vec<u8>>(8)?),
+                r.get::<_, i64>(9)?,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
-            let (refund_id, epoid, merchant, customer, amount, req, req_sig, rec, rec_sig) = row?;
+            let (refund_id, epoid, merchant, customer, amount, (req, req_sig), (rec, rec_sig), at) =
+                row?;
             out.push(RefundRecord {
                 refund_id,
                 epoid: epoid.parse().map_err(|_| corrupt("epoid"))?,
@@ -1004,6 +1023,7 @@ impl Store for SqliteStore {
                 amount: Amount::from_minor(amount as u64).map_err(|_| corrupt("amount"))?,
                 request: signed_from(req, req_sig)?,
                 receipt: signed_from(rec, rec_sig)?,
+                decided_ms: at as u64,
             });
         }
         Ok(out)

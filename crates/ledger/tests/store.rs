@@ -6,8 +6,8 @@
 use netbill_ledger::throwaway_pg as pg;
 
 use netbill_ledger::{
-    AccountChange, Adjustment, NewAccount, PostgresStore, Store, StoreError, Transfer, open_store,
-    verify_journal,
+    AccountChange, Adjustment, NewAccount, PostgresStore, RefundFilter, Store, StoreError,
+    Transfer, open_store, verify_journal,
 };
 use netbill_proto::billing::{self, AccountKind, BillingPolicy, Decision, RefundError};
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
@@ -434,8 +434,39 @@ fn refunds_never_exceed_what_was_paid_and_a_replay_refunds_once(db: &Db) {
     assert_eq!(balance(&mut s, "alice"), 100_000);
     assert_eq!(balance(&mut s, "acme"), 0);
     s.check_conservation().unwrap();
-    assert_eq!(s.refunds(Some(&epoid), None, 10).unwrap().len(), 2);
-    assert_eq!(s.refunds(None, Some("r1"), 10).unwrap().len(), 1);
+    assert_eq!(
+        s.refunds(RefundFilter::Purchase(&epoid), 10).unwrap().len(),
+        2
+    );
+    assert_eq!(
+        s.refunds(RefundFilter::All { after: Some("r1") }, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    let mine = s
+        .refunds(
+            RefundFilter::Account {
+                id: &id("alice"),
+                from_ms: NOW,
+                to_ms: NOW + 3,
+            },
+            10,
+        )
+        .unwrap();
+    assert_eq!(mine.len(), 2);
+    assert_eq!(mine[0].decided_ms, NOW + 2);
+    let none = s
+        .refunds(
+            RefundFilter::Account {
+                id: &id("alice"),
+                from_ms: 0,
+                to_ms: NOW,
+            },
+            10,
+        )
+        .unwrap();
+    assert!(none.is_empty());
     let j = s.journal(0, 100).unwrap();
     let refunds: Vec<_> = j.iter().filter(|e| e.kind == "refund").collect();
     assert_eq!(refunds.len(), 2);

@@ -262,6 +262,19 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("total: {}", s.total);
+            if !s.refunds.is_empty() {
+                println!("refunds:");
+                for r in &s.refunds {
+                    println!(
+                        "  {:<28} {:<18} {:>14}  refund {}",
+                        r.epoid.to_string(),
+                        r.counterparty,
+                        r.amount,
+                        r.refund_id
+                    );
+                }
+                println!("refunded: {}", s.refunded);
+            }
             Ok(ExitCode::SUCCESS)
         }
         WalletCommand::Evidence { purchase, out } => {

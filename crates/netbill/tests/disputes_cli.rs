@@ -335,7 +335,16 @@ fn refunds_over_the_limit_replayed_or_forged_are_refused() {
     assert_eq!(d.balance_minor("alice"), 100_000);
     assert_eq!(d.balance_minor("acme"), 0);
     assert!(d.conservation_holds());
-    // The customer's statement and the merchant's evidence see the same purchase.
+    // Her statement lists the purchase and both refunds.
+    let out = d.wallet(&["statement"]);
+    let st = text(&out);
+    assert!(
+        st.contains("Tygar: Atomicity in Electronic Commerce"),
+        "{st}"
+    );
+    assert!(st.contains("refund r1") && st.contains("refund r2"), "{st}");
+    assert!(st.contains("refunded: USD:0.02000"), "{st}");
+    // The merchant's evidence lists them too, with K.
     let ev = d
         .root()
         .join("m-evidence.json")

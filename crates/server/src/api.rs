@@ -416,6 +416,17 @@ pub struct StatementGroup {
     pub total: String,
 }
 
+/// A refund on a statement.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StatementRefund {
+    pub refund_id: String,
+    pub epoid: EpoId,
+    pub decided_ms: u64,
+    /// The merchant (for a customer's statement) or the customer (for a merchant's).
+    pub counterparty: String,
+    pub amount: String,
+}
+
 /// An account's statement for a period.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
@@ -426,6 +437,12 @@ pub struct Statement {
     pub by_counterparty: Vec<StatementGroup>,
     /// Sum of committed purchases in the period (spent by a customer, earned by a merchant).
     pub total: String,
+    /// Refunds in the period (received by a customer, given by a merchant), newest first.
+    #[serde(default)]
+    pub refunds: Vec<StatementRefund>,
+    /// Their sum.
+    #[serde(default)]
+    pub refunded: String,
 }
 
 async fn statement(
@@ -442,12 +459,38 @@ async fn statement(
     let limit = p.limit.unwrap_or(1000).min(STATEMENT_LINES_MAX);
     let acct = load_account(&s, id.clone()).await?;
     let q = id.clone();
-    let history = s
+    let (history, refunds) = s
         .writer
-        .run(move |st| st.history(&q, from, to, limit))
+        .run(move |st| {
+            let h = st.history(&q, from, to, limit)?;
+            let r = st.refunds(
+                netbill_ledger::RefundFilter::Account {
+                    id: &q,
+                    from_ms: from,
+                    to_ms: to,
+                },
+                limit,
+            )?;
+            Ok::<_, StoreError>((h, r))
+        })
         .await
         .map_err(gone)?
         .map_err(store_problem)?;
+    let refunded: i64 = refunds.iter().map(|r| r.amount.signed()).sum();
+    let refunds = refunds
+        .into_iter()
+        .map(|r| StatementRefund {
+            counterparty: if r.merchant == id {
+                r.customer.to_string()
+            } else {
+                r.merchant.to_string()
+            },
+            refund_id: r.refund_id,
+            epoid: r.epoid,
+            decided_ms: r.decided_ms,
+            amount: r.amount.to_string(),
+        })
+        .collect();
     let mut groups: std::collections::BTreeMap<String, (u64, i64)> = Default::default();
     let mut total = 0i64;
     let lines = history
@@ -488,6 +531,8 @@ async fn statement(
             })
             .collect(),
         total: format_minor(total),
+        refunds,
+        refunded: format_minor(refunded),
     }))
 }
 

@@ -18,7 +18,7 @@ use netbill_proto::billing::BillingPolicy;
 pub use admin_client::{AdminAction, AdminClient};
 pub use api::{
     AccountInfo, BatchItem, CreateAccount, EndorsementBatch, MerchantKey, SetKey, Statement,
-    StatementLine, TransferAnswer, TransferRequest, WriterCounters,
+    StatementLine, StatementRefund, TransferAnswer, TransferRequest, WriterCounters,
 };
 pub use keys::{BillingKeys, BillingPublic};
 

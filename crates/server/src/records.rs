@@ -11,7 +11,8 @@ use axum::routing::{get, post};
 use netbill_crypto::RealCrypto;
 use netbill_http::{ApiJson, Problem, now_ms};
 use netbill_ledger::{
-    AccountRecord, Adjustment, JournalEntry, PurchaseRecord, RefundRecord, StoreError, Totals,
+    AccountRecord, Adjustment, JournalEntry, PurchaseRecord, RefundFilter, RefundRecord,
+    StoreError, Totals,
 };
 use netbill_proto::billing::{self, RefundError};
 use netbill_proto::crypto::GoodsKey;
@@ -144,7 +145,7 @@ async fn evidence(
             Ok::<_, StoreError>((
                 st.outcome(&q)?,
                 st.endorsement(&q)?,
-                st.refunds(Some(&q), None, PAGE_MAX)?,
+                st.refunds(RefundFilter::Purchase(&q), PAGE_MAX)?,
             ))
         })
         .await
@@ -360,6 +361,7 @@ pub struct AuditRefund {
     pub amount: netbill_proto::Amount,
     pub request: Signed<RefundRequest>,
     pub receipt: Signed<RefundReceipt>,
+    pub decided_ms: u64,
 }
 
 impl From<RefundRecord> for AuditRefund {
@@ -372,6 +374,7 @@ impl From<RefundRecord> for AuditRefund {
             amount: r.amount,
             request: r.request,
             receipt: r.receipt,
+            decided_ms: r.decided_ms,
         }
     }
 }
@@ -386,6 +389,7 @@ impl From<AuditRefund> for RefundRecord {
             amount: r.amount,
             request: r.request,
             receipt: r.receipt,
+            decided_ms: r.decided_ms,
         }
     }
 }
@@ -399,7 +403,14 @@ async fn audit_refunds(
     let limit = p.limit();
     Ok(ApiJson(
         s.writer
-            .run(move |st| st.refunds(None, p.after.as_deref(), limit))
+            .run(move |st| {
+                st.refunds(
+                    RefundFilter::All {
+                        after: p.after.as_deref(),
+                    },
+                    limit,
+                )
+            })
             .await
             .map_err(gone)?
             .map_err(store_problem)?

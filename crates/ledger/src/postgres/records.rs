@@ -9,7 +9,7 @@ use postgres::{Client, GenericClient};
 
 use super::{ACCOUNT_COLUMNS, PendingEntry, PgTx, account_from_row, ms, nonneg, totals_row};
 use crate::sqlite::{account_id, corrupt, parse_result};
-use crate::{AccountRecord, Adjustment, PurchaseRecord, RefundRecord, StoreError};
+use crate::{AccountRecord, Adjustment, PurchaseRecord, RefundFilter, RefundRecord, StoreError};
 
 fn limit_i64(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -210,18 +210,35 @@ pub(super) fn refund(
 
 pub(super) fn refunds(
     c: &mut Client,
-    epoid: Option<&EpoId>,
-    after: Option<&str>,
+    filter: RefundFilter<'_>,
     limit: usize,
 ) -> Result<Vec<RefundRecord>, StoreError> {
-    let epoid = epoid.map(|e| e.to_string());
-    let rows = c.query(
-        "SELECT refund_id, epoid, merchant, customer, amount_minor, request, request_sig,
-                receipt, receipt_sig
-         FROM refunds WHERE ($1::TEXT IS NULL OR epoid = $1) AND refund_id > $2
-         ORDER BY refund_id LIMIT $3",
-        &[&epoid, &after.unwrap_or(""), &limit_i64(limit)],
-    )?;
+    const COLUMNS: &str = "refund_id, epoid, merchant, customer, amount_minor, request,
+        request_sig, receipt, receipt_sig, decided_ms";
+    let limit = limit_i64(limit);
+    let rows = match filter {
+        RefundFilter::All { after } => c.query(
+            &format!(
+                "SELECT {COLUMNS} FROM refunds WHERE refund_id > $1 ORDER BY refund_id LIMIT $2"
+            ),
+            &[&after.unwrap_or(""), &limit],
+        )?,
+        RefundFilter::Purchase(epoid) => c.query(
+            &format!(
+                "SELECT {COLUMNS} FROM refunds WHERE epoid = $1
+                 ORDER BY decided_ms, refund_id LIMIT $2"
+            ),
+            &[&epoid.to_string(), &limit],
+        )?,
+        RefundFilter::Account { id, from_ms, to_ms } => c.query(
+            &format!(
+                "SELECT {COLUMNS} FROM refunds WHERE (customer = $1 OR merchant = $1)
+                 AND decided_ms >= $2 AND decided_ms < $3
+                 ORDER BY decided_ms DESC, refund_id DESC LIMIT $4"
+            ),
+            &[&id.as_str(), &ms(from_ms), &ms(to_ms), &limit],
+        )?,
+    };
     rows.iter()
         .map(|r| {
             Ok(RefundRecord {
@@ -235,6 +252,7 @@ pub(super) fn refunds(
                 amount: amount(r.try_get(4)?, "amount")?,
                 request: signed_from(r.try_get(5)?, r.try_get(6)?)?,
                 receipt: signed_from(r.try_get(7)?, r.try_get(8)?)?,
+                decided_ms: nonneg(r.try_get(9)?, "time")?,
             })
         })
         .collect()
