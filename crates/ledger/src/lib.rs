@@ -364,11 +364,11 @@ pub trait Store: Send {
         limit: usize,
     ) -> Result<Vec<RefundRecord>, StoreError>;
 
-    /// Signs and stores a checkpoint of the journal's head, unless the journal is empty or
-    /// the head already has one.
+    /// Signs and stores a checkpoint of the journal's head, unless the journal is empty, the
+    /// head already has one, or `sign` declines (returns `None`).
     fn checkpoint(
         &mut self,
-        sign: &mut dyn FnMut(Checkpoint) -> Signed<Checkpoint>,
+        sign: &mut dyn FnMut(Checkpoint) -> Option<Signed<Checkpoint>>,
         now_ms: u64,
     ) -> Result<Option<Signed<Checkpoint>>, StoreError>;
     /// Checkpoints with `seq > after`, oldest first.

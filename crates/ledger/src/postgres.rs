@@ -1069,7 +1069,7 @@ impl Store for PostgresStore {
 
     fn checkpoint(
         &mut self,
-        sign: &mut dyn FnMut(Checkpoint) -> Signed<Checkpoint>,
+        sign: &mut dyn FnMut(Checkpoint) -> Option<Signed<Checkpoint>>,
         now_ms: u64,
     ) -> Result<Option<Signed<Checkpoint>>, StoreError> {
         self.write(TotalsLock::Share, |t| records::checkpoint(t, sign, now_ms))

@@ -1031,7 +1031,7 @@ impl Store for SqliteStore {
 
     fn checkpoint(
         &mut self,
-        sign: &mut dyn FnMut(Checkpoint) -> Signed<Checkpoint>,
+        sign: &mut dyn FnMut(Checkpoint) -> Option<Signed<Checkpoint>>,
         now_ms: u64,
     ) -> Result<Option<Signed<Checkpoint>>, StoreError> {
         self.write(|tx, _| {
@@ -1054,7 +1054,7 @@ impl Store for SqliteStore {
                 return Ok(None);
             }
             let (deposits, payouts) = totals_row(tx)?;
-            let c = sign(Checkpoint {
+            let Some(c) = sign(Checkpoint {
                 seq: seq as u64,
                 hash: Digest(
                     hash.try_into()
@@ -1063,7 +1063,9 @@ impl Store for SqliteStore {
                 deposits_minor: deposits.max(0) as u64,
                 payouts_minor: payouts.max(0) as u64,
                 time_ms: now_ms,
-            });
+            }) else {
+                return Ok(None);
+            };
             tx.execute(
                 "INSERT INTO checkpoints (seq, body, sig) VALUES (?1, ?2, ?3)",
                 params![seq, c.bytes(), c.signature().0.to_vec()],

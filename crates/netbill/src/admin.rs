@@ -77,7 +77,13 @@ enum AdminCommand {
     /// Check that the sum of balances equals deposits minus payouts.
     Conservation,
     /// Have N sign a checkpoint of the journal's head now (it also does so periodically).
-    Checkpoint,
+    /// N refuses if the journal since its last checkpoint no longer chains.
+    Checkpoint {
+        /// After auditing a tampered journal (`netbill audit`, docs/audit.md): sign its head
+        /// as it is, and let money move again.
+        #[arg(long)]
+        acknowledge_audit: bool,
+    },
 }
 
 /// One line describing an account.
@@ -165,19 +171,21 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
                 t.outcomes
             );
         }
-        AdminCommand::Checkpoint => match admin.checkpoint().await?.checkpoint {
-            Some(c) => {
-                let c = c.body_unverified();
-                println!(
-                    "signed checkpoint of journal entry {}: hash {}",
-                    c.seq,
-                    hex::encode(c.hash.0)
-                );
+        AdminCommand::Checkpoint { acknowledge_audit } => {
+            match admin.checkpoint(acknowledge_audit).await?.checkpoint {
+                Some(c) => {
+                    let c = c.body_unverified();
+                    println!(
+                        "signed checkpoint of journal entry {}: hash {}",
+                        c.seq,
+                        hex::encode(c.hash.0)
+                    );
+                }
+                None => println!(
+                    "nothing to sign: the journal is empty or its head already has a checkpoint"
+                ),
             }
-            None => println!(
-                "nothing to sign: the journal is empty or its head already has a checkpoint"
-            ),
-        },
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -198,6 +198,42 @@ fn rotated_key(postgres: bool) {
     assert_eq!(key_entries, 3, "acme, alice, alice's new key");
 }
 
+fn tampering_stops_n_until_acknowledged(postgres: bool) {
+    let l = start(postgres);
+    // A careless edit after the last checkpoint: N finds it when it next checkpoints, and
+    // refuses to sign over it.
+    let seq = purchase_seq(&l.store_url, 2);
+    sql(
+        &l.store_url,
+        &format!("UPDATE journal SET at_ms = at_ms + 1 WHERE seq = {seq}"),
+    );
+    let url = l.d.server.url.clone();
+    let out = netbill(&["admin", "--server", &url, "checkpoint"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("does not chain"), "{}", text(&out));
+    // No money moves until an operator who audited acknowledges.
+    let out = netbill(&["admin", "--server", &url, "deposit", "alice", "USD:1"]);
+    assert!(
+        text(&out).contains("changed behind the billing server's back"),
+        "{}",
+        text(&out)
+    );
+    let (out, report) = l.audit(&[]);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    assert_eq!(kinds(&report), ["chain_break"]);
+    let out = ok(&[
+        "admin",
+        "--server",
+        &url,
+        "checkpoint",
+        "--acknowledge-audit",
+    ]);
+    assert!(out.contains("signed checkpoint"), "{out}");
+    l.d.admin(&["deposit", "alice", "USD:1"]);
+    // Later checkpoints chain on from the acknowledged head.
+    l.d.admin(&["checkpoint"]);
+}
+
 fn changed_balance(postgres: bool) {
     let mut l = start(postgres);
     let before = l.balances();
@@ -444,6 +480,7 @@ macro_rules! cases {
 cases!(
     intact,
     rotated_key,
+    tampering_stops_n_until_acknowledged,
     changed_balance,
     deleted_entry,
     altered_entry,

@@ -192,15 +192,16 @@ impl AdminClient {
         self.get("/v1/admin/audit/totals").await
     }
 
-    /// Asks N to sign a checkpoint of the journal's head now.
-    pub async fn checkpoint(&self) -> Result<CheckpointAnswer, CallError> {
+    /// Asks N to sign a checkpoint of the journal's head now. With `acknowledge`, even if
+    /// the journal since the last checkpoint does not chain (after an audit).
+    pub async fn checkpoint(&self, acknowledge: bool) -> Result<CheckpointAnswer, CallError> {
+        let path = if acknowledge {
+            "/v1/admin/checkpoint?acknowledge=true"
+        } else {
+            "/v1/admin/checkpoint"
+        };
         self.client
-            .call::<(), _>(
-                reqwest::Method::POST,
-                "/v1/admin/checkpoint",
-                None,
-                &self.auth(),
-            )
+            .call::<(), _>(reqwest::Method::POST, path, None, &self.auth())
             .await
     }
 

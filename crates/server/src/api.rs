@@ -31,6 +31,11 @@ pub struct AppState {
     /// The ledger did not conserve money at start-up: no money moves until adjustments
     /// restore it (see `records::adjust`).
     pub repair: std::sync::atomic::AtomicBool,
+    /// The journal since the last checkpoint does not chain, and no operator has
+    /// acknowledged an audit yet: no money moves.
+    pub tampered: std::sync::atomic::AtomicBool,
+    /// How far the journal's chain has been checked (see `records::checkpoint_now`).
+    pub chain: crate::records::ChainCursor,
 }
 
 pub(crate) type Shared = Arc<AppState>;

@@ -120,16 +120,19 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         policy: config.policy,
         admin_token: config.admin_token,
         repair: std::sync::atomic::AtomicBool::new(!conserved),
+        tampered: Default::default(),
+        chain: Default::default(),
     });
     // N signs a checkpoint of the journal's head periodically (when it has moved).
     if let Some(every) = config.checkpoint_interval_ms.filter(|ms| *ms > 0) {
         let s = state.clone();
         tokio::spawn(async move {
+            // The first tick is immediate: the chain since the last checkpoint is checked
+            // at start-up.
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(every));
-            tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = records::checkpoint_now(&s).await {
+                if let Err(e) = records::checkpoint_now(&s, false).await {
                     tracing::warn!(error = %e.detail, "signing a journal checkpoint failed");
                 }
             }

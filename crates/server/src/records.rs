@@ -60,16 +60,21 @@ pub(crate) fn refund_problem(e: &RefundError) -> Problem {
     }
 }
 
-/// Refuses money-moving work while the ledger does not conserve.
+/// Refuses money-moving work while the ledger does not conserve, or its journal was found
+/// changed behind N's back and no operator has acknowledged an audit yet.
 pub(crate) fn refuse_under_repair(s: &AppState) -> Result<(), Problem> {
-    if s.repair.load(Ordering::Acquire) {
-        return Err(Problem::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "ledger-under-repair",
-            "the ledger does not conserve money: no money moves until an operator runs `netbill audit --unwind` (see docs/audit.md)",
-        ));
-    }
-    Ok(())
+    let why = if s.repair.load(Ordering::Acquire) {
+        "the ledger does not conserve money: no money moves until an operator runs `netbill audit --unwind` (see docs/audit.md)"
+    } else if s.tampered.load(Ordering::Acquire) {
+        "the journal was changed behind the billing server's back: no money moves until an operator audits it and runs `netbill admin checkpoint --acknowledge-audit` (see docs/audit.md)"
+    } else {
+        return Ok(());
+    };
+    Err(Problem::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "ledger-under-repair",
+        why,
+    ))
 }
 
 /// `POST /v1/refunds`: a merchant-signed refund of (part of) a committed purchase. The
@@ -442,24 +447,153 @@ pub struct CheckpointAnswer {
     pub checkpoint: Option<Signed<Checkpoint>>,
 }
 
-/// Signs a checkpoint of the journal's head now (the server also does so periodically).
-pub async fn checkpoint_now(s: &Shared) -> Result<Option<Signed<Checkpoint>>, Problem> {
-    let state = s.clone();
-    s.writer
-        .run(move |st| st.checkpoint(&mut |c| Signed::sign(c, &state.keys.signer), now_ms()))
-        .await
-        .map_err(gone)?
-        .map_err(store_problem)
+/// How far this server has checked the journal's chain: an entry's seq and chain hash
+/// (`None`: from the newest checkpoint).
+pub type ChainCursor = std::sync::Mutex<Option<(u64, Vec<u8>)>>;
+
+/// Why N did not sign a checkpoint.
+enum NotSigned {
+    Store(StoreError),
+    /// The journal since the last checkpoint does not chain: it was changed behind N's back.
+    Tampered(String),
 }
 
+impl From<StoreError> for NotSigned {
+    fn from(e: StoreError) -> Self {
+        NotSigned::Store(e)
+    }
+}
+
+/// The newest checkpoint N signed, as (seq, hash); (0, zeros) if none.
+fn newest_checkpoint(
+    st: &mut dyn netbill_ledger::Store,
+    key: &netbill_proto::crypto::PublicKey,
+) -> Result<(u64, Vec<u8>), NotSigned> {
+    let mut newest = (0, vec![0u8; 32]);
+    loop {
+        let page = st.checkpoints(newest.0, PAGE_MAX)?;
+        for c in &page {
+            let body = c.verify(&RealCrypto, key).map_err(|_| {
+                NotSigned::Tampered(format!(
+                    "the checkpoint of entry {} is not signed by this server's key",
+                    c.body_unverified().seq
+                ))
+            })?;
+            newest = (body.seq, body.hash.0.to_vec());
+        }
+        if page.len() < PAGE_MAX {
+            return Ok(newest);
+        }
+    }
+}
+
+/// Checks the chain from the cursor to the journal's head; the head's (seq, hash).
+fn check_chain(
+    st: &mut dyn netbill_ledger::Store,
+    (mut seq, mut prev): (u64, Vec<u8>),
+) -> Result<(u64, Vec<u8>), NotSigned> {
+    loop {
+        let page = st.journal(seq, PAGE_MAX)?;
+        for e in &page {
+            let h = e.expected_hash(&prev);
+            if e.seq != seq + 1 || hex::encode(&h) != e.hash {
+                return Err(NotSigned::Tampered(format!(
+                    "journal entry {} does not chain to entry {seq} as signed or checked before",
+                    e.seq
+                )));
+            }
+            (seq, prev) = (e.seq, h);
+        }
+        if page.len() < PAGE_MAX {
+            return Ok((seq, prev));
+        }
+    }
+}
+
+/// Signs a checkpoint of the journal's head now (the server also does so periodically) —
+/// but only after checking that the journal since the last checkpoint still chains: N never
+/// signs over entries changed behind its back. If it does not chain, N stops moving money
+/// (repair mode) until an operator who has audited the ledger acknowledges it
+/// (`acknowledge`: sign the head as it is).
+pub async fn checkpoint_now(
+    s: &Shared,
+    acknowledge: bool,
+) -> Result<Option<Signed<Checkpoint>>, Problem> {
+    let state = s.clone();
+    let result =
+        s.writer
+            .run(move |st| -> Result<_, NotSigned> {
+                let mut cursor = state.chain.lock().unwrap_or_else(|p| p.into_inner());
+                let from = match cursor.take() {
+                    Some(c) => c,
+                    None => newest_checkpoint(st, &state.public.sign_key)?,
+                };
+                let head = match check_chain(st, from) {
+                    Ok(head) => Some(head),
+                    Err(NotSigned::Tampered(_)) if acknowledge => None,
+                    Err(e) => return Err(e),
+                };
+                let signer = &state.keys.signer;
+                let signed = st.checkpoint(
+                    &mut |c| match &head {
+                        // Sign exactly what was checked (another server may have moved on).
+                        Some((seq, hash)) => (c.seq == *seq && c.hash.0[..] == hash[..])
+                            .then(|| Signed::sign(c, signer)),
+                        None => Some(Signed::sign(c, signer)),
+                    },
+                    now_ms(),
+                )?;
+                *cursor = match (&signed, head) {
+                    (Some(c), _) => {
+                        let b = c.body_unverified();
+                        Some((b.seq, b.hash.0.to_vec()))
+                    }
+                    (None, head) => head,
+                };
+                Ok(signed)
+            })
+            .await
+            .map_err(gone)?;
+    match result {
+        Ok(c) => Ok(c),
+        Err(NotSigned::Store(e)) => Err(store_problem(e)),
+        Err(NotSigned::Tampered(why)) => {
+            if !s.tampered.swap(true, Ordering::AcqRel) {
+                tracing::error!(
+                    "JOURNAL TAMPERED: {why}. Not signing checkpoints; serving in repair mode: run `netbill audit` (docs/audit.md)"
+                );
+            }
+            Err(Problem::conflict(
+                "journal-tampered",
+                format!(
+                    "{why}: not signing; audit the ledger (`netbill audit`), unwind, then acknowledge with `netbill admin checkpoint --acknowledge-audit`"
+                ),
+            ))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckpointQuery {
+    #[serde(default)]
+    acknowledge: bool,
+}
+
+/// `POST /v1/admin/checkpoint[?acknowledge=true]`.
 async fn make_checkpoint(
     State(s): State<Shared>,
     headers: HeaderMap,
+    Query(q): Query<CheckpointQuery>,
 ) -> Result<ApiJson<CheckpointAnswer>, Problem> {
     admin(&s, &headers)?;
-    Ok(ApiJson(CheckpointAnswer {
-        checkpoint: checkpoint_now(&s).await?,
-    }))
+    let checkpoint = checkpoint_now(&s, q.acknowledge).await?;
+    if q.acknowledge && s.tampered.swap(false, Ordering::AcqRel) {
+        tracing::warn!(
+            "the operator acknowledged an audit of the tampered journal: checkpoints resume from its head"
+        );
+    }
+    Ok(ApiJson(CheckpointAnswer { checkpoint }))
 }
 
 /// Body of `POST /v1/admin/adjustments`.

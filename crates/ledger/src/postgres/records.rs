@@ -260,7 +260,7 @@ pub(super) fn refunds(
 
 pub(super) fn checkpoint(
     t: &mut PgTx<'_>,
-    sign: &mut dyn FnMut(Checkpoint) -> Signed<Checkpoint>,
+    sign: &mut dyn FnMut(Checkpoint) -> Option<Signed<Checkpoint>>,
     now_ms: u64,
 ) -> Result<Option<Signed<Checkpoint>>, StoreError> {
     // The totals row is share-locked (transfers, which change it, wait), so the totals
@@ -285,7 +285,7 @@ pub(super) fn checkpoint(
         return Ok(None);
     }
     let hash: Vec<u8> = head.try_get(1)?;
-    let c = sign(Checkpoint {
+    let Some(c) = sign(Checkpoint {
         seq,
         hash: Digest(
             hash.try_into()
@@ -294,7 +294,9 @@ pub(super) fn checkpoint(
         deposits_minor: nonneg(deposits, "deposits")?,
         payouts_minor: nonneg(payouts, "payouts")?,
         time_ms: now_ms,
-    });
+    }) else {
+        return Ok(None);
+    };
     let n = tx.execute(
         "INSERT INTO checkpoints (seq, body, sig) VALUES ($1, $2, $3) ON CONFLICT (seq) DO NOTHING",
         &[&ms(seq), &c.bytes(), &c.signature().0.as_slice()],
