@@ -207,5 +207,10 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
         println!("after the unwind:");
     }
     print(&after, a.json)?;
+    if !after.findings.is_empty() && !after.money_wrong() {
+        eprintln!(
+            "every balance is right; the remaining findings stay as evidence. If N stopped because its journal was changed behind its back, let it resume with `netbill admin checkpoint --acknowledge-audit`"
+        );
+    }
     Ok(exit(&after))
 }

@@ -264,6 +264,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         spent == usd("USD:0.05125")?.signed(),
         "expected USD:0.02 + USD:0.00125 + USD:0.03 to be paid"
     );
+    // The auditor's view: N signs a checkpoint; every entry is checked against it and
+    // against the customer's and merchant's signatures.
+    admin.checkpoint(false).await?;
+    let snapshot = netbill_audit::Snapshot::from_server(&admin).await?;
+    let report = netbill_audit::audit(&snapshot, &server.public.sign_key);
+    ensure!(
+        report.findings.is_empty(),
+        "the audit found problems: {:?}",
+        report.findings
+    );
+    println!(
+        "audit: {} journal entries chained up to N's signed checkpoint; {} purchases, each backed by the customer's and merchant's signatures; balances replay ✓",
+        report.entries, report.purchases
+    );
     merchant.abort();
     server.abort();
     Ok(ExitCode::SUCCESS)
