@@ -143,6 +143,17 @@ impl std::io::Write for HashWriter<'_> {
 }
 
 pub fn run(a: DisputeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &a.evidence {
+        anyhow::ensure!(
+            dir.is_dir(),
+            "no evidence directory {} (make one with `netbill wallet evidence`)",
+            dir.display()
+        );
+    }
+    anyhow::ensure!(
+        a.evidence.is_some() || a.customer_evidence.is_some() || a.billing_evidence.is_some(),
+        "no evidence: give --evidence DIR, or --customer-evidence and/or --billing-evidence"
+    );
     let mine: Option<CustomerEvidence> =
         pick(&a.customer_evidence, &a.evidence, "customer-evidence.json")
             .map(|p| read_json(&p, "a customer's evidence (customer-evidence.json)"))

@@ -201,6 +201,23 @@ fn honest_goods_stand_and_a_tampered_ciphertext_is_the_customers_fault() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("needs --agreed"), "{}", text(&out));
+    let missing = d.root().join("no-such-dir").to_string_lossy().into_owned();
+    let out = netbill(&[
+        "dispute",
+        "never-bought",
+        "--billing-key",
+        &n,
+        "--merchant-key",
+        &m,
+        "--evidence",
+        &missing,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("no evidence directory"),
+        "{}",
+        text(&out)
+    );
     std::fs::write(ev.join("billing-evidence.json"), "{not json").unwrap();
     let out = netbill(&[
         "dispute",
