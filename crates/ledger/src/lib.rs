@@ -282,6 +282,12 @@ pub trait LedgerTx: LedgerView {
         let _ = ids;
         Ok(())
     }
+    /// Announces the EPOIDs this batch will look up, so that a store can read their
+    /// outcomes in one query instead of one each. Optional; call after `lock_accounts`.
+    fn prefetch_outcomes(&mut self, epoids: &[EpoId]) -> Result<(), StoreError> {
+        let _ = epoids;
+        Ok(())
+    }
 }
 
 /// The ledger's storage.

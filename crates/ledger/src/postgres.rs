@@ -24,7 +24,7 @@ use netbill_proto::messages::{
 };
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use postgres::error::SqlState;
-use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Transaction};
+use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Statement, Transaction};
 
 use crate::sqlite::{account_id, corrupt, kind_str, parse_result, result_str};
 use crate::{
@@ -131,6 +131,8 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// The PostgreSQL store. Reconnects on the next call if the connection was lost.
 pub struct PostgresStore {
     client: Client,
+    /// The write path's statements, prepared on `client`.
+    stmts: Stmts,
     url: String,
 }
 
@@ -198,54 +200,57 @@ fn ms(v: u64) -> i64 {
 const ACCOUNT_COLUMNS: &str =
     "kind, public_key, key_revoked, frozen, balance_minor, credit_limit_minor, low_water_minor";
 
-fn account_from_row(id: &AccountId, r: &Row) -> Result<AccountRecord, StoreError> {
-    let key: Vec<u8> = r.try_get(1)?;
+/// An account from a row holding [`ACCOUNT_COLUMNS`] from column `at` on.
+fn account_from_row_at(id: &AccountId, r: &Row, at: usize) -> Result<AccountRecord, StoreError> {
+    let key: Vec<u8> = r.try_get(at + 1)?;
     Ok(AccountRecord {
         id: id.clone(),
-        kind: parse_kind(r.try_get::<_, &str>(0)?)?,
+        kind: parse_kind(r.try_get::<_, &str>(at)?)?,
         key: PublicKey(key.try_into().map_err(|_| corrupt("key length"))?),
-        key_revoked: r.try_get(2)?,
-        frozen: r.try_get(3)?,
-        balance_minor: r.try_get(4)?,
-        credit_limit_minor: r.try_get(5)?,
-        low_water_minor: r.try_get(6)?,
+        key_revoked: r.try_get(at + 2)?,
+        frozen: r.try_get(at + 3)?,
+        balance_minor: r.try_get(at + 4)?,
+        credit_limit_minor: r.try_get(at + 5)?,
+        low_water_minor: r.try_get(at + 6)?,
     })
 }
 
 fn read_account(
     c: &mut impl GenericClient,
     id: &AccountId,
-    lock: bool,
 ) -> Result<Option<AccountRecord>, StoreError> {
-    let sql = format!(
-        "SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1{}",
-        if lock { " FOR UPDATE" } else { "" }
-    );
-    c.query_opt(&sql, &[&id.as_str()])?
-        .map(|r| account_from_row(id, &r))
-        .transpose()
+    c.query_opt(
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1"),
+        &[&id.as_str()],
+    )?
+    .map(|r| account_from_row_at(id, &r, 0))
+    .transpose()
 }
 
 fn read_outcome(
     c: &mut impl GenericClient,
     epoid: &EpoId,
 ) -> Result<Option<StoredOutcome>, StoreError> {
-    let Some(r) = c.query_opt(
+    c.query_opt(
         "SELECT endorsement_digest, receipt, receipt_sig, customer FROM outcomes WHERE epoid = $1",
         &[&epoid.to_string()],
     )?
-    else {
-        return Ok(None);
-    };
-    let digest: Option<Vec<u8>> = r.try_get(0)?;
-    let receipt: Vec<u8> = r.try_get(1)?;
-    let sig: Vec<u8> = r.try_get(2)?;
-    let customer: Option<String> = r.try_get(3)?;
+    .map(|r| outcome_from_row_at(&r, 0))
+    .transpose()
+}
+
+/// An outcome from a row holding its digest, receipt, signature and customer from column
+/// `at` on.
+fn outcome_from_row_at(r: &Row, at: usize) -> Result<StoredOutcome, StoreError> {
+    let digest: Option<Vec<u8>> = r.try_get(at)?;
+    let receipt: Vec<u8> = r.try_get(at + 1)?;
+    let sig: Vec<u8> = r.try_get(at + 2)?;
+    let customer: Option<String> = r.try_get(at + 3)?;
     let sig = Signature(
         sig.try_into()
             .map_err(|_| corrupt("receipt signature length"))?,
     );
-    Ok(Some(StoredOutcome {
+    Ok(StoredOutcome {
         customer: customer.map(account_id).transpose()?,
         endorsement_digest: digest
             .map(|d| {
@@ -255,7 +260,7 @@ fn read_outcome(
             })
             .transpose()?,
         receipt: Signed::from_parts(receipt, sig).map_err(|e| corrupt(e.to_string()))?,
-    }))
+    })
 }
 
 fn totals_row(c: &mut impl GenericClient, lock: &str) -> Result<(i64, i64), StoreError> {
@@ -309,6 +314,72 @@ enum TotalsLock {
     Update,
 }
 
+/// The statements of the write path, prepared once per connection (PostgreSQL then plans
+/// each once, and every use is one round trip instead of a parse, a plan and an execute).
+struct Stmts {
+    totals_share: Statement,
+    totals_update: Statement,
+    totals: Statement,
+    /// Locks accounts in the global order and reads them whole.
+    lock_accounts: Statement,
+    lock_account: Statement,
+    outcomes: Statement,
+    insert_outcomes: Statement,
+    apply_deltas: Statement,
+    journal_head: Statement,
+    append_journal: Statement,
+}
+
+impl Stmts {
+    fn prepare(c: &mut Client) -> Result<Self, StoreError> {
+        Ok(Self {
+            totals_share: c.prepare(
+                "SELECT deposits_minor, payouts_minor FROM totals WHERE id = 1 FOR SHARE",
+            )?,
+            totals_update: c.prepare(
+                "SELECT deposits_minor, payouts_minor FROM totals WHERE id = 1 FOR UPDATE",
+            )?,
+            totals: c.prepare("SELECT deposits_minor, payouts_minor FROM totals WHERE id = 1")?,
+            lock_accounts: c.prepare(&format!(
+                "SELECT id, {ACCOUNT_COLUMNS} FROM accounts WHERE id = ANY($1::TEXT[])
+                 ORDER BY id FOR UPDATE"
+            ))?,
+            lock_account: c.prepare(&format!(
+                "SELECT id, {ACCOUNT_COLUMNS} FROM accounts WHERE id = $1 FOR UPDATE"
+            ))?,
+            outcomes: c.prepare(
+                "SELECT epoid, endorsement_digest, receipt, receipt_sig, customer FROM outcomes
+                 WHERE epoid = ANY($1::TEXT[])",
+            )?,
+            insert_outcomes: c.prepare(
+                "INSERT INTO outcomes (epoid, result, customer, merchant, description,
+                   price_minor, endorsement_digest, endorsement, receipt, receipt_sig, decided_ms)
+                 SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::TEXT[],
+                   $6::BIGINT[], $7::BYTEA[], $8::TEXT[], $9::BYTEA[], $10::BYTEA[], $11::BIGINT[])
+                 ON CONFLICT (epoid) DO NOTHING
+                 RETURNING epoid",
+            )?,
+            apply_deltas: c.prepare(
+                "UPDATE accounts AS a SET balance_minor = a.balance_minor + d.delta
+                 FROM unnest($1::TEXT[], $2::BIGINT[]) AS d(id, delta)
+                 WHERE a.id = d.id
+                 RETURNING a.id, a.balance_minor",
+            )?,
+            journal_head: c
+                .prepare("SELECT seq, hash FROM journal_head WHERE id = 1 FOR UPDATE")?,
+            append_journal: c.prepare(
+                "WITH appended AS (
+                   INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, at_ms, hash, memo)
+                   SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[],
+                                        $5::BIGINT[], $6::TEXT[], $7::BIGINT[], $8::BYTEA[],
+                                        $11::TEXT[])
+                 )
+                 UPDATE journal_head SET seq = $9, hash = $10 WHERE id = 1",
+            )?,
+        })
+    }
+}
+
 /// A journal entry waiting for the end of the transaction, when the journal head is
 /// locked (last, so that the lock order stays global).
 struct PendingEntry {
@@ -319,6 +390,22 @@ struct PendingEntry {
     epoid: Option<EpoId>,
     memo: String,
     at_ms: u64,
+}
+
+/// An outcome row waiting for the end of the transaction (inserted with all the others in
+/// one statement).
+struct PendingOutcome {
+    epoid: String,
+    result: &'static str,
+    customer: Option<String>,
+    merchant: String,
+    description: String,
+    price_minor: i64,
+    digest: Option<Vec<u8>>,
+    endorsement: Option<String>,
+    receipt: Vec<u8>,
+    receipt_sig: Vec<u8>,
+    decided_ms: i64,
 }
 
 /// The journal entry registering an account's key (it moves nothing).
@@ -334,18 +421,34 @@ fn key_entry(id: &AccountId, key: &PublicKey, now_ms: u64) -> PendingEntry {
     }
 }
 
+/// An account row this transaction holds locked. `rec.balance_minor` is its balance with
+/// this transaction's pending changes; `before` is what the database holds.
+struct LockedAccount {
+    rec: AccountRecord,
+    before: i64,
+}
+
 /// One write transaction in progress.
+///
+/// Reads lock and load rows into memory (accounts `FOR UPDATE`, in one statement when the
+/// caller announces them); writes are kept in memory and applied at the end in a fixed
+/// number of set-based statements, whatever the number of purchases: one `INSERT … SELECT
+/// FROM unnest(…)` for the outcomes, one `UPDATE … FROM unnest(…)` with each account's net
+/// change, and one for the journal.
 struct PgTx<'a> {
     tx: RefCell<Transaction<'a>>,
-    /// Balances of the accounts touched, as they were before (locked since).
-    before: HashMap<AccountId, i64>,
+    st: &'a Stmts,
     totals_before: (i64, i64),
-    /// Accounts locked so far.
-    locked: RefCell<HashSet<AccountId>>,
-    /// EPOIDs this transaction saw without an outcome.
+    /// Accounts locked so far, with their pending balances.
+    accounts: RefCell<HashMap<AccountId, LockedAccount>>,
+    /// Outcomes as this transaction sees them: read from the database (`None`: none yet)
+    /// or recorded by it.
+    outcomes: RefCell<HashMap<EpoId, Option<StoredOutcome>>>,
+    /// EPOIDs this transaction saw without an outcome in the database.
     absent: RefCell<HashSet<EpoId>>,
     /// Another server decided an EPOID this batch saw undecided: run it again.
     raced: bool,
+    pending: Vec<PendingOutcome>,
     journal: Vec<PendingEntry>,
     /// The first database error met in a [`LedgerView`] query (which cannot return errors).
     view_error: RefCell<Option<StoreError>>,
@@ -355,21 +458,23 @@ struct PgTx<'a> {
 }
 
 impl<'a> PgTx<'a> {
-    fn start(mut tx: Transaction<'a>, lock: TotalsLock) -> Result<Self, StoreError> {
-        let totals_before = totals_row(
-            &mut tx,
+    fn start(mut tx: Transaction<'a>, st: &'a Stmts, lock: TotalsLock) -> Result<Self, StoreError> {
+        let r = tx.query_one(
             match lock {
-                TotalsLock::Share => "FOR SHARE",
-                TotalsLock::Update => "FOR UPDATE",
+                TotalsLock::Share => &st.totals_share,
+                TotalsLock::Update => &st.totals_update,
             },
+            &[],
         )?;
         Ok(Self {
             tx: RefCell::new(tx),
-            before: HashMap::new(),
-            totals_before,
-            locked: RefCell::default(),
+            st,
+            totals_before: (r.try_get(0)?, r.try_get(1)?),
+            accounts: RefCell::default(),
+            outcomes: RefCell::default(),
             absent: RefCell::default(),
             raced: false,
+            pending: Vec::new(),
             journal: Vec::new(),
             view_error: RefCell::default(),
             check_all: false,
@@ -383,23 +488,220 @@ impl<'a> PgTx<'a> {
         })
     }
 
-    /// Locks `id`'s row and remembers its balance before this transaction changes it.
-    fn touch(&mut self, id: &AccountId) -> Result<i64, StoreError> {
-        if let Some(b) = self.before.get(id) {
-            return Ok(*b);
+    /// Keeps locked account rows (`id` first, then [`ACCOUNT_COLUMNS`]).
+    fn keep_accounts(&self, rows: &[Row]) -> Result<(), StoreError> {
+        let mut accounts = self.accounts.borrow_mut();
+        for r in rows {
+            let id = account_id(r.try_get(0)?)?;
+            if accounts.contains_key(&id) {
+                continue;
+            }
+            let rec = account_from_row_at(&id, r, 1)?;
+            let before = rec.balance_minor;
+            accounts.insert(id, LockedAccount { rec, before });
         }
-        let b: i64 = self
+        Ok(())
+    }
+
+    /// The account as this transaction sees it, locking its row on first use.
+    fn lock_one(&self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        if let Some(a) = self.accounts.borrow().get(id) {
+            return Ok(Some(a.rec.clone()));
+        }
+        let rows = self
+            .tx
+            .borrow_mut()
+            .query(&self.st.lock_account, &[&id.as_str()])?;
+        self.keep_accounts(&rows)?;
+        Ok(self.accounts.borrow().get(id).map(|a| a.rec.clone()))
+    }
+
+    /// Locks `id`'s row; returns its balance as this transaction sees it.
+    fn touch(&mut self, id: &AccountId) -> Result<i64, StoreError> {
+        self.lock_one(id)?
+            .map(|a| a.balance_minor)
+            .ok_or_else(|| StoreError::NoSuchAccount(id.clone()))
+    }
+
+    /// Adds `delta` to a locked account's pending balance.
+    fn add(&mut self, id: &AccountId, delta: i64) -> Result<(), StoreError> {
+        let a = self
+            .accounts
+            .get_mut()
+            .get_mut(id)
+            .ok_or_else(|| corrupt(format!("account {id} changed without its lock")))?;
+        a.rec.balance_minor = a
+            .rec
+            .balance_minor
+            .checked_add(delta)
+            .ok_or_else(|| corrupt(format!("balance of {id} overflows")))?;
+        Ok(())
+    }
+
+    /// The stored outcome of `epoid`, reading the database on first use.
+    fn lookup_outcome(&self, epoid: &EpoId) -> Result<Option<StoredOutcome>, StoreError> {
+        if let Some(o) = self.outcomes.borrow().get(epoid) {
+            return Ok(o.clone());
+        }
+        self.read_outcomes(std::slice::from_ref(epoid))?;
+        Ok(self.outcomes.borrow().get(epoid).cloned().flatten())
+    }
+
+    /// Reads the outcomes of `epoids` not yet known to this transaction, in one query.
+    fn read_outcomes(&self, epoids: &[EpoId]) -> Result<(), StoreError> {
+        let want: Vec<String> = {
+            let known = self.outcomes.borrow();
+            let mut w: Vec<String> = epoids
+                .iter()
+                .filter(|e| !known.contains_key(*e))
+                .map(|e| e.to_string())
+                .collect();
+            w.sort_unstable();
+            w.dedup();
+            w
+        };
+        if want.is_empty() {
+            return Ok(());
+        }
+        let rows = self.tx.borrow_mut().query(&self.st.outcomes, &[&want])?;
+        let mut found = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            let epoid: EpoId = r
+                .try_get::<_, &str>(0)?
+                .parse()
+                .map_err(|_| corrupt("epoid"))?;
+            found.insert(epoid, outcome_from_row_at(r, 1)?);
+        }
+        let mut known = self.outcomes.borrow_mut();
+        let mut absent = self.absent.borrow_mut();
+        for e in epoids {
+            if known.contains_key(e) {
+                continue;
+            }
+            let o = found.remove(e);
+            if o.is_none() {
+                absent.insert(e.clone());
+            }
+            known.insert(e.clone(), o);
+        }
+        Ok(())
+    }
+
+    /// Queues an outcome; `OutcomeExists` if the EPOID has one.
+    fn push_outcome(
+        &mut self,
+        epoid: &EpoId,
+        row: PendingOutcome,
+        stored: StoredOutcome,
+    ) -> Result<(), StoreError> {
+        if self.lookup_outcome(epoid)?.is_some() {
+            return Err(StoreError::OutcomeExists(epoid.clone()));
+        }
+        self.outcomes.get_mut().insert(epoid.clone(), Some(stored));
+        self.pending.push(row);
+        Ok(())
+    }
+
+    /// Writes everything this transaction queued and checks conservation: one statement
+    /// each for the outcomes, the balances and the journal, then the totals read back.
+    fn finish(&mut self) -> Result<(), StoreError> {
+        self.flush_outcomes()?;
+        let changed = self.flush_balances()?;
+        self.flush_journal()?;
+        self.check(changed)
+    }
+
+    fn flush_outcomes(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let p = &self.pending;
+        let epoids: Vec<&str> = p.iter().map(|o| o.epoid.as_str()).collect();
+        let results: Vec<&str> = p.iter().map(|o| o.result).collect();
+        let customers: Vec<Option<&str>> = p.iter().map(|o| o.customer.as_deref()).collect();
+        let merchants: Vec<&str> = p.iter().map(|o| o.merchant.as_str()).collect();
+        let descriptions: Vec<&str> = p.iter().map(|o| o.description.as_str()).collect();
+        let prices: Vec<i64> = p.iter().map(|o| o.price_minor).collect();
+        let digests: Vec<Option<&[u8]>> = p.iter().map(|o| o.digest.as_deref()).collect();
+        let endorsements: Vec<Option<&str>> = p.iter().map(|o| o.endorsement.as_deref()).collect();
+        let receipts: Vec<&[u8]> = p.iter().map(|o| o.receipt.as_slice()).collect();
+        let sigs: Vec<&[u8]> = p.iter().map(|o| o.receipt_sig.as_slice()).collect();
+        let times: Vec<i64> = p.iter().map(|o| o.decided_ms).collect();
+        let rows = self.tx.get_mut().query(
+            &self.st.insert_outcomes,
+            &[
+                &epoids,
+                &results,
+                &customers,
+                &merchants,
+                &descriptions,
+                &prices,
+                &digests,
+                &endorsements,
+                &receipts,
+                &sigs,
+                &times,
+            ],
+        )?;
+        if rows.len() == p.len() {
+            return Ok(());
+        }
+        // Some EPOID got an outcome from another server after this transaction saw it
+        // undecided (the account locks make this rare): run the batch again.
+        let inserted: HashSet<String> = rows
+            .iter()
+            .map(|r| r.try_get::<_, String>(0))
+            .collect::<Result<_, _>>()?;
+        let lost = p
+            .iter()
+            .find(|o| !inserted.contains(&o.epoid))
+            .ok_or_else(|| corrupt("an outcome was inserted twice in one batch"))?;
+        let epoid: EpoId = lost.epoid.parse().map_err(|_| corrupt("epoid"))?;
+        if self.absent.get_mut().contains(&epoid) {
+            self.raced = true;
+        }
+        Err(StoreError::OutcomeExists(epoid))
+    }
+
+    /// Applies each touched account's net change in one statement; returns the sum of the
+    /// changes as the database reports them.
+    fn flush_balances(&mut self) -> Result<i128, StoreError> {
+        let accounts = self.accounts.get_mut();
+        let mut changed: Vec<(&str, i64)> = accounts
+            .values()
+            .filter(|a| a.rec.balance_minor != a.before)
+            .map(|a| (a.rec.id.as_str(), a.rec.balance_minor - a.before))
+            .collect();
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        changed.sort_unstable();
+        let (ids, deltas): (Vec<&str>, Vec<i64>) = changed.iter().copied().unzip();
+        let rows = self
             .tx
             .get_mut()
-            .query_opt(
-                "SELECT balance_minor FROM accounts WHERE id = $1 FOR UPDATE",
-                &[&id.as_str()],
-            )?
-            .ok_or_else(|| StoreError::NoSuchAccount(id.clone()))?
-            .try_get(0)?;
-        self.locked.get_mut().insert(id.clone());
-        self.before.insert(id.clone(), b);
-        Ok(b)
+            .query(&self.st.apply_deltas, &[&ids, &deltas])?;
+        if rows.len() != ids.len() {
+            return Err(corrupt("an account touched by this transaction vanished"));
+        }
+        let mut sum: i128 = 0;
+        for r in rows {
+            let id = account_id(r.try_get(0)?)?;
+            let now: i64 = r.try_get(1)?;
+            let a = accounts
+                .get(&id)
+                .ok_or_else(|| corrupt(format!("unexpected account {id}")))?;
+            // The row was locked since it was read: the database must hold exactly the
+            // balance this transaction computed.
+            if now != a.rec.balance_minor {
+                return Err(corrupt(format!(
+                    "account {id} holds {now} after the batch, not {}",
+                    a.rec.balance_minor
+                )));
+            }
+            sum += i128::from(now) - i128::from(a.before);
+        }
+        Ok(sum)
     }
 
     /// Writes the pending journal entries after the chain's head, under its lock.
@@ -408,10 +710,7 @@ impl<'a> PgTx<'a> {
             return Ok(());
         }
         let tx = self.tx.get_mut();
-        let head = tx.query_one(
-            "SELECT seq, hash FROM journal_head WHERE id = 1 FOR UPDATE",
-            &[],
-        )?;
+        let head = tx.query_one(&self.st.journal_head, &[])?;
         let mut seq = nonneg(head.try_get(0)?, "journal seq")?;
         let mut prev: Vec<u8> = head.try_get(1)?;
         let n = self.journal.len();
@@ -454,80 +753,42 @@ impl<'a> PgTx<'a> {
             prev = hash;
         }
         tx.execute(
-            "INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, at_ms, hash, memo)
-             SELECT * FROM unnest($1::BIGINT[], $2::TEXT[], $3::TEXT[], $4::TEXT[],
-                                  $5::BIGINT[], $6::TEXT[], $7::BIGINT[], $8::BYTEA[], $9::TEXT[])",
+            &self.st.append_journal,
             &[
-                &seqs, &kinds, &debits, &credits, &amounts, &epoids, &ats, &hashes, &memos,
+                &seqs,
+                &kinds,
+                &debits,
+                &credits,
+                &amounts,
+                &epoids,
+                &ats,
+                &hashes,
+                &ms(seq),
+                &prev,
+                &memos,
             ],
-        )?;
-        tx.execute(
-            "UPDATE journal_head SET seq = $1, hash = $2 WHERE id = 1",
-            &[&ms(seq), &prev],
         )?;
         self.journal.clear();
         Ok(())
     }
 
-    /// Conservation for this transaction: the balances it touched changed by exactly what
-    /// the totals changed by, read back from the database.
-    fn check(&mut self) -> Result<(), StoreError> {
+    /// Conservation for this transaction: the balances it changed (`changed`, as the
+    /// database reported them after the update) moved by exactly what the totals moved
+    /// by, read back from the database.
+    fn check(&mut self, changed: i128) -> Result<(), StoreError> {
         if self.check_all {
             return records::check_all(self.tx.get_mut());
         }
-        let tx = self.tx.get_mut();
-        let ids: Vec<&str> = self.before.keys().map(|a| a.as_str()).collect();
-        let mut delta: i128 = 0;
-        if !ids.is_empty() {
-            let rows = tx.query(
-                "SELECT id, balance_minor FROM accounts WHERE id = ANY($1)",
-                &[&ids],
-            )?;
-            if rows.len() != ids.len() {
-                return Err(corrupt("an account touched by this transaction vanished"));
-            }
-            for r in rows {
-                let id = account_id(r.try_get(0)?)?;
-                let now: i64 = r.try_get(1)?;
-                let before = self
-                    .before
-                    .get(&id)
-                    .ok_or_else(|| corrupt(format!("unexpected account {id}")))?;
-                delta += i128::from(now) - i128::from(*before);
-            }
-        }
-        let (d, p) = totals_row(tx, "")?;
+        let r = self.tx.get_mut().query_one(&self.st.totals, &[])?;
+        let (d, p): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
         let expected = i128::from(d)
             - i128::from(self.totals_before.0)
             - (i128::from(p) - i128::from(self.totals_before.1));
-        if delta != expected {
+        if changed != expected {
             return Err(StoreError::ConservationViolated {
-                balances_minor: delta,
+                balances_minor: changed,
                 expected_minor: expected,
             });
-        }
-        Ok(())
-    }
-
-    /// Inserts an outcome; `OutcomeExists` if the EPOID has one (and notes a race if this
-    /// transaction had seen it undecided).
-    fn insert_outcome(
-        &mut self,
-        epoid: &EpoId,
-        params: &[&(dyn postgres::types::ToSql + Sync)],
-    ) -> Result<(), StoreError> {
-        let n = self.tx.get_mut().execute(
-            "INSERT INTO outcomes (epoid, result, customer, merchant, description,
-               price_minor, endorsement_digest, endorsement, receipt, receipt_sig, decided_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-             ON CONFLICT (epoid) DO NOTHING",
-            params,
-        )?;
-        if n != 1 {
-            if self.absent.get_mut().contains(epoid) {
-                self.raced = true;
-            }
-            return Err(StoreError::OutcomeExists(epoid.clone()));
         }
         Ok(())
     }
@@ -535,10 +796,7 @@ impl<'a> PgTx<'a> {
 
 impl LedgerView for PgTx<'_> {
     fn account(&self, id: &AccountId) -> Option<AccountView> {
-        let r = read_account(&mut *self.tx.borrow_mut(), id, true);
-        if matches!(r, Ok(Some(_))) {
-            self.locked.borrow_mut().insert(id.clone());
-        }
+        let r = self.lock_one(id);
         self.remember(r).map(|a| AccountView {
             kind: a.kind,
             key: a.key,
@@ -550,10 +808,7 @@ impl LedgerView for PgTx<'_> {
         })
     }
     fn outcome(&self, epoid: &EpoId) -> Option<StoredOutcome> {
-        let r = read_outcome(&mut *self.tx.borrow_mut(), epoid);
-        if matches!(r, Ok(None)) {
-            self.absent.borrow_mut().insert(epoid.clone());
-        }
+        let r = self.lookup_outcome(epoid);
         self.remember(r)
     }
 }
@@ -567,44 +822,47 @@ impl LedgerTx for PgTx<'_> {
     ) -> Result<(), StoreError> {
         let epo = v.epo();
         let r = receipt.body_unverified();
-        let endorsement_json = serde_json::to_string(&v.endorsement).unwrap_or_default();
-        self.insert_outcome(
-            &epo.epoid,
-            &[
-                &epo.epoid.to_string(),
-                &result_str(r.result),
-                &v.secret.account.as_str(),
-                &epo.merchant.as_str(),
-                &epo.description,
-                &epo.price.signed(),
-                &v.endorsement_digest.0.as_slice(),
-                &endorsement_json,
-                &receipt.bytes(),
-                &receipt.signature().0.as_slice(),
-                &ms(r.time_ms),
-            ],
-        )?;
+        let row = PendingOutcome {
+            epoid: epo.epoid.to_string(),
+            result: result_str(r.result),
+            customer: Some(v.secret.account.as_str().to_string()),
+            merchant: epo.merchant.as_str().to_string(),
+            description: epo.description.clone(),
+            price_minor: epo.price.signed(),
+            digest: Some(v.endorsement_digest.0.to_vec()),
+            endorsement: Some(serde_json::to_string(&v.endorsement).unwrap_or_default()),
+            receipt: receipt.bytes().to_vec(),
+            receipt_sig: receipt.signature().0.to_vec(),
+            decided_ms: ms(r.time_ms),
+        };
+        let stored = StoredOutcome {
+            customer: Some(v.secret.account.clone()),
+            endorsement_digest: Some(v.endorsement_digest),
+            receipt: receipt.clone(),
+        };
+        self.push_outcome(&epo.epoid, row, stored)?;
         if r.result == ResultCode::Committed {
             let customer = &v.secret.account;
-            self.touch(customer)?;
-            self.touch(&epo.merchant)?;
             let price = epo.price.signed();
-            let tx = self.tx.get_mut();
-            let debited = tx.execute(
-                "UPDATE accounts SET balance_minor = balance_minor - $2
-                 WHERE id = $1 AND balance_minor - $2 >= -credit_limit_minor",
-                &[&customer.as_str(), &price],
-            )?;
-            let credited = tx.execute(
-                "UPDATE accounts SET balance_minor = balance_minor + $2 WHERE id = $1",
-                &[&epo.merchant.as_str(), &price],
-            )?;
-            if debited != 1 || credited != 1 {
+            let balance = self.touch(customer)?;
+            self.touch(&epo.merchant)?;
+            let limit = self
+                .accounts
+                .get_mut()
+                .get(customer)
+                .map_or(0, |a| a.rec.credit_limit_minor);
+            // What the debit's `WHERE balance - price >= -credit_limit` guarded before.
+            if balance
+                .checked_sub(price)
+                .is_none_or(|after| after < -limit)
+            {
                 return Err(corrupt(format!(
                     "purchase {} could not move money",
                     epo.epoid
                 )));
             }
+            self.add(customer, -price)?;
+            self.add(&epo.merchant, price)?;
             self.journal.push(PendingEntry {
                 kind: "purchase",
                 debit: Some(customer.clone()),
@@ -619,46 +877,46 @@ impl LedgerTx for PgTx<'_> {
     }
 
     fn record_abort(&mut self, epoid: &EpoId, receipt: &Signed<Receipt>) -> Result<(), StoreError> {
-        let none: Option<&str> = None;
-        let no_bytes: Option<&[u8]> = None;
-        self.insert_outcome(
-            epoid,
-            &[
-                &epoid.to_string(),
-                &"aborted",
-                &none,
-                &epoid.merchant.as_str(),
-                &"",
-                &0i64,
-                &no_bytes,
-                &none,
-                &receipt.bytes(),
-                &receipt.signature().0.as_slice(),
-                &ms(receipt.body_unverified().time_ms),
-            ],
-        )
+        let row = PendingOutcome {
+            epoid: epoid.to_string(),
+            result: "aborted",
+            customer: None,
+            merchant: epoid.merchant.as_str().to_string(),
+            description: String::new(),
+            price_minor: 0,
+            digest: None,
+            endorsement: None,
+            receipt: receipt.bytes().to_vec(),
+            receipt_sig: receipt.signature().0.to_vec(),
+            decided_ms: ms(receipt.body_unverified().time_ms),
+        };
+        let stored = StoredOutcome {
+            customer: None,
+            endorsement_digest: None,
+            receipt: receipt.clone(),
+        };
+        self.push_outcome(epoid, row, stored)
     }
 
     fn lock_accounts(&mut self, ids: &[AccountId]) -> Result<(), StoreError> {
-        let locked = self.locked.get_mut();
-        let mut want: Vec<&str> = ids
-            .iter()
-            .filter(|id| !locked.contains(*id))
-            .map(|id| id.as_str())
-            .collect();
+        let mut want: Vec<&str> = {
+            let locked = self.accounts.get_mut();
+            ids.iter()
+                .filter(|id| !locked.contains_key(*id))
+                .map(|id| id.as_str())
+                .collect()
+        };
         want.sort_unstable();
         want.dedup();
         if want.is_empty() {
             return Ok(());
         }
-        let rows = self.tx.get_mut().query(
-            "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-            &[&want],
-        )?;
-        for r in rows {
-            locked.insert(account_id(r.try_get(0)?)?);
-        }
-        Ok(())
+        let rows = self.tx.get_mut().query(&self.st.lock_accounts, &[&want])?;
+        self.keep_accounts(&rows)
+    }
+
+    fn prefetch_outcomes(&mut self, epoids: &[EpoId]) -> Result<(), StoreError> {
+        self.read_outcomes(epoids)
     }
 }
 
@@ -668,8 +926,10 @@ impl PostgresStore {
     pub fn open(url: &str) -> Result<Self, StoreError> {
         let mut client = connect(url)?;
         migrate(&mut client)?;
+        let stmts = Stmts::prepare(&mut client)?;
         Ok(Self {
             client,
+            stmts,
             url: url.to_string(),
         })
     }
@@ -685,10 +945,19 @@ impl PostgresStore {
             .try_get(0)?)
     }
 
-    fn client(&mut self) -> Result<&mut Client, StoreError> {
+    /// Reconnects (and prepares the statements again) if the connection was lost.
+    fn ensure_connected(&mut self) -> Result<(), StoreError> {
         if self.client.is_closed() {
-            self.client = connect(&self.url)?;
+            let mut client = connect(&self.url)?;
+            let stmts = Stmts::prepare(&mut client)?;
+            self.client = client;
+            self.stmts = stmts;
         }
+        Ok(())
+    }
+
+    fn client(&mut self) -> Result<&mut Client, StoreError> {
+        self.ensure_connected()?;
         Ok(&mut self.client)
     }
 
@@ -727,14 +996,14 @@ impl PostgresStore {
             let retry = is_contention(&e);
             (e, retry)
         };
+        self.ensure_connected().map_err(|e| (e, false))?;
         let tx = self
-            .client()
-            .map_err(|e| (e, false))?
+            .client
             .build_transaction()
             .isolation_level(IsolationLevel::ReadCommitted)
             .start()
             .map_err(|e| plain(e.into()))?;
-        let mut t = PgTx::start(tx, lock).map_err(plain)?;
+        let mut t = PgTx::start(tx, &self.stmts, lock).map_err(plain)?;
         let out = f(&mut t);
         // A failed view query comes first: later errors may only be its consequence.
         if let Some(e) = t.view_error.get_mut().take() {
@@ -747,8 +1016,10 @@ impl PostgresStore {
                 return Err((e, retry));
             }
         };
-        t.flush_journal().map_err(plain)?;
-        t.check().map_err(plain)?;
+        if let Err(e) = t.finish() {
+            let retry = t.raced || is_contention(&e);
+            return Err((e, retry));
+        }
         t.tx.into_inner().commit().map_err(|e| plain(e.into()))?;
         Ok(out)
     }
@@ -859,11 +1130,8 @@ impl Store for PostgresStore {
                     (-amount.signed(), "payout")
                 }
             };
+            t.add(id, delta)?;
             let tx = t.tx.get_mut();
-            tx.execute(
-                "UPDATE accounts SET balance_minor = balance_minor + $2 WHERE id = $1",
-                &[&id.as_str(), &delta],
-            )?;
             match kind {
                 Transfer::Deposit => tx.execute(
                     "UPDATE totals SET deposits_minor = deposits_minor + $1 WHERE id = 1",
@@ -899,7 +1167,7 @@ impl Store for PostgresStore {
     }
 
     fn account(&mut self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
-        read_account(self.client()?, id, false)
+        read_account(self.client()?, id)
     }
 
     fn outcome(&mut self, epoid: &EpoId) -> Result<Option<StoredOutcome>, StoreError> {

@@ -165,7 +165,8 @@ async fn endorse_batch(
             format!("a batch holds 1 to {ENDORSEMENT_BATCH_MAX} endorsements"),
         ));
     }
-    // Verify on every core: split the batch into one chunk per core.
+    // Verify on every core: split the batch into one chunk per core; each chunk's
+    // signatures are checked with one batch equation (crate::verify).
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = batch.endorsements.len().div_ceil(cores);
     let mut rest = batch.endorsements;
@@ -175,11 +176,7 @@ async fn endorse_batch(
         let part = std::mem::replace(&mut rest, tail);
         let state = s.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
-            part.into_iter()
-                .map(|e| {
-                    billing::verify_endorsement(&RealCrypto, &state.keys.seal, &state.policy, e)
-                })
-                .collect::<Vec<_>>()
+            crate::verify::verify_chunk(&state.keys.seal, &state.policy, part)
         }));
     }
     let mut verified = Vec::new();

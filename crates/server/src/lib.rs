@@ -6,6 +6,7 @@ pub mod admin_client;
 pub mod api;
 pub mod keys;
 pub mod records;
+pub mod verify;
 pub mod writer;
 
 use std::net::SocketAddr;

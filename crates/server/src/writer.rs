@@ -166,9 +166,11 @@ fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waitin
         .iter()
         .flat_map(|v| [v.secret.account.clone(), v.epo().merchant.clone()])
         .collect();
+    let epoids: Vec<_> = batch.iter().map(|v| v.epo().epoid.clone()).collect();
     let result = store.batch(&mut |tx| {
         answers.clear();
         tx.lock_accounts(&accounts)?;
+        tx.prefetch_outcomes(&epoids)?;
         for v in &batch {
             let answer = match billing::decide(v, &*tx, now) {
                 Decision::Settled(r) if netbill_http::bug("server.fresh_receipt_on_retry") => {

@@ -7,7 +7,7 @@ use netbill_proto::signed::SignedBody;
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use postgres::{Client, GenericClient};
 
-use super::{ACCOUNT_COLUMNS, PendingEntry, PgTx, account_from_row, ms, nonneg, totals_row};
+use super::{ACCOUNT_COLUMNS, PendingEntry, PgTx, account_from_row_at, ms, nonneg, totals_row};
 use crate::sqlite::{account_id, corrupt, parse_result};
 use crate::{AccountRecord, Adjustment, PurchaseRecord, RefundFilter, RefundRecord, StoreError};
 
@@ -80,13 +80,12 @@ pub(super) fn accounts(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<AccountRecord>, StoreError> {
-    // The id comes last, after the columns `account_from_row` reads.
     let rows = c.query(
-        &format!("SELECT {ACCOUNT_COLUMNS}, id FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"),
+        &format!("SELECT id, {ACCOUNT_COLUMNS} FROM accounts WHERE id > $1 ORDER BY id LIMIT $2"),
         &[&after.unwrap_or(""), &limit_i64(limit)],
     )?;
     rows.iter()
-        .map(|r| account_from_row(&account_id(r.try_get(7)?)?, r))
+        .map(|r| account_from_row_at(&account_id(r.try_get(0)?)?, r, 1))
         .collect()
 }
 
@@ -144,21 +143,17 @@ pub(super) fn refund(
     let (customer, total) = billing::decide_refund(req, facts.as_ref())?;
     let price = facts.map_or(Amount::ZERO, |f| f.price);
     crate::LedgerTx::lock_accounts(t, &[req.merchant.clone(), customer.clone()])?;
-    t.touch(&req.merchant)?;
+    let balance = t.touch(&req.merchant)?;
     t.touch(&customer)?;
-    let tx = t.tx.get_mut();
-    let debited = tx.execute(
-        "UPDATE accounts SET balance_minor = balance_minor - $2
-         WHERE id = $1 AND balance_minor - $2 >= -credit_limit_minor",
-        &[&req.merchant.as_str(), &req.amount.signed()],
-    )?;
-    if debited != 1 {
-        let balance: i64 = tx
-            .query_one(
-                "SELECT balance_minor FROM accounts WHERE id = $1",
-                &[&req.merchant.as_str()],
-            )?
-            .try_get(0)?;
+    let limit = t
+        .accounts
+        .get_mut()
+        .get(&req.merchant)
+        .map_or(0, |a| a.rec.credit_limit_minor);
+    if balance
+        .checked_sub(req.amount.signed())
+        .is_none_or(|after| after < -limit)
+    {
         return Err(RefundError::MerchantFunds {
             merchant: req.merchant.clone(),
             balance: netbill_proto::money::format_minor(balance),
@@ -166,12 +161,10 @@ pub(super) fn refund(
         }
         .into());
     }
-    tx.execute(
-        "UPDATE accounts SET balance_minor = balance_minor + $2 WHERE id = $1",
-        &[&customer.as_str(), &req.amount.signed()],
-    )?;
+    t.add(&req.merchant, -req.amount.signed())?;
+    t.add(&customer, req.amount.signed())?;
     let receipt = sign(total, price);
-    let inserted = tx.execute(
+    let inserted = t.tx.get_mut().execute(
         "INSERT INTO refunds (refund_id, epoid, merchant, customer, amount_minor, request,
            request_sig, request_digest, receipt, receipt_sig, decided_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -328,10 +321,7 @@ pub(super) fn adjust(
     crate::LedgerTx::lock_accounts(t, &ids)?;
     for a in adjustments {
         t.touch(&a.account)?;
-        t.tx.get_mut().execute(
-            "UPDATE accounts SET balance_minor = balance_minor + $2 WHERE id = $1",
-            &[&a.account.as_str(), &a.delta_minor],
-        )?;
+        t.add(&a.account, a.delta_minor)?;
         let (debit, credit) = crate::adjustment_sides(a);
         t.journal.push(PendingEntry {
             kind: "adjustment",
