@@ -860,3 +860,77 @@ fn postgres_stores_sharing_a_database_commit_each_epoid_once_and_lose_no_update(
     // 9 keys (8 customers, 1 merchant) + 8 deposits + 80 purchases, one chain.
     assert_eq!(verify_journal(s.as_mut()).unwrap(), 97);
 }
+
+#[test]
+fn a_version_1_sqlite_ledger_migrates_and_keeps_its_chain() {
+    let db = sqlite_db();
+    {
+        let mut s = store_with_accounts(&db);
+        s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
+            .unwrap();
+    }
+    // Turn it back into a version-1 database: no refunds, no checkpoints, no memos.
+    let path = db.url.strip_prefix("sqlite://").unwrap();
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "DROP TABLE refunds; DROP TABLE checkpoints;
+         DROP INDEX IF EXISTS refunds_by_epoid;
+         UPDATE journal SET memo = '' WHERE kind = 'key';
+         DELETE FROM journal WHERE kind = 'key';
+         UPDATE journal SET seq = 1;
+         ALTER TABLE journal DROP COLUMN memo;
+         UPDATE meta SET value = 1 WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    // The one deposit, hashed as version 1 hashed it (no memo).
+    let at: i64 = c
+        .query_row("SELECT at_ms FROM journal", [], |r| r.get(0))
+        .unwrap();
+    let hash = netbill_ledger::journal_hash(
+        &[0; 32],
+        1,
+        "deposit",
+        None,
+        Some(&id("alice")),
+        usd("USD:1"),
+        None,
+        "",
+        at as u64,
+    );
+    c.execute("UPDATE journal SET hash = ?1", [hash]).unwrap();
+    drop(c);
+    let mut s = db.open();
+    let j = s.journal(0, 10).unwrap();
+    assert_eq!(j.len(), 1);
+    assert_eq!(j[0].memo, "");
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 1);
+    let v: i64 = rusqlite::Connection::open(path)
+        .unwrap()
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v, 2);
+    s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
+        .unwrap();
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 2);
+    assert!(
+        s.refunds(RefundFilter::All { after: None }, 10)
+            .unwrap()
+            .is_empty()
+    );
+    // A newer schema than this build knows is refused.
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute(
+            "UPDATE meta SET value = 99 WHERE key = 'schema_version'",
+            [],
+        )
+        .unwrap();
+    assert!(matches!(
+        open_store(&db.url),
+        Err(StoreError::SchemaTooNew { found: 99, .. })
+    ));
+}

@@ -32,15 +32,14 @@ fn start(postgres: bool) -> Ledger {
     let d = Deployment::start_full(&flags, &[]);
     let store_url = pg_url
         .unwrap_or_else(|| format!("sqlite://{}", d.root().join("billing/ledger.db").display()));
-    for _ in 0..2 {
-        assert!(
-            d.wallet(&["buy", &d.merchant.url, "article"])
-                .status
-                .success()
-        );
-    }
+    let buy = |product: &str| {
+        let out = d.wallet(&["buy", &d.merchant.url, product]);
+        assert!(out.status.success(), "buying {product}: {}", text(&out));
+    };
+    buy("article");
+    buy("article");
     d.admin(&["checkpoint"]);
-    assert!(d.wallet(&["buy", &d.merchant.url, "note"]).status.success());
+    buy("note");
     let first = journal(&store_url)
         .into_iter()
         .find(|e| e.kind == "purchase")

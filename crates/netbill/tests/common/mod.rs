@@ -246,12 +246,19 @@ file = "dataset.bin"
         self.wallet.to_string_lossy().into_owned()
     }
 
-    /// `netbill wallet --dir <wallet> args…`
+    /// `netbill wallet --dir <wallet> args…`, run in the deployment's directory (so that
+    /// goods bought without `--out` land there, not in the crate shared by every test).
     pub fn wallet(&self, args: &[&str]) -> Output {
         let w = self.wallet_arg();
         let mut all = vec!["wallet", "--dir", &w];
         all.extend(args);
-        netbill(&all)
+        Command::new(BIN)
+            .args(&all)
+            .current_dir(self.root())
+            .env("NETBILL_ADMIN_TOKEN", TOKEN)
+            .env_remove("NETBILL_WALLET")
+            .output()
+            .expect("running netbill")
     }
 
     /// `netbill admin --server <N> args…`, which must succeed.
