@@ -157,6 +157,25 @@ pub fn encode_auth(auth: &Signed<RequestAuth>) -> String {
     )
 }
 
+/// The header carrying an [`netbill_proto::messages::EvidenceGrant`].
+pub const GRANT_HEADER: &str = "netbill-grant";
+
+/// Encodes any signed object as a header value: `base64url(bytes).base64url(signature)`.
+pub fn encode_signed<T: netbill_proto::signed::SignedBody>(s: &Signed<T>) -> String {
+    format!("{}.{}", B64.encode(s.bytes()), B64.encode(s.signature().0))
+}
+
+/// Decodes a header value made by [`encode_signed`] (not yet verified); `None` if malformed.
+pub fn decode_signed<T: netbill_proto::signed::SignedBody>(value: &str) -> Option<Signed<T>> {
+    let (body, sig) = value.split_once('.')?;
+    if body.len() > 4096 {
+        return None;
+    }
+    let bytes = B64.decode(body).ok()?;
+    let sig: [u8; 64] = B64.decode(sig).ok()?.try_into().ok()?;
+    Signed::from_parts(bytes, Signature(sig)).ok()
+}
+
 /// Decodes an [`AUTH_HEADER`] value (not yet verified).
 pub fn decode_auth(value: &str) -> Result<Signed<RequestAuth>, Problem> {
     let bad = || Problem::unauthorized(format!("malformed {AUTH_HEADER} header"));

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use netbill_crypto::{Ed25519Signer, RealCrypto, load_secret_key};
 use netbill_http::client::Client;
 use netbill_http::now_ms;
-use netbill_proto::messages::{BillingEvidence, RefundReceipt, RefundRequest};
+use netbill_proto::messages::{BillingEvidence, EvidenceGrant, RefundReceipt, RefundRequest};
 use netbill_proto::{Amount, EpoId, Signed};
 
 use crate::{CONFIG_FILE, KEY_FILE, MerchantIdentity};
@@ -68,6 +68,26 @@ pub async fn refund(
         "the refund receipt names another refund"
     );
     Ok(receipt)
+}
+
+/// A signed permission for the arbitrator holding `arbitrator_key` to fetch N's records of
+/// `epoid` until `expires_at_ms`.
+pub fn grant(
+    dir: &Path,
+    epoid: &EpoId,
+    arbitrator_key: netbill_proto::crypto::PublicKey,
+    expires_at_ms: u64,
+) -> anyhow::Result<Signed<EvidenceGrant>> {
+    let (identity, signer, _) = open(dir)?;
+    Ok(Signed::sign(
+        EvidenceGrant {
+            epoid: epoid.clone(),
+            grantor: identity.id,
+            arbitrator_key,
+            expires_at_ms,
+        },
+        &signer,
+    ))
 }
 
 /// N's signed records of one of this merchant's purchases (a signed request).

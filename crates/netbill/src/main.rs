@@ -1,6 +1,7 @@
 //! `netbill`: one binary, one subcommand per job. It parses arguments and calls libraries.
 
 mod admin;
+mod arbitrator;
 mod audit;
 mod bench;
 mod demo;
@@ -47,6 +48,9 @@ enum Command {
     /// Decide a disputed purchase from the signed records alone, as an arbitrator (see
     /// docs/disputes.md).
     Dispute(dispute::DisputeArgs),
+    /// An arbitrator's key, and fetching N's records of a purchase under a party's grant.
+    #[command(subcommand)]
+    Arbitrator(arbitrator::ArbitratorCommand),
     /// Verify a ledger's journal, checkpoints and signatures; unwind what a corrupted
     /// server did (see docs/audit.md).
     Audit(audit::AuditArgs),
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => runtime().and_then(|rt| rt.block_on(bench::run(args))),
         Command::Admin(args) => runtime().and_then(|rt| rt.block_on(admin::run(args))),
         Command::Dispute(args) => dispute::run(args),
+        Command::Arbitrator(cmd) => runtime().and_then(|rt| rt.block_on(arbitrator::run(cmd))),
         Command::Audit(args) => runtime().and_then(|rt| rt.block_on(audit::run(args))),
         Command::Group(cmd) => group::run(cmd),
         Command::Postage(args) => netbill_postage::cli::run(args),

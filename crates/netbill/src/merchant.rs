@@ -39,6 +39,20 @@ pub enum MerchantCommand {
     /// Give back (part of) what a committed purchase paid: signed by the merchant, made by
     /// N, never more than the purchase paid in total. Running it again refunds once.
     Refund(RefundArgs),
+    /// Let an arbitrator fetch N's records of one of your purchases (`netbill arbitrator
+    /// fetch`): prints a signed grant for the arbitrator's key.
+    Grant {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The purchase's EPOID.
+        epoid: EpoId,
+        /// The arbitrator's public key (hex), from `netbill arbitrator init`.
+        #[arg(long)]
+        arbitrator_key: PublicKey,
+        /// How long the grant is valid, in milliseconds (default: 7 days).
+        #[arg(long, default_value_t = 7 * 24 * 3_600_000)]
+        valid_for_ms: u64,
+    },
     /// Fetch N's signed records of one of your purchases (for a dispute) as JSON.
     Evidence {
         #[arg(long)]
@@ -131,6 +145,21 @@ pub async fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
             })
         }
         MerchantCommand::Refund(a) => refund(a).await,
+        MerchantCommand::Grant {
+            dir,
+            epoid,
+            arbitrator_key,
+            valid_for_ms,
+        } => {
+            let g = netbill_merchant::disputes::grant(
+                &dir,
+                &epoid,
+                arbitrator_key,
+                netbill_http::now_ms().saturating_add(valid_for_ms),
+            )?;
+            println!("{}", netbill_http::encode_signed(&g));
+            Ok(ExitCode::SUCCESS)
+        }
         MerchantCommand::Evidence { dir, epoid, out } => {
             let ev = netbill_merchant::disputes::evidence(&dir, &epoid).await?;
             let json = serde_json::to_string_pretty(&ev)?;

@@ -86,6 +86,18 @@ enum WalletCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Let an arbitrator fetch N's records of a purchase directly (`netbill arbitrator
+    /// fetch`): prints a signed grant for the arbitrator's key, valid for a limited time.
+    Grant {
+        /// The purchase's wallet id or EPOID.
+        purchase: String,
+        /// The arbitrator's public key (hex), from `netbill arbitrator init`.
+        #[arg(long)]
+        arbitrator_key: PublicKey,
+        /// How long the grant is valid, in milliseconds (default: 7 days).
+        #[arg(long, default_value_t = 7 * 24 * 3_600_000)]
+        valid_for_ms: u64,
+    },
 }
 
 fn describe(o: &Outcome) -> String {
@@ -275,6 +287,25 @@ pub async fn run(args: WalletArgs) -> anyhow::Result<ExitCode> {
                 }
                 println!("refunded: {}", s.refunded);
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        WalletCommand::Grant {
+            purchase,
+            arbitrator_key,
+            valid_for_ms,
+        } => {
+            let w = Wallet::open(&dir)?;
+            let r = w.find(&purchase)?;
+            let epo =
+                r.purchase.epo.as_ref().context(
+                    "you never signed an EPO for this purchase: N holds no records of it",
+                )?;
+            let g = w.grant(
+                &epo.body_unverified().epoid,
+                arbitrator_key,
+                netbill_http::now_ms().saturating_add(valid_for_ms),
+            );
+            println!("{}", netbill_http::encode_signed(&g));
             Ok(ExitCode::SUCCESS)
         }
         WalletCommand::Evidence { purchase, out } => {

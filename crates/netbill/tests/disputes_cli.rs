@@ -372,3 +372,155 @@ fn refunds_over_the_limit_replayed_or_forged_are_refused() {
     assert_eq!(billing["refunds"].as_array().unwrap().len(), 2);
     assert!(billing["goods_key"].is_string());
 }
+
+#[test]
+fn an_arbitrator_fetches_n_records_under_a_partys_grant_and_no_one_else_can() {
+    let d = Deployment::start();
+    assert!(
+        d.wallet(&["buy", &d.merchant.url, "article"])
+            .status
+            .success()
+    );
+    let epoid = only_epoid(&d);
+    let arb = d.root().join("arbitrator").to_string_lossy().into_owned();
+    let out = ok(&["arbitrator", "init", "--dir", &arb]);
+    let arb_key = common::key_from(&out);
+    let grant = String::from_utf8_lossy(
+        &d.wallet(&["grant", &epoid, "--arbitrator-key", &arb_key])
+            .stdout,
+    )
+    .trim()
+    .to_string();
+    let fetched = d
+        .root()
+        .join("n-records.json")
+        .to_string_lossy()
+        .into_owned();
+    ok(&[
+        "arbitrator",
+        "fetch",
+        "--dir",
+        &arb,
+        "--server",
+        &d.server.url,
+        "--grant",
+        &grant,
+        "--out",
+        &fetched,
+    ]);
+    let records: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&fetched).unwrap()).unwrap();
+    assert_eq!(records["epoid"], epoid.as_str());
+    assert!(records["goods_key"].is_string());
+    // The arbitrator decides from what it fetched itself (and the customer's own files).
+    let ev = export_evidence(&d, &epoid, "evidence");
+    let (n, m) = keys(&d);
+    let c = ev
+        .join("customer-evidence.json")
+        .to_string_lossy()
+        .into_owned();
+    let g = ev.join("goods.nbg").to_string_lossy().into_owned();
+    let out = netbill(&[
+        "dispute",
+        "wrong-goods",
+        "--billing-key",
+        &n,
+        "--merchant-key",
+        &m,
+        "--customer-evidence",
+        &c,
+        "--billing-evidence",
+        &fetched,
+        "--ciphertext",
+        &g,
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+
+    // Another arbitrator cannot use the grant.
+    let other = d.root().join("other").to_string_lossy().into_owned();
+    ok(&["arbitrator", "init", "--dir", &other]);
+    let out = netbill(&[
+        "arbitrator",
+        "fetch",
+        "--dir",
+        &other,
+        "--server",
+        &d.server.url,
+        "--grant",
+        &grant,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("the grant is for arbitrator key"),
+        "{}",
+        text(&out)
+    );
+    // An expired grant is refused by N.
+    let expired = String::from_utf8_lossy(
+        &d.wallet(&[
+            "grant",
+            &epoid,
+            "--arbitrator-key",
+            &arb_key,
+            "--valid-for-ms",
+            "0",
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let out = netbill(&[
+        "arbitrator",
+        "fetch",
+        "--dir",
+        &arb,
+        "--server",
+        &d.server.url,
+        "--grant",
+        &expired,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("the grant has expired"),
+        "{}",
+        text(&out)
+    );
+    // A grant tampered with (another EPOID) does not verify.
+    let out = netbill(&[
+        "arbitrator",
+        "fetch",
+        "--dir",
+        &arb,
+        "--server",
+        &d.server.url,
+        "--grant",
+        "AAAA.BBBB",
+    ]);
+    assert!(
+        text(&out).contains("the grant is malformed"),
+        "{}",
+        text(&out)
+    );
+    // The merchant can grant too.
+    let mdir = d.root().join("merchant").to_string_lossy().into_owned();
+    let mgrant = ok(&[
+        "merchant",
+        "grant",
+        "--dir",
+        &mdir,
+        &epoid,
+        "--arbitrator-key",
+        &arb_key,
+    ]);
+    ok(&[
+        "arbitrator",
+        "fetch",
+        "--dir",
+        &arb,
+        "--server",
+        &d.server.url,
+        "--grant",
+        mgrant.trim(),
+    ]);
+}

@@ -645,6 +645,44 @@ async fn one_account_never_sees_another_accounts_data() {
     let own = signed(&p, reqwest::Method::GET, &path, None).await.unwrap();
     assert!(own["goods_key"].is_string(), "{own}");
     assert!(own["endorsement"].is_object(), "{own}");
+    // An arbitrator reads it under alice's grant, signing with the granted key only.
+    let (arbitrator, impostor) = (Ed25519Signer::generate(), Ed25519Signer::generate());
+    let grant = netbill_http::encode_signed(&Signed::sign(
+        netbill_proto::messages::EvidenceGrant {
+            epoid: epoid.clone(),
+            grantor: AccountId::new("alice").unwrap(),
+            arbitrator_key: arbitrator.public_key(),
+            expires_at_ms: netbill_http::now_ms() + 60_000,
+        },
+        &p.customer,
+    ));
+    for (signer, ok) in [(&impostor, false), (&arbitrator, true)] {
+        let auth = netbill_http::sign_request(
+            &RealCrypto,
+            signer,
+            &AccountId::new("alice").unwrap(),
+            "GET",
+            &path,
+            b"",
+            netbill_http::now_ms(),
+        );
+        let r =
+            p.n.call::<(), serde_json::Value>(
+                reqwest::Method::GET,
+                &path,
+                None,
+                &[
+                    (netbill_http::AUTH_HEADER, auth),
+                    (netbill_http::GRANT_HEADER, grant.clone()),
+                ],
+            )
+            .await;
+        if ok {
+            assert!(r.unwrap()["goods_key"].is_string());
+        } else {
+            assert_eq!(problem(r).status, 401);
+        }
+    }
     // The journal and the audit listings are for the operator's token only.
     for path in [
         "/v1/journal",

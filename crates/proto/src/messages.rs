@@ -653,3 +653,36 @@ pub struct BillingEvidence {
     #[serde(default)]
     pub refunds: Vec<Signed<RefundReceipt>>,
 }
+
+/// A customer's or merchant's signed permission for an arbitrator to fetch N's evidence of
+/// one purchase. The arbitrator proves it holds `arbitrator_key` by signing the request
+/// (`NetBill-Auth` naming the grantor, signed with the arbitrator's key).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidenceGrant {
+    pub epoid: EpoId,
+    /// The party granting access: the purchase's customer account or merchant.
+    pub grantor: AccountId,
+    pub arbitrator_key: PublicKey,
+    pub expires_at_ms: u64,
+}
+
+impl SignedBody for EvidenceGrant {
+    const DOMAIN: &'static [u8] = b"netbill/v1/evidence-grant";
+}
+
+impl Codec for EvidenceGrant {
+    fn encode(&self, w: &mut Writer) {
+        self.epoid.encode(w);
+        self.grantor.encode(w);
+        w.fixed(&self.arbitrator_key.0);
+        w.u64(self.expires_at_ms);
+    }
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(EvidenceGrant {
+            epoid: EpoId::decode(r)?,
+            grantor: AccountId::decode(r)?,
+            arbitrator_key: PublicKey(r.array()?),
+            expires_at_ms: r.u64()?,
+        })
+    }
+}

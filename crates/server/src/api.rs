@@ -220,7 +220,7 @@ async fn settle(
 }
 
 /// The account's current key, if it may authenticate.
-async fn auth_key(s: &AppState, id: &AccountId) -> Result<Option<PublicKey>, Problem> {
+pub(crate) async fn auth_key(s: &AppState, id: &AccountId) -> Result<Option<PublicKey>, Problem> {
     let id = id.clone();
     let acct = s
         .writer

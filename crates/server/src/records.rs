@@ -17,7 +17,8 @@ use netbill_ledger::{
 use netbill_proto::billing::{self, RefundError};
 use netbill_proto::crypto::GoodsKey;
 use netbill_proto::messages::{
-    BillingEvidence, Checkpoint, Endorsement, Receipt, RefundReceipt, RefundRequest, ResultCode,
+    BillingEvidence, Checkpoint, Endorsement, EvidenceGrant, Receipt, RefundReceipt, RefundRequest,
+    ResultCode,
 };
 use netbill_proto::{EpoId, Signed};
 use serde::{Deserialize, Serialize};
@@ -139,10 +140,13 @@ async fn evidence(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<ApiJson<BillingEvidence>, Problem> {
-    let who = authenticate(&s, &method, &uri, &headers, b"").await?;
     let epoid: EpoId = raw
         .parse()
         .map_err(|e| Problem::bad_request("bad-epoid", format!("bad EPOID {raw:?}: {e}")))?;
+    let who = match headers.get(netbill_http::GRANT_HEADER) {
+        None => authenticate(&s, &method, &uri, &headers, b"").await?,
+        Some(grant) => authenticate_grant(&s, grant, &epoid, &method, &uri, &headers).await?,
+    };
     let q = epoid.clone();
     let (outcome, endorsement, refunds) = s
         .writer
@@ -179,6 +183,49 @@ async fn evidence(
         goods_key,
         refunds: refunds.into_iter().map(|r| r.receipt).collect(),
     }))
+}
+
+/// An arbitrator's request under a party's grant: the grant must be signed by the grantor's
+/// current key, name this EPOID and not have expired, and the request must be signed with
+/// the arbitrator key it names. Returns the grantor (whose access the arbitrator borrows).
+async fn authenticate_grant(
+    s: &AppState,
+    grant: &axum::http::HeaderValue,
+    epoid: &EpoId,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<netbill_proto::AccountId, Problem> {
+    let grant: Signed<EvidenceGrant> = grant
+        .to_str()
+        .ok()
+        .and_then(netbill_http::decode_signed)
+        .ok_or_else(|| {
+            Problem::unauthorized(format!("malformed {} header", netbill_http::GRANT_HEADER))
+        })?;
+    let grantor = grant.body_unverified().grantor.clone();
+    let key = crate::api::auth_key(s, &grantor).await?.ok_or_else(|| {
+        Problem::unauthorized(format!("no account {grantor} with an unrevoked key"))
+    })?;
+    let g = grant
+        .verify(&RealCrypto, &key)
+        .map_err(|_| Problem::unauthorized(format!("the grant is not signed by {grantor}")))?;
+    if g.epoid != *epoid {
+        return Err(Problem::unauthorized("the grant is for another purchase"));
+    }
+    if g.expires_at_ms < now_ms() {
+        return Err(Problem::unauthorized("the grant has expired"));
+    }
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    netbill_http::check_auth(
+        &RealCrypto,
+        headers,
+        method.as_str(),
+        path,
+        b"",
+        now_ms(),
+        |a| (*a == g.grantor).then_some(g.arbitrator_key),
+    )
 }
 
 /// K, opened from a stored endorsement with N's seal secret.

@@ -696,6 +696,25 @@ impl Wallet {
         self.goods_path(&r.purchase.offer.purchase)
     }
 
+    /// A signed permission for the arbitrator holding `arbitrator_key` to fetch N's records
+    /// of `epoid` until `expires_at_ms`.
+    pub fn grant(
+        &self,
+        epoid: &netbill_proto::EpoId,
+        arbitrator_key: PublicKey,
+        expires_at_ms: u64,
+    ) -> Signed<netbill_proto::messages::EvidenceGrant> {
+        Signed::sign(
+            netbill_proto::messages::EvidenceGrant {
+                epoid: epoid.clone(),
+                grantor: self.config.account.clone(),
+                arbitrator_key,
+                expires_at_ms,
+            },
+            &self.signer,
+        )
+    }
+
     /// N's signed records of one of this customer's purchases (for a dispute).
     pub async fn billing_evidence(
         &self,
