@@ -57,6 +57,8 @@ pub enum StoreError {
     },
     #[error("the database is corrupt: {0}")]
     Corrupt(String),
+    #[error("the journal was changed: {0}")]
+    ChainBroken(String),
     #[error("database error: {0}")]
     Db(#[from] rusqlite::Error),
     #[error("PostgreSQL error: {}", crate::postgres::describe(.0))]
@@ -370,13 +372,8 @@ pub trait Store: Send {
         limit: usize,
     ) -> Result<Vec<RefundRecord>, StoreError>;
 
-    /// Signs and stores a checkpoint of the journal's head, unless the journal is empty, the
-    /// head already has one, or `sign` declines (returns `None`).
-    fn checkpoint(
-        &mut self,
-        sign: &mut dyn FnMut(Checkpoint) -> Option<Signed<Checkpoint>>,
-        now_ms: u64,
-    ) -> Result<Option<Signed<Checkpoint>>, StoreError>;
+    /// Stores N's signed checkpoint, unless one exists at its seq; whether it was new.
+    fn add_checkpoint(&mut self, checkpoint: &Signed<Checkpoint>) -> Result<bool, StoreError>;
     /// Checkpoints with `seq > after`, oldest first.
     fn checkpoints(
         &mut self,
@@ -455,34 +452,102 @@ pub(crate) fn adjustment_amount(a: &Adjustment) -> Result<Amount, StoreError> {
         })
 }
 
+/// How far a journal's chain has been followed: an entry's seq and chain hash, and the money
+/// that entered and left the system up to it (what a checkpoint signs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: u64,
+    pub hash: Vec<u8>,
+    pub deposits_minor: u64,
+    pub payouts_minor: u64,
+}
+
+impl ChainHead {
+    /// Before the first entry.
+    pub fn genesis() -> Self {
+        ChainHead {
+            seq: 0,
+            hash: vec![0; 32],
+            deposits_minor: 0,
+            payouts_minor: 0,
+        }
+    }
+
+    /// Where a checkpoint says the chain was.
+    pub fn of(c: &Checkpoint) -> Self {
+        ChainHead {
+            seq: c.seq,
+            hash: c.hash.0.to_vec(),
+            deposits_minor: c.deposits_minor,
+            payouts_minor: c.payouts_minor,
+        }
+    }
+
+    /// The checkpoint of this head, made at `time_ms`.
+    pub fn checkpoint(&self, time_ms: u64) -> Checkpoint {
+        let mut hash = [0u8; 32];
+        if self.hash.len() == 32 {
+            hash.copy_from_slice(&self.hash);
+        }
+        Checkpoint {
+            seq: self.seq,
+            hash: Digest(hash),
+            deposits_minor: self.deposits_minor,
+            payouts_minor: self.payouts_minor,
+            time_ms,
+        }
+    }
+}
+
+/// Follows the journal from `from` to its last entry, checking that every entry follows
+/// and chains to the one before (`StoreError::ChainBroken` if not). With `trust`, takes the
+/// stored hashes as they are (to move past a break an audit has dealt with).
+pub fn follow_chain(
+    store: &mut dyn Store,
+    from: ChainHead,
+    trust: bool,
+) -> Result<ChainHead, StoreError> {
+    let mut head = from;
+    loop {
+        let page = store.journal(head.seq, 1000)?;
+        let done = page.len() < 1000;
+        for e in page {
+            if !trust {
+                if e.seq != head.seq + 1 {
+                    return Err(StoreError::ChainBroken(format!(
+                        "journal entry {} follows entry {}",
+                        e.seq, head.seq
+                    )));
+                }
+                if hex::encode(e.expected_hash(&head.hash)) != e.hash {
+                    return Err(StoreError::ChainBroken(format!(
+                        "journal entry {} does not chain to entry {}",
+                        e.seq, head.seq
+                    )));
+                }
+            }
+            match e.kind.as_str() {
+                "deposit" => head.deposits_minor += e.amount.minor(),
+                "payout" => head.payouts_minor += e.amount.minor(),
+                _ => {}
+            }
+            head.seq = e.seq;
+            head.hash = hex::decode(&e.hash).map_err(|_| corrupt_hash(e.seq))?;
+        }
+        if done {
+            return Ok(head);
+        }
+    }
+}
+
+fn corrupt_hash(seq: u64) -> StoreError {
+    StoreError::Corrupt(format!("journal entry {seq} has a malformed hash"))
+}
+
 /// Reads the whole journal and checks its hash chain: sequence numbers 1, 2, 3… and each
 /// hash chaining the entry to the one before. Returns the number of entries.
 pub fn verify_journal(store: &mut dyn Store) -> Result<u64, StoreError> {
-    let mut prev = vec![0u8; 32];
-    let mut seq = 0u64;
-    loop {
-        let page = store.journal(seq, 1000)?;
-        if page.is_empty() {
-            return Ok(seq);
-        }
-        for e in page {
-            if e.seq != seq + 1 {
-                return Err(StoreError::Corrupt(format!(
-                    "journal entry {} follows entry {seq}",
-                    e.seq
-                )));
-            }
-            let hash = e.expected_hash(&prev);
-            if hex::encode(&hash) != e.hash {
-                return Err(StoreError::Corrupt(format!(
-                    "journal entry {} does not chain to the entry before it",
-                    e.seq
-                )));
-            }
-            prev = hash;
-            seq = e.seq;
-        }
-    }
+    Ok(follow_chain(store, ChainHead::genesis(), false)?.seq)
 }
 
 /// The ledger's totals.

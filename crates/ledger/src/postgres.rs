@@ -1335,12 +1335,8 @@ impl Store for PostgresStore {
         records::refunds(self.client()?, filter, limit)
     }
 
-    fn checkpoint(
-        &mut self,
-        sign: &mut dyn FnMut(Checkpoint) -> Option<Signed<Checkpoint>>,
-        now_ms: u64,
-    ) -> Result<Option<Signed<Checkpoint>>, StoreError> {
-        self.write(TotalsLock::Share, |t| records::checkpoint(t, sign, now_ms))
+    fn add_checkpoint(&mut self, c: &Signed<Checkpoint>) -> Result<bool, StoreError> {
+        records::add_checkpoint(self.client()?, c)
     }
 
     fn checkpoints(

@@ -1029,49 +1029,18 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn checkpoint(
-        &mut self,
-        sign: &mut dyn FnMut(Checkpoint) -> Option<Signed<Checkpoint>>,
-        now_ms: u64,
-    ) -> Result<Option<Signed<Checkpoint>>, StoreError> {
-        self.write(|tx, _| {
-            let head: Option<(i64, Vec<u8>)> = tx
-                .query_row(
-                    "SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((seq, hash)) = head else {
-                return Ok(None);
-            };
-            let done: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE seq >= ?1)",
-                [seq],
-                |r| r.get(0),
-            )?;
-            if done {
-                return Ok(None);
-            }
-            let (deposits, payouts) = totals_row(tx)?;
-            let Some(c) = sign(Checkpoint {
-                seq: seq as u64,
-                hash: Digest(
-                    hash.try_into()
-                        .map_err(|_| corrupt("journal hash length"))?,
-                ),
-                deposits_minor: deposits.max(0) as u64,
-                payouts_minor: payouts.max(0) as u64,
-                time_ms: now_ms,
-            }) else {
-                return Ok(None);
-            };
-            tx.execute(
-                "INSERT INTO checkpoints (seq, body, sig) VALUES (?1, ?2, ?3)",
-                params![seq, c.bytes(), c.signature().0.to_vec()],
-            )?;
-            Ok(Some(c))
-        })
+    fn add_checkpoint(&mut self, c: &Signed<Checkpoint>) -> Result<bool, StoreError> {
+        let n = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO checkpoints (seq, body, sig) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![
+                c.body_unverified().seq.min(i64::MAX as u64) as i64,
+                c.bytes(),
+                c.signature().0.to_vec()
+            ])?;
+        Ok(n == 1)
     }
 
     fn checkpoints(

@@ -6,17 +6,15 @@
 use netbill_ledger::throwaway_pg as pg;
 
 use netbill_ledger::{
-    AccountChange, Adjustment, NewAccount, PostgresStore, RefundFilter, Store, StoreError,
-    Transfer, open_store, verify_journal,
+    AccountChange, Adjustment, ChainHead, NewAccount, PostgresStore, RefundFilter, Store,
+    StoreError, Transfer, follow_chain, open_store, verify_journal,
 };
 use netbill_proto::billing::{self, AccountKind, BillingPolicy, Decision, RefundError};
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
 use netbill_proto::crypto::{Crypto, GoodsKey, PublicKey, Signer};
 use netbill_proto::customer::CustomerPurchase;
 use netbill_proto::merchant::{MerchantPurchase, Offer, make_quote};
-use netbill_proto::messages::{
-    Checkpoint, GoodsOffer, PriceRequest, RefundReceipt, RefundRequest, ResultCode,
-};
+use netbill_proto::messages::{GoodsOffer, PriceRequest, RefundReceipt, RefundRequest, ResultCode};
 use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
 
 const C: SymbolicCrypto = SymbolicCrypto;
@@ -483,24 +481,30 @@ fn refunds_never_exceed_what_was_paid_and_a_replay_refunds_once(db: &Db) {
 
 fn checkpoints_sign_the_head_and_adjustments_never_break_conservation(db: &Db) {
     let n = SymbolicSigner::new("netbill");
-    let mut sign = |c: Checkpoint| Some(Signed::sign(c, &n));
-    assert!(
-        db.open().checkpoint(&mut sign, NOW).unwrap().is_none(),
-        "empty journal"
-    );
+    let head = follow_chain(db.open().as_mut(), ChainHead::genesis(), false).unwrap();
+    assert_eq!(head, ChainHead::genesis(), "empty journal");
     let mut s = store_with_accounts(db);
     s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
         .unwrap();
-    let c = s.checkpoint(&mut sign, NOW).unwrap().expect("a checkpoint");
+    let head = follow_chain(s.as_mut(), ChainHead::genesis(), false).unwrap();
+    assert_eq!((head.seq, head.deposits_minor), (3, 100_000));
+    let c = Signed::sign(head.checkpoint(NOW), &n);
+    assert!(s.add_checkpoint(&c).unwrap());
+    assert!(!s.add_checkpoint(&c).unwrap(), "one checkpoint per seq");
     let body = c.verify(&C, &n.public_key()).unwrap();
-    assert_eq!(body.seq, 3);
-    assert_eq!(body.deposits_minor, 100_000);
     assert_eq!(hex::encode(body.hash.0), s.journal(2, 1).unwrap()[0].hash);
-    assert!(
-        s.checkpoint(&mut sign, NOW).unwrap().is_none(),
-        "head unchanged"
-    );
     assert_eq!(s.checkpoints(0, 10).unwrap(), vec![c]);
+    // Following on from a head finds nothing new; a changed head breaks the chain.
+    assert_eq!(follow_chain(s.as_mut(), head.clone(), false).unwrap(), head);
+    let mut wrong = head.clone();
+    wrong.hash[0] ^= 1;
+    s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
+        .unwrap();
+    assert!(matches!(
+        follow_chain(s.as_mut(), wrong.clone(), false),
+        Err(StoreError::ChainBroken(_))
+    ));
+    assert_eq!(follow_chain(s.as_mut(), wrong, true).unwrap().seq, 4);
 
     // An adjustment that would break conservation is refused and changes nothing.
     let one_sided = [Adjustment {
@@ -524,7 +528,7 @@ fn checkpoints_sign_the_head_and_adjustments_never_break_conservation(db: &Db) {
     assert!(matches!(err, StoreError::BadAdjustment(_)), "{err}");
     assert_eq!(
         s.account(&id("alice")).unwrap().unwrap().balance_minor,
-        100_000
+        200_000
     );
     // Balanced adjustments apply, journaled with their memo.
     let moves = [
@@ -542,15 +546,15 @@ fn checkpoints_sign_the_head_and_adjustments_never_break_conservation(db: &Db) {
     s.adjust(&moves, NOW).unwrap();
     assert_eq!(
         s.account(&id("alice")).unwrap().unwrap().balance_minor,
-        99_700
+        199_700
     );
     s.check_conservation().unwrap();
-    let j = s.journal(3, 10).unwrap();
+    let j = s.journal(4, 10).unwrap();
     assert_eq!(j.len(), 2);
     assert_eq!(j[0].kind, "adjustment");
     assert_eq!(j[0].debit, Some(id("alice")));
     assert_eq!(j[0].memo, "unwind entry 7");
-    assert_eq!(verify_journal(s.as_mut()).unwrap(), 5);
+    assert_eq!(verify_journal(s.as_mut()).unwrap(), 6);
     let accounts = s.accounts(None, 10).unwrap();
     assert_eq!(
         accounts

@@ -34,8 +34,8 @@ pub struct AppState {
     /// The journal since the last checkpoint does not chain, and no operator has
     /// acknowledged an audit yet: no money moves.
     pub tampered: std::sync::atomic::AtomicBool,
-    /// How far the journal's chain has been checked (see `records::checkpoint_now`).
-    pub chain: crate::records::ChainCursor,
+    /// Checks the journal's chain before N signs a checkpoint (see `records::checkpoint_now`).
+    pub checkpointer: std::sync::Mutex<crate::checkpointer::Checkpointer>,
 }
 
 pub(crate) type Shared = Arc<AppState>;

@@ -4,6 +4,7 @@
 
 pub mod admin_client;
 pub mod api;
+pub mod checkpointer;
 pub mod keys;
 pub mod records;
 pub mod verify;
@@ -122,7 +123,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         admin_token: config.admin_token,
         repair: std::sync::atomic::AtomicBool::new(!conserved),
         tampered: Default::default(),
-        chain: Default::default(),
+        checkpointer: std::sync::Mutex::new(checkpointer::Checkpointer::new(&config.db)),
     });
     // N signs a checkpoint of the journal's head periodically (when it has moved).
     if let Some(every) = config.checkpoint_interval_ms.filter(|ms| *ms > 0) {

@@ -494,130 +494,53 @@ pub struct CheckpointAnswer {
     pub checkpoint: Option<Signed<Checkpoint>>,
 }
 
-/// How far this server has checked the journal's chain: an entry's seq and chain hash
-/// (`None`: from the newest checkpoint).
-pub type ChainCursor = std::sync::Mutex<Option<(u64, Vec<u8>)>>;
-
-/// Why N did not sign a checkpoint.
-enum NotSigned {
-    Store(StoreError),
-    /// The journal since the last checkpoint does not chain: it was changed behind N's back.
-    Tampered(String),
-}
-
-impl From<StoreError> for NotSigned {
-    fn from(e: StoreError) -> Self {
-        NotSigned::Store(e)
-    }
-}
-
-/// The newest checkpoint N signed, as (seq, hash); (0, zeros) if none.
-fn newest_checkpoint(
-    st: &mut dyn netbill_ledger::Store,
-    key: &netbill_proto::crypto::PublicKey,
-) -> Result<(u64, Vec<u8>), NotSigned> {
-    let mut newest = (0, vec![0u8; 32]);
-    loop {
-        let page = st.checkpoints(newest.0, PAGE_MAX)?;
-        for c in &page {
-            let body = c.verify(&RealCrypto, key).map_err(|_| {
-                NotSigned::Tampered(format!(
-                    "the checkpoint of entry {} is not signed by this server's key",
-                    c.body_unverified().seq
-                ))
-            })?;
-            newest = (body.seq, body.hash.0.to_vec());
-        }
-        if page.len() < PAGE_MAX {
-            return Ok(newest);
-        }
-    }
-}
-
-/// Checks the chain from the cursor to the journal's head; the head's (seq, hash).
-fn check_chain(
-    st: &mut dyn netbill_ledger::Store,
-    (mut seq, mut prev): (u64, Vec<u8>),
-) -> Result<(u64, Vec<u8>), NotSigned> {
-    loop {
-        let page = st.journal(seq, PAGE_MAX)?;
-        for e in &page {
-            let h = e.expected_hash(&prev);
-            if e.seq != seq + 1 || hex::encode(&h) != e.hash {
-                return Err(NotSigned::Tampered(format!(
-                    "journal entry {} does not chain to entry {seq} as signed or checked before",
-                    e.seq
-                )));
-            }
-            (seq, prev) = (e.seq, h);
-        }
-        if page.len() < PAGE_MAX {
-            return Ok((seq, prev));
-        }
-    }
-}
-
 /// Signs a checkpoint of the journal's head now (the server also does so periodically) —
-/// but only after checking that the journal since the last checkpoint still chains: N never
-/// signs over entries changed behind its back. If it does not chain, N stops moving money
-/// (repair mode) until an operator who has audited the ledger acknowledges it
-/// (`acknowledge`: sign the head as it is).
+/// but only after checking, off the writer thread, that the journal since the last
+/// checkpoint still chains: N never signs over entries changed behind its back. If it does
+/// not chain, N stops moving money (repair mode) until an operator who has audited the
+/// ledger acknowledges it (`acknowledge`: sign the head as it is).
 pub async fn checkpoint_now(
     s: &Shared,
     acknowledge: bool,
 ) -> Result<Option<Signed<Checkpoint>>, Problem> {
     let state = s.clone();
-    let result =
-        s.writer
-            .run(move |st| -> Result<_, NotSigned> {
-                let mut cursor = state.chain.lock().unwrap_or_else(|p| p.into_inner());
-                let from = match cursor.take() {
-                    Some(c) => c,
-                    None => newest_checkpoint(st, &state.public.sign_key)?,
-                };
-                let head = match check_chain(st, from) {
-                    Ok(head) => Some(head),
-                    Err(NotSigned::Tampered(_)) if acknowledge => None,
-                    Err(e) => return Err(e),
-                };
-                let signer = &state.keys.signer;
-                let signed = st.checkpoint(
-                    &mut |c| match &head {
-                        // Sign exactly what was checked (another server may have moved on).
-                        Some((seq, hash)) => (c.seq == *seq && c.hash.0[..] == hash[..])
-                            .then(|| Signed::sign(c, signer)),
-                        None => Some(Signed::sign(c, signer)),
-                    },
-                    now_ms(),
-                )?;
-                *cursor = match (&signed, head) {
-                    (Some(c), _) => {
-                        let b = c.body_unverified();
-                        Some((b.seq, b.hash.0.to_vec()))
-                    }
-                    (None, head) => head,
-                };
-                Ok(signed)
-            })
-            .await
-            .map_err(gone)?;
-    match result {
-        Ok(c) => Ok(c),
-        Err(NotSigned::Store(e)) => Err(store_problem(e)),
-        Err(NotSigned::Tampered(why)) => {
+    let next = tokio::task::spawn_blocking(move || {
+        let mut c = state.checkpointer.lock().unwrap_or_else(|p| p.into_inner());
+        c.next(&state.public.sign_key, acknowledge)
+    })
+    .await
+    .map_err(Problem::internal)?;
+    let head = match next {
+        Ok(Some(head)) => head,
+        Ok(None) => return Ok(None),
+        Err(StoreError::ChainBroken(why)) => {
             if !s.tampered.swap(true, Ordering::AcqRel) {
                 tracing::error!(
                     "JOURNAL TAMPERED: {why}. Not signing checkpoints; serving in repair mode: run `netbill audit` (docs/audit.md)"
                 );
             }
-            Err(Problem::conflict(
+            return Err(Problem::conflict(
                 "journal-tampered",
                 format!(
                     "{why}: not signing; audit the ledger (`netbill audit`), unwind, then acknowledge with `netbill admin checkpoint --acknowledge-audit`"
                 ),
-            ))
+            ));
         }
-    }
+        Err(e) => return Err(store_problem(e)),
+    };
+    let signed = Signed::sign(head.checkpoint(now_ms()), &s.keys.signer);
+    let c = signed.clone();
+    let new = s
+        .writer
+        .run(move |st| st.add_checkpoint(&c))
+        .await
+        .map_err(gone)?
+        .map_err(store_problem)?;
+    s.checkpointer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .signed(head.seq);
+    Ok(new.then_some(signed))
 }
 
 #[derive(Deserialize)]

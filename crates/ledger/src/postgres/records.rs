@@ -251,50 +251,16 @@ pub(super) fn refunds(
         .collect()
 }
 
-pub(super) fn checkpoint(
-    t: &mut PgTx<'_>,
-    sign: &mut dyn FnMut(Checkpoint) -> Option<Signed<Checkpoint>>,
-    now_ms: u64,
-) -> Result<Option<Signed<Checkpoint>>, StoreError> {
-    // The totals row is share-locked (transfers, which change it, wait), so the totals
-    // and the head agree.
-    let (deposits, payouts) = t.totals_before;
-    let tx = t.tx.get_mut();
-    let head = tx.query_one(
-        "SELECT seq, hash FROM journal_head WHERE id = 1 FOR SHARE",
-        &[],
-    )?;
-    let seq = nonneg(head.try_get(0)?, "journal seq")?;
-    if seq == 0 {
-        return Ok(None);
-    }
-    let done: bool = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM checkpoints WHERE seq >= $1)",
-            &[&ms(seq)],
-        )?
-        .try_get(0)?;
-    if done {
-        return Ok(None);
-    }
-    let hash: Vec<u8> = head.try_get(1)?;
-    let Some(c) = sign(Checkpoint {
-        seq,
-        hash: Digest(
-            hash.try_into()
-                .map_err(|_| corrupt("journal hash length"))?,
-        ),
-        deposits_minor: nonneg(deposits, "deposits")?,
-        payouts_minor: nonneg(payouts, "payouts")?,
-        time_ms: now_ms,
-    }) else {
-        return Ok(None);
-    };
-    let n = tx.execute(
+pub(super) fn add_checkpoint(c: &mut Client, cp: &Signed<Checkpoint>) -> Result<bool, StoreError> {
+    let n = c.execute(
         "INSERT INTO checkpoints (seq, body, sig) VALUES ($1, $2, $3) ON CONFLICT (seq) DO NOTHING",
-        &[&ms(seq), &c.bytes(), &c.signature().0.as_slice()],
+        &[
+            &ms(cp.body_unverified().seq),
+            &cp.bytes(),
+            &cp.signature().0.as_slice(),
+        ],
     )?;
-    Ok((n == 1).then_some(c))
+    Ok(n == 1)
 }
 
 pub(super) fn checkpoints(
