@@ -127,7 +127,21 @@ struct E2eReport {
     purchases_per_s: f64,
     latency_ms_p50: f64,
     latency_ms_p99: f64,
+    /// Where a purchase's time goes, from the wallet's side: mean milliseconds between the
+    /// protocol steps it reports.
+    phases_ms_mean: Vec<(String, f64)>,
 }
+
+/// The stretches of a whole purchase, between the steps the wallet reports (a stretch ends
+/// when the step is reported; "finish" ends when `buy` returns).
+const E2E_PHASES: [(u8, &str); 6] = [
+    (1, "quote (402)"),
+    (2, "merchant key + quote check"),
+    (3, "goods request"),
+    (4, "download + delivery note"),
+    (5, "sign EPO + durable save"),
+    (8, "pay: merchant endorses, N commits"),
+];
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
@@ -689,6 +703,7 @@ async fn e2e(
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
     let b = bar(n, "e2e (steps 1-8)", quiet);
+    let mut phase_us = [0u64; E2E_PHASES.len() + 1];
     let start = Instant::now();
     for i in 0..n {
         let opts = netbill_wallet::BuyOptions {
@@ -696,9 +711,23 @@ async fn e2e(
             ..Default::default()
         };
         let t = Instant::now();
+        let mut marks: Vec<(u8, Instant)> = Vec::with_capacity(8);
         let o = wallet
-            .buy(&merchant.url, &product, &opts, &mut |_| {})
+            .buy(&merchant.url, &product, &opts, &mut |step| {
+                if let netbill_wallet::Step::Protocol(n, _) = step {
+                    marks.push((n, Instant::now()));
+                }
+            })
             .await?;
+        let end = Instant::now();
+        let mut prev = t;
+        for (i, (step, _)) in E2E_PHASES.iter().enumerate() {
+            if let Some((_, at)) = marks.iter().find(|(n, _)| n == step) {
+                phase_us[i] += at.duration_since(prev).as_micros() as u64;
+                prev = *at;
+            }
+        }
+        phase_us[E2E_PHASES.len()] += end.duration_since(prev).as_micros() as u64;
         if !matches!(o, netbill_wallet::Outcome::Paid { .. }) {
             bail!("end-to-end purchase {i} was not paid: {o:?}");
         }
@@ -714,6 +743,13 @@ async fn e2e(
         purchases_per_s: n as f64 / seconds,
         latency_ms_p50: ms(&hist, 0.5),
         latency_ms_p99: ms(&hist, 0.99),
+        phases_ms_mean: E2E_PHASES
+            .iter()
+            .map(|(_, name)| name.to_string())
+            .chain(["finish: receipt, K, decrypt, save".to_string()])
+            .zip(phase_us)
+            .map(|(name, us)| (name, us as f64 / 1000.0 / n.max(1) as f64))
+            .collect(),
     })
 }
 
@@ -980,6 +1016,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         println!(
             "whole purchase through the merchant (steps 1-8, sequential): {} purchases, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
             e.purchases, e.purchases_per_s, e.latency_ms_p50, e.latency_ms_p99
+        );
+        println!(
+            "  where it goes (mean ms): {}",
+            e.phases_ms_mean
+                .iter()
+                .map(|(name, ms)| format!("{name} {ms:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         match (
             report.server_rss_kib_after_setup,
