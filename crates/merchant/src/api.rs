@@ -434,7 +434,9 @@ async fn pay(
     netbill_http::crash_point("merchant.after_receive_receipt");
     p.settle(&RealCrypto, &s.billing_keys.sign_key, receipt.clone())
         .map_err(|e| Problem::new(StatusCode::BAD_GATEWAY, "bad-receipt", e.to_string()))?;
-    s.store.put(&id, &p, now_ms()).map_err(internal)?;
+    // Not waiting for the disk here is safe: if a crash loses this record, the purchase
+    // is still `endorsed`, and recovery re-sends the endorsement and gets N's stored receipt.
+    s.store.put_relaxed(&id, &p, now_ms()).map_err(internal)?;
     netbill_http::crash_point("merchant.before_send_receipt");
     if s.fault == Fault::DropReceipt {
         return Err(Problem::new(

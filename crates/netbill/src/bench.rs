@@ -47,6 +47,25 @@ pub struct BenchArgs {
     /// PostgreSQL 15 started from the installed binaries, fsync on), or a store URL.
     #[arg(long, default_value = "sqlite")]
     store: String,
+    /// Drive an already running billing server at this URL (loopback only) instead of
+    /// starting one; it needs the server's admin token (`--admin-token`). Accounts are
+    /// created with a fresh prefix, so the server's ledger may hold anything else.
+    #[arg(long, value_name = "URL", conflicts_with = "store")]
+    url: Option<String>,
+    /// The admin token of the server given with `--url`. Prefer the environment variable,
+    /// which keeps it out of the process list.
+    #[arg(
+        long,
+        env = "NETBILL_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
+    /// Sustained load instead of the standard runs: rounds of `--purchases` purchases (one
+    /// per request and batched, alternately) for this many seconds, printing the server's
+    /// resident memory after each round.
+    #[arg(long, value_name = "SECONDS")]
+    soak: Option<u64>,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -81,8 +100,24 @@ struct Report {
     single_ratio_to_ceiling: f64,
     batched_ratio_to_ceiling: f64,
     e2e: E2eReport,
-    server_rss_kib_after_setup: u64,
-    server_rss_kib_at_end: u64,
+    /// `None` when the server's process could not be found (`--url`).
+    server_rss_kib_after_setup: Option<u64>,
+    server_rss_kib_at_end: Option<u64>,
+}
+
+/// One sample of a soak run.
+#[derive(Serialize, Debug)]
+struct SoakSample {
+    seconds: f64,
+    purchases_served: usize,
+    server_rss_kib: Option<u64>,
+    round_purchases_per_s: f64,
+}
+
+#[derive(Serialize, Debug)]
+struct SoakReport {
+    store: String,
+    samples: Vec<SoakSample>,
 }
 
 #[derive(Serialize, Debug)]
@@ -92,7 +127,21 @@ struct E2eReport {
     purchases_per_s: f64,
     latency_ms_p50: f64,
     latency_ms_p99: f64,
+    /// Where a purchase's time goes, from the wallet's side: mean milliseconds between the
+    /// protocol steps it reports.
+    phases_ms_mean: Vec<(String, f64)>,
 }
+
+/// The stretches of a whole purchase, between the steps the wallet reports (a stretch ends
+/// when the step is reported; "finish" ends when `buy` returns).
+const E2E_PHASES: [(u8, &str); 6] = [
+    (1, "quote (402)"),
+    (2, "merchant key + quote check"),
+    (3, "goods request"),
+    (4, "download + delivery note"),
+    (5, "sign EPO + durable save"),
+    (8, "pay: merchant endorses, N commits"),
+];
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
@@ -138,6 +187,93 @@ impl Drop for NetbillProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The billing server under load: one this command started, or one given with `--url`.
+struct Target {
+    url: String,
+    token: String,
+    /// The server's process, if known (always when started here; with `--url`, found
+    /// through the socket listening on its port).
+    pid: Option<u32>,
+    _process: Option<NetbillProcess>,
+}
+
+impl Target {
+    fn cpu_s(&self) -> Option<f64> {
+        self.pid.map(proc_cpu_s)
+    }
+    fn rss_kib(&self) -> Option<u64> {
+        self.pid.map(proc_rss_kib).filter(|k| *k > 0)
+    }
+}
+
+/// Checks that `url` is an `http://` URL of a loopback address with a port; returns it
+/// without a trailing slash, and the port.
+fn loopback_url(url: &str) -> anyhow::Result<(String, u16)> {
+    let u = reqwest::Url::parse(url).with_context(|| format!("--url {url:?} is not a URL"))?;
+    let host = u.host_str().unwrap_or("");
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    match u.port() {
+        Some(port) if u.scheme() == "http" && loopback => {
+            Ok((url.trim_end_matches('/').to_string(), port))
+        }
+        _ => bail!(
+            "--url must be http://127.x.x.x:PORT, http://[::1]:PORT or http://localhost:PORT: netbill bench only drives a server on this machine (got {url:?})"
+        ),
+    }
+}
+
+/// The process listening on TCP `port` on this machine, if it can be seen: the socket's
+/// inode from `/proc/net/tcp{,6}`, then the process holding it open.
+fn listening_pid(port: u16) -> Option<u32> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; the inode is field 9.
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let p = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if p == Some(port) && *state == "0A" {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path())
+                && inodes.iter().any(|i| link.as_os_str() == i.as_str())
+            {
+                return Some(pid);
+            }
+        }
+    }
+    None
 }
 
 /// CPU seconds (user + system) used by process `pid` so far.
@@ -451,13 +587,13 @@ fn bar(len: usize, msg: &str, quiet: bool) -> ProgressBar {
     b
 }
 
-async fn stats(admin_url: &str) -> anyhow::Result<WriterCounters> {
-    let c = Client::new(admin_url)?;
+async fn stats(target: &Target) -> anyhow::Result<WriterCounters> {
+    let c = Client::new(&target.url)?;
     Ok(c.call::<(), _>(
         reqwest::Method::GET,
         "/v1/admin/stats",
         None,
-        &[("authorization", format!("Bearer {TOKEN}"))],
+        &[("authorization", format!("Bearer {}", target.token))],
     )
     .await?)
 }
@@ -469,7 +605,7 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 #[allow(clippy::too_many_arguments)]
 async fn run_one(
     name: &str,
-    server: &NetbillProcess,
+    server: &Target,
     load: Vec<Signed<Endorsement>>,
     per_request: usize,
     concurrency: usize,
@@ -477,8 +613,8 @@ async fn run_one(
     quiet: bool,
 ) -> anyhow::Result<RunReport> {
     let n = load.len();
-    let before = stats(&server.url).await?;
-    let (cpu_s0, cpu_g0) = (proc_cpu_s(server.pid()), cpu_self_s());
+    let before = stats(server).await?;
+    let (cpu_s0, cpu_g0) = (server.cpu_s(), cpu_self_s());
     let (hist, committed, seconds) = drive(
         &server.url,
         load,
@@ -488,7 +624,7 @@ async fn run_one(
         bar(n, name, quiet),
     )
     .await?;
-    let after = stats(&server.url).await?;
+    let after = stats(server).await?;
     let writes = (after.batches - before.batches).max(1);
     Ok(RunReport {
         name: name.to_string(),
@@ -500,7 +636,7 @@ async fn run_one(
         latency_ms_p99: ms(&hist, 0.99),
         latency_ms_p999: ms(&hist, 0.999),
         purchases_per_durable_write: (after.purchases - before.purchases) as f64 / writes as f64,
-        server_cpu_s: proc_cpu_s(server.pid()) - cpu_s0,
+        server_cpu_s: server.cpu_s().zip(cpu_s0).map_or(0.0, |(a, b)| a - b),
         generator_cpu_s: cpu_self_s() - cpu_g0,
     })
 }
@@ -508,23 +644,20 @@ async fn run_one(
 /// Whole purchases through a real merchant process, one after another.
 async fn e2e(
     dir: &Path,
-    server: &NetbillProcess,
+    server: &Target,
     admin: &AdminClient,
     billing: BillingPublic,
+    prefix: &str,
     n: usize,
     quiet: bool,
 ) -> anyhow::Result<E2eReport> {
     let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
     let mdir = dir.join("merchant");
-    let mpk = netbill_merchant::init(&mdir, AccountId::new("e2e-shop")?, &server.url, billing)?;
+    let shop = AccountId::new(&format!("{prefix}e2e-shop"))?;
+    let reader = AccountId::new(&format!("{prefix}e2e-reader"))?;
+    let mpk = netbill_merchant::init(&mdir, shop.clone(), &server.url, billing)?;
     admin
-        .create_account(
-            &AccountId::new("e2e-shop")?,
-            AccountKind::Merchant,
-            mpk,
-            None,
-            None,
-        )
+        .create_account(&shop, AccountKind::Merchant, mpk, None, None)
         .await?;
     std::fs::create_dir_all(dir.join("shop"))?;
     std::fs::write(
@@ -533,7 +666,9 @@ async fn e2e(
     )?;
     std::fs::write(
         dir.join("shop/catalog.toml"),
-        "merchant = \"e2e-shop\"\n[[product]]\ncode = \"article\"\ndescription = \"Bench article\"\nprice = \"USD:0.00125\"\nfile = \"article.txt\"\n",
+        format!(
+            "merchant = \"{shop}\"\n[[product]]\ncode = \"article\"\ndescription = \"Bench article\"\nprice = \"USD:0.00125\"\nfile = \"article.txt\"\n"
+        ),
     )?;
     let merchant = NetbillProcess::start(&[
         "merchant",
@@ -547,14 +682,14 @@ async fn e2e(
     ])?;
     let wallet = netbill_wallet::Wallet::create(
         &dir.join("wallet"),
-        AccountId::new("e2e-reader")?,
+        reader.clone(),
         None,
         &server.url,
         billing,
     )?;
     admin
         .create_account(
-            &AccountId::new("e2e-reader")?,
+            &reader,
             AccountKind::Customer,
             wallet.public_key(),
             None,
@@ -562,17 +697,13 @@ async fn e2e(
         )
         .await?;
     admin
-        .transfer(
-            &AccountId::new("e2e-reader")?,
-            false,
-            "USD:100".parse()?,
-            None,
-        )
+        .transfer(&reader, false, "USD:100".parse()?, None)
         .await?;
     let product = ProductCode::new("article")?;
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
     let b = bar(n, "e2e (steps 1-8)", quiet);
+    let mut phase_us = [0u64; E2E_PHASES.len() + 1];
     let start = Instant::now();
     for i in 0..n {
         let opts = netbill_wallet::BuyOptions {
@@ -580,9 +711,23 @@ async fn e2e(
             ..Default::default()
         };
         let t = Instant::now();
+        let mut marks: Vec<(u8, Instant)> = Vec::with_capacity(8);
         let o = wallet
-            .buy(&merchant.url, &product, &opts, &mut |_| {})
+            .buy(&merchant.url, &product, &opts, &mut |step| {
+                if let netbill_wallet::Step::Protocol(n, _) = step {
+                    marks.push((n, Instant::now()));
+                }
+            })
             .await?;
+        let end = Instant::now();
+        let mut prev = t;
+        for (i, (step, _)) in E2E_PHASES.iter().enumerate() {
+            if let Some((_, at)) = marks.iter().find(|(n, _)| n == step) {
+                phase_us[i] += at.duration_since(prev).as_micros() as u64;
+                prev = *at;
+            }
+        }
+        phase_us[E2E_PHASES.len()] += end.duration_since(prev).as_micros() as u64;
         if !matches!(o, netbill_wallet::Outcome::Paid { .. }) {
             bail!("end-to-end purchase {i} was not paid: {o:?}");
         }
@@ -598,6 +743,13 @@ async fn e2e(
         purchases_per_s: n as f64 / seconds,
         latency_ms_p50: ms(&hist, 0.5),
         latency_ms_p99: ms(&hist, 0.99),
+        phases_ms_mean: E2E_PHASES
+            .iter()
+            .map(|(_, name)| name.to_string())
+            .chain(["finish: receipt, K, decrypt, save".to_string()])
+            .zip(phase_us)
+            .map(|(name, us)| (name, us as f64 / 1000.0 / n.max(1) as f64))
+            .collect(),
     })
 }
 
@@ -612,53 +764,92 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path();
     let d = |s: &str| dir.join(s).to_string_lossy().into_owned();
+    // N's keys: this command's own server's, or (with --url) keys only for measuring the
+    // ceiling, since the secrets of a server running elsewhere are not ours to read.
     let keys = netbill_server::BillingKeys::create(&dir.join("billing"))?;
     // A throwaway PostgreSQL lives as long as this function.
     let mut _pg = None;
-    let (store_name, store_url) = match args.store.as_str() {
-        "sqlite" => (
-            "SQLite (WAL, synchronous=FULL)".to_string(),
-            format!("sqlite://{}", d("billing/ledger.db")),
-        ),
-        "postgres" => {
-            // The PostgreSQL client blocks: keep it off the async runtime.
-            let (pg, url) = tokio::task::spawn_blocking(|| {
-                let pg = netbill_ledger::throwaway_pg::PgServer::start(true)?;
-                let url = pg.create_database()?;
-                Ok::<_, String>((pg, url))
-            })
-            .await?
-            .map_err(anyhow::Error::msg)?;
-            _pg = Some(pg);
-            (
-                "PostgreSQL 15 (throwaway server, fsync on)".to_string(),
-                url,
-            )
-        }
-        url => (netbill_ledger::redact_url(url), url.to_string()),
+    let (store_name, server) = if let Some(url) = &args.url {
+        let (url, port) = loopback_url(url)?;
+        let token = args.admin_token.clone().context(
+            "--url needs the server's admin token: set NETBILL_ADMIN_TOKEN (or --admin-token)",
+        )?;
+        let target = Target {
+            url: url.clone(),
+            token,
+            pid: listening_pid(port),
+            _process: None,
+        };
+        stats(&target).await.with_context(|| {
+            format!("the billing server at {url} did not answer its admin API with this token")
+        })?;
+        (format!("the server at {url}"), target)
+    } else {
+        let (store_name, store_url) = match args.store.as_str() {
+            "sqlite" => (
+                "SQLite (WAL, synchronous=FULL)".to_string(),
+                format!("sqlite://{}", d("billing/ledger.db")),
+            ),
+            "postgres" => {
+                // The PostgreSQL client blocks: keep it off the async runtime.
+                let (pg, url) = tokio::task::spawn_blocking(|| {
+                    let pg = netbill_ledger::throwaway_pg::PgServer::start(true)?;
+                    let url = pg.create_database()?;
+                    Ok::<_, String>((pg, url))
+                })
+                .await?
+                .map_err(anyhow::Error::msg)?;
+                _pg = Some(pg);
+                (
+                    "PostgreSQL 15 (throwaway server, fsync on)".to_string(),
+                    url,
+                )
+            }
+            url => (netbill_ledger::redact_url(url), url.to_string()),
+        };
+        let billing_dir = d("billing");
+        let process = NetbillProcess::start(&[
+            "server",
+            "run",
+            "--dir",
+            &billing_dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--batch-max",
+            "512",
+            "--store",
+            &store_url,
+        ])?;
+        let target = Target {
+            url: process.url.clone(),
+            token: TOKEN.to_string(),
+            pid: Some(process.pid()),
+            _process: Some(process),
+        };
+        (store_name, target)
     };
-    let billing_dir = d("billing");
-    let server = NetbillProcess::start(&[
-        "server",
-        "run",
-        "--dir",
-        &billing_dir,
-        "--listen",
-        "127.0.0.1:0",
-        "--batch-max",
-        "512",
-        "--store",
-        &store_url,
-    ])?;
-    let admin = AdminClient::new(&server.url, TOKEN)?;
-    let billing = keys.public();
+    let admin = AdminClient::new(&server.url, &server.token)?;
+    let billing = if args.url.is_some() {
+        Client::new(&server.url)?
+            .call::<(), BillingPublic>(reqwest::Method::GET, "/v1/keys", None, &[])
+            .await
+            .context("reading the server's public keys")?
+    } else {
+        keys.public()
+    };
+    // Account names unique to this run, so a running server's ledger may hold anything.
+    let prefix = if args.url.is_some() {
+        format!("b{:08x}-", u32::from_le_bytes(random_bytes()))
+    } else {
+        String::new()
+    };
 
     // Accounts.
-    let mk = |prefix: &str, n: usize| -> anyhow::Result<Vec<(AccountId, Ed25519Signer)>> {
+    let mk = |kind: &str, n: usize| -> anyhow::Result<Vec<(AccountId, Ed25519Signer)>> {
         (0..n)
             .map(|i| {
                 Ok((
-                    AccountId::new(&format!("{prefix}{i}"))?,
+                    AccountId::new(&format!("{prefix}{kind}{i}"))?,
                     Ed25519Signer::generate(),
                 ))
             })
@@ -679,7 +870,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .await?;
         admin.transfer(id, false, "USD:1000".parse()?, None).await?;
     }
-    let rss_setup = proc_rss_kib(server.pid());
+    let rss_setup = server.rss_kib();
+
+    if let Some(seconds) = args.soak {
+        return soak(&args, &server, &pop, &billing, store_name, seconds).await;
+    }
 
     // Pre-sign everything before any clock starts.
     let n = args.purchases;
@@ -692,17 +887,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let batched = all.split_off(n);
     let single = all;
 
-    // The ceiling, measured now, on this machine, on a sample of the same load.
+    // The ceiling, measured now, on this machine, on a sample of the same load (with
+    // --url, on a sample sealed to this command's own keys).
     let sample_len = single.len().min(4000);
-    let ceiling = crypto_ceiling(&single[..sample_len], &keys.seal, &keys.signer);
+    let own_sample;
+    let sample = if args.url.is_some() {
+        let b = bar(sample_len, "pre-signing the sample", quiet);
+        own_sample = presign(&pop, &keys.public(), sample_len, 1, &b);
+        b.finish_and_clear();
+        &own_sample[..]
+    } else {
+        &single[..sample_len]
+    };
+    let ceiling = crypto_ceiling(sample, &keys.seal, &keys.signer);
     let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
     let verify_chunk = args.batch.div_ceil(cores);
-    let ceiling_batch_verify = crypto_ceiling_batch_verify(
-        &single[..sample_len],
-        &keys.seal,
-        &keys.signer,
-        verify_chunk,
-    );
+    let ceiling_batch_verify =
+        crypto_ceiling_batch_verify(sample, &keys.seal, &keys.signer, verify_chunk);
 
     let mut runs = Vec::new();
     let r1 = run_one(
@@ -737,8 +938,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
     runs.extend([r1, r2, r3]);
-    let e2e_report = e2e(&dir.join("e2e"), &server, &admin, billing, args.e2e, quiet).await?;
-    let rss_end = proc_rss_kib(server.pid());
+    let e2e_report = e2e(
+        &dir.join("e2e"),
+        &server,
+        &admin,
+        billing,
+        &prefix,
+        args.e2e,
+        quiet,
+    )
+    .await?;
+    let rss_end = server.rss_kib();
     let totals = admin
         .conservation()
         .await
@@ -808,9 +1018,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             e.purchases, e.purchases_per_s, e.latency_ms_p50, e.latency_ms_p99
         );
         println!(
-            "server memory: {} KiB after setup, {} KiB at the end",
-            report.server_rss_kib_after_setup, report.server_rss_kib_at_end
+            "  where it goes (mean ms): {}",
+            e.phases_ms_mean
+                .iter()
+                .map(|(name, ms)| format!("{name} {ms:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
+        match (
+            report.server_rss_kib_after_setup,
+            report.server_rss_kib_at_end,
+        ) {
+            (Some(a), Some(b)) => {
+                println!("server memory: {a} KiB after setup, {b} KiB at the end")
+            }
+            _ => println!("server memory: not measured (the server's process was not found)"),
+        }
         println!(
             "conservation after the run: balances {} = deposits {} - payouts {} ({} outcomes)",
             netbill_proto::money::format_minor(totals.balances_minor),
@@ -828,6 +1051,105 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let committed: usize = report.runs.iter().map(|r| r.committed).sum();
     if committed != report.runs.iter().map(|r| r.purchases).sum::<usize>() {
         bail!("only {committed} purchases committed: the load was not all accepted");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sustained load: rounds of `--purchases` purchases, one per request and batched
+/// alternately, until `seconds` have passed; the server's resident memory is sampled after
+/// every round. Each round is pre-signed before it is sent (the server idles meanwhile).
+async fn soak(
+    args: &BenchArgs,
+    server: &Target,
+    pop: &Population,
+    billing: &BillingPublic,
+    store: String,
+    seconds: u64,
+) -> anyhow::Result<ExitCode> {
+    let quiet = args.json;
+    let kib = |k: Option<u64>| k.map_or("n/a".to_string(), |k| k.to_string());
+    if !quiet {
+        println!(
+            "netbill bench --soak {seconds} — {store}, {} purchases per round, {} in flight",
+            args.purchases, args.concurrency
+        );
+        println!(
+            "{:>8} {:>18} {:>16} {:>14}",
+            "seconds", "purchases served", "server RSS KiB", "round purch/s"
+        );
+    }
+    let start = Instant::now();
+    let mut samples = vec![SoakSample {
+        seconds: 0.0,
+        purchases_served: 0,
+        server_rss_kib: server.rss_kib(),
+        round_purchases_per_s: 0.0,
+    }];
+    if !quiet {
+        println!(
+            "{:>8.0} {:>18} {:>16} {:>14}",
+            0.0,
+            0,
+            kib(samples[0].server_rss_kib),
+            "-"
+        );
+    }
+    let (mut served, mut serial, mut round) = (0usize, 1u64, 0usize);
+    while start.elapsed().as_secs() < seconds {
+        let n = args.purchases;
+        let b = bar(n, "pre-signing", quiet);
+        let load = presign(pop, billing, n, serial, &b);
+        b.finish_and_clear();
+        serial += n as u64;
+        let per_request = if round % 2 == 0 { 1 } else { args.batch };
+        let name = format!("round {round} ({per_request} per request)");
+        let r = run_one(
+            &name,
+            server,
+            load,
+            per_request,
+            args.concurrency,
+            None,
+            quiet,
+        )
+        .await?;
+        if r.committed != r.purchases {
+            bail!(
+                "round {round}: only {} of {} purchases committed",
+                r.committed,
+                r.purchases
+            );
+        }
+        served += n;
+        round += 1;
+        let sample = SoakSample {
+            seconds: start.elapsed().as_secs_f64(),
+            purchases_served: served,
+            server_rss_kib: server.rss_kib(),
+            round_purchases_per_s: r.purchases_per_s,
+        };
+        if !quiet {
+            println!(
+                "{:>8.0} {:>18} {:>16} {:>14.0}",
+                sample.seconds,
+                sample.purchases_served,
+                kib(sample.server_rss_kib),
+                sample.round_purchases_per_s
+            );
+        }
+        samples.push(sample);
+    }
+    AdminClient::new(&server.url, &server.token)?
+        .conservation()
+        .await
+        .context("conservation after the soak")?;
+    if quiet {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&SoakReport { store, samples })?
+        );
+    } else {
+        println!("conservation after the soak: holds");
     }
     Ok(ExitCode::SUCCESS)
 }

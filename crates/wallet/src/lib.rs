@@ -151,10 +151,27 @@ pub struct Wallet {
     pub config: WalletConfig,
     signer: Ed25519Signer,
     billing: Client,
+    /// Merchants' keys as N answered them recently: a wallet buying again from the same
+    /// merchant saves a round trip to N. Kept [`MERCHANT_KEY_TTL`] at most, so a key the
+    /// operator changes is picked up soon (and N refuses an endorsement under a revoked
+    /// key whatever the wallet believed).
+    merchant_keys:
+        std::sync::Mutex<std::collections::HashMap<AccountId, (PublicKey, std::time::Instant)>>,
 }
+
+/// How long a wallet trusts a merchant key it fetched from N without asking again.
+const MERCHANT_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Writes `bytes` to `path` atomically and durably, readable by the owner only.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
+    write_private_with(path, bytes, true)
+}
+
+/// Writes `bytes` to `path` atomically, readable by the owner only. The file's contents are
+/// always synced before the rename, so a crash leaves either the old or the new file, never
+/// a torn one; with `durable_rename` the directory is synced too, so the new file is the
+/// one that survives.
+fn write_private_with(path: &Path, bytes: &[u8], durable_rename: bool) -> Result<(), WalletError> {
     let tmp = path.with_extension("tmp");
     {
         let mut opts = fs::OpenOptions::new();
@@ -170,7 +187,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
             .map_err(io(format!("syncing {}", tmp.display())))?;
     }
     fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))?;
-    if let Some(parent) = path.parent()
+    if durable_rename
+        && let Some(parent) = path.parent()
         && let Ok(d) = fs::File::open(parent)
     {
         let _ = d.sync_all();
@@ -256,6 +274,7 @@ impl Wallet {
             config,
             signer,
             billing,
+            merchant_keys: Default::default(),
         })
     }
 
@@ -274,6 +293,16 @@ impl Wallet {
     fn save(&self, r: &PurchaseRecord) -> Result<(), WalletError> {
         let bytes = serde_json::to_vec_pretty(r).map_err(|e| WalletError::Other(e.to_string()))?;
         write_private(&self.record_path(&r.purchase.offer.purchase), &bytes)
+    }
+
+    /// Saves a record whose loss in a crash is harmless, without waiting for the directory
+    /// to reach the disk (one fsync instead of two): the file is either this record or the
+    /// one before it, never torn. Only for records before the signed EPO exists (losing
+    /// them loses a purchase nothing was paid for) or after a receipt (losing it leaves the
+    /// durable EPO record, and `recover` fetches the receipt again).
+    fn save_quick(&self, r: &PurchaseRecord) -> Result<(), WalletError> {
+        let bytes = serde_json::to_vec_pretty(r).map_err(|e| WalletError::Other(e.to_string()))?;
+        write_private_with(&self.record_path(&r.purchase.offer.purchase), &bytes, false)
     }
 
     /// Every purchase record in the wallet, oldest first.
@@ -295,6 +324,14 @@ impl Wallet {
     }
 
     async fn merchant_key(&self, merchant: &AccountId) -> Result<PublicKey, WalletError> {
+        let cached = |keys: &mut std::collections::HashMap<_, (PublicKey, std::time::Instant)>| {
+            keys.get(merchant)
+                .filter(|(_, at)| at.elapsed() < MERCHANT_KEY_TTL)
+                .map(|(k, _)| *k)
+        };
+        if let Some(k) = cached(&mut self.merchant_keys.lock().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(k);
+        }
         let k: MerchantKey = self
             .billing
             .call::<(), _>(
@@ -304,6 +341,10 @@ impl Wallet {
                 &[],
             )
             .await?;
+        self.merchant_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(merchant.clone(), (k.public_key, std::time::Instant::now()));
         Ok(k.public_key)
     }
 
@@ -403,7 +444,9 @@ impl Wallet {
             purchase: CustomerPurchase::new(quote, offer.clone(), random_seal_secret()),
             delivered_to: None,
         };
-        self.save(&rec)?;
+        // Nothing is signed yet: a crash losing this record loses a purchase nothing was
+        // paid for.
+        self.save_quick(&rec)?;
         netbill_http::crash_point("wallet.after_persist_offer");
         let (checksum, len) = self.download(&merchant, &offer, report).await?;
         let note: DeliveryNote = merchant
@@ -430,7 +473,8 @@ impl Wallet {
                 note.epoid
             ),
         ));
-        self.save(&rec)?;
+        // No save of the `Delivered` state on its own: the EPO's save follows at once, and a
+        // crash before it recovers as `Receiving` would (abort; nothing was signed).
         // Step 5: sign the EPO — the point of no return. Durable before it leaves.
         let epo = rec.purchase.sign_epo(
             &RealCrypto,
@@ -541,7 +585,9 @@ impl Wallet {
         let settlement =
             rec.purchase
                 .settle(&RealCrypto, &self.config.billing.sign_key, receipt)?;
-        self.save(rec)?;
+        // The receipt is N's and can be fetched again: if a crash loses this record, the
+        // durable EPO record is back and `recover` settles it again.
+        self.save_quick(rec)?;
         netbill_http::crash_point("wallet.after_persist_receipt");
         match settlement {
             Settlement::Paid {
@@ -570,7 +616,7 @@ impl Wallet {
                 }
                 fs::rename(&tmp, &rec.out).map_err(io(format!("writing {}", rec.out.display())))?;
                 rec.delivered_to = Some(rec.out.clone());
-                self.save(rec)?;
+                self.save_quick(rec)?;
                 Ok(Outcome::Paid {
                     path: rec.out.clone(),
                     price: rec.purchase.quote.body_unverified().price,
