@@ -124,7 +124,10 @@ impl Snapshot {
         loop {
             let after = s.checkpoints.last().map_or(0, |c| c.body_unverified().seq);
             let page = admin.checkpoints(after).await?;
-            let done = page.len() < PAGE;
+            // A page that does not move forward ends the listing (a misbehaving server
+            // must not keep the auditor reading forever).
+            let done =
+                page.len() < PAGE || page.last().is_none_or(|c| c.body_unverified().seq <= after);
             s.checkpoints.extend(page);
             if done {
                 break;
@@ -133,8 +136,9 @@ impl Snapshot {
         let mut after: Option<String> = None;
         loop {
             let page = admin.audit_accounts(after.as_deref()).await?;
-            let done = page.len() < PAGE;
-            after = page.last().map(|a| a.id.to_string());
+            let last = page.last().map(|a| a.id.to_string());
+            let done = page.len() < PAGE || last <= after;
+            after = last;
             s.accounts.extend(
                 page.into_iter()
                     .map(|a| (a.id, (a.public_key, a.balance_minor))),
@@ -146,7 +150,7 @@ impl Snapshot {
         loop {
             let after = s.purchases.last().map(|p| p.epoid.to_string());
             let page = admin.audit_purchases(after.as_deref()).await?;
-            let done = page.len() < PAGE;
+            let done = page.len() < PAGE || page.last().map(|p| p.epoid.to_string()) <= after;
             s.purchases
                 .extend(page.into_iter().map(PurchaseRecord::from));
             if done {
@@ -156,7 +160,7 @@ impl Snapshot {
         loop {
             let after = s.refunds.last().map(|r| r.refund_id.clone());
             let page = admin.audit_refunds(after.as_deref()).await?;
-            let done = page.len() < PAGE;
+            let done = page.len() < PAGE || page.last().map(|r| r.refund_id.clone()) <= after;
             s.refunds.extend(page.into_iter().map(RefundRecord::from));
             if done {
                 break;
@@ -268,6 +272,11 @@ fn key_history(snap: &Snapshot) -> KeyHistory {
 
 fn had_key(keys: &KeyHistory, id: &AccountId, key: &PublicKey) -> bool {
     keys.get(id).is_some_and(|k| k.contains(key))
+}
+
+/// A sum of minor units for people (clamped to what an `i64` holds).
+fn minor(v: i128) -> String {
+    format_minor(v.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
 }
 
 /// Why a purchase's journal entry is not backed, if it is not.
@@ -388,8 +397,8 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
     let (mut dep, mut pay) = (0u64, 0u64);
     for e in &snap.journal {
         match e.kind.as_str() {
-            "deposit" => dep += e.amount.minor(),
-            "payout" => pay += e.amount.minor(),
+            "deposit" => dep = dep.saturating_add(e.amount.minor()),
+            "payout" => pay = pay.saturating_add(e.amount.minor()),
             _ => {}
         }
         in_out.insert(e.seq, (dep, pay));
@@ -446,15 +455,16 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
         .iter()
         .map(|r| (r.refund_id.as_str(), r))
         .collect();
-    let mut expected: BTreeMap<AccountId, i64> =
+    // i128: sums of hostile amounts cannot overflow.
+    let mut expected: BTreeMap<AccountId, i128> =
         snap.accounts.keys().map(|a| (a.clone(), 0)).collect();
     let mut reasons: BTreeMap<AccountId, Vec<String>> = BTreeMap::new();
     let mut journaled_purchases: HashSet<&EpoId> = HashSet::new();
     let mut journaled_refunds: HashSet<&str> = HashSet::new();
     let mut refunded: HashMap<&EpoId, u64> = HashMap::new();
     let mut adjustments = 0u64;
-    let credit = |m: &mut BTreeMap<AccountId, i64>, a: &AccountId, x: i64| {
-        *m.entry(a.clone()).or_default() += x;
+    let credit = |m: &mut BTreeMap<AccountId, i128>, a: &AccountId, x: i64| {
+        *m.entry(a.clone()).or_default() += i128::from(x);
     };
     for e in &snap.journal {
         let unbacked = |why: String| Finding {
@@ -517,7 +527,7 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                     }
                     Some(r) => refund_unbacked(crypto, billing_key, r, &keys).or_else(|| {
                         let total = refunded.entry(&r.epoid).or_default();
-                        *total += r.amount.minor();
+                        *total = total.saturating_add(r.amount.minor());
                         let paid = purchases.get(&r.epoid).map(|p| p.price.minor());
                         (paid.is_none_or(|p| *total > p)).then(|| {
                             format!(
@@ -615,8 +625,9 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
 
     // 4. Balances, totals, conservation.
     let mut unwind = Vec::new();
+    let mut unrepresentable = false;
     for (id, want) in &expected {
-        let have = snap.accounts.get(id).map(|(_, b)| *b);
+        let have = snap.accounts.get(id).map(|(_, b)| i128::from(*b));
         match have {
             None => findings.push(Finding {
                 account: Some(id.clone()),
@@ -632,8 +643,8 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                         FindingKind::BalanceMismatch,
                         format!(
                             "{id} holds {} but its signed records imply {}",
-                            format_minor(have),
-                            format_minor(*want)
+                            minor(have),
+                            minor(*want)
                         ),
                     )
                 });
@@ -650,11 +661,14 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                     memo.truncate(cut);
                     memo.push_str("...");
                 }
-                unwind.push(Adjustment {
-                    account: id.clone(),
-                    delta_minor: want - have,
-                    memo,
-                });
+                match i64::try_from(want - have) {
+                    Ok(delta_minor) => unwind.push(Adjustment {
+                        account: id.clone(),
+                        delta_minor,
+                        memo,
+                    }),
+                    Err(_) => unrepresentable = true,
+                }
             }
             Some(_) => {}
         }
@@ -667,8 +681,8 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
             FindingKind::TotalsMismatch,
             format!(
                 "the journal's deposits {} and payouts {} differ from the totals table's {} and {}",
-                format_minor(dep as i64),
-                format_minor(pay as i64),
+                minor(i128::from(dep)),
+                minor(i128::from(pay)),
                 format_minor(t.deposits_minor),
                 format_minor(t.payouts_minor)
             ),
@@ -681,12 +695,15 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
             FindingKind::ConservationViolated,
             format!(
                 "balances sum to {} but deposits - payouts = {}",
-                format_minor(balances as i64),
-                format_minor(in_minus_out as i64)
+                minor(balances),
+                minor(in_minus_out)
             ),
         ));
     }
-    let unwind_refused = if !totals_ok {
+    let unwind_refused = if unrepresentable {
+        unwind.clear();
+        Some("a balance differs by more than an amount can hold: the ledger is beyond repair by adjustment".to_string())
+    } else if !totals_ok {
         unwind.clear();
         Some(
             "the journal's deposits or payouts disagree with the totals table: a deposit or payout entry was deleted, altered or forged, and only a backup can tell which figure is right"

@@ -527,8 +527,12 @@ pub fn follow_chain(
                 }
             }
             match e.kind.as_str() {
-                "deposit" => head.deposits_minor += e.amount.minor(),
-                "payout" => head.payouts_minor += e.amount.minor(),
+                "deposit" => {
+                    head.deposits_minor = head.deposits_minor.saturating_add(e.amount.minor())
+                }
+                "payout" => {
+                    head.payouts_minor = head.payouts_minor.saturating_add(e.amount.minor())
+                }
                 _ => {}
             }
             head.seq = e.seq;
