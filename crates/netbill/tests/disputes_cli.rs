@@ -352,6 +352,16 @@ fn refunds_over_the_limit_replayed_or_forged_are_refused() {
     assert_eq!(d.balance_minor("alice"), 100_000);
     assert_eq!(d.balance_minor("acme"), 0);
     assert!(d.conservation_holds());
+    // The operator sees it in the metrics.
+    let metrics = common::get_text(&d.server.url, "/metrics");
+    for line in [
+        "netbill_receipts_total{result=\"committed\"} 1",
+        "netbill_refunds_total 3",
+        "netbill_refunds_refused_total 5",
+        "netbill_ledger_not_conserving 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     // Her statement lists the purchase and both refunds.
     let out = d.wallet(&["statement"]);
     let st = text(&out);

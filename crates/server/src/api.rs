@@ -34,6 +34,8 @@ pub struct AppState {
     /// The journal since the last checkpoint does not chain, and no operator has
     /// acknowledged an audit yet: no money moves.
     pub tampered: std::sync::atomic::AtomicBool,
+    /// Counters for `GET /metrics`.
+    pub metrics: crate::metrics::Metrics,
     /// Checks the journal's chain before N signs a checkpoint (see `records::checkpoint_now`).
     pub checkpointer: std::sync::Mutex<crate::checkpointer::Checkpointer>,
 }
@@ -44,6 +46,7 @@ pub(crate) type Shared = Arc<AppState>;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
         .route("/v1/keys", get(keys))
         .route("/v1/merchants/{id}", get(merchant_key))
         .route("/v1/endorsements", post(endorse))
@@ -89,6 +92,18 @@ pub(crate) fn gone(_: crate::writer::WriterGone) -> Problem {
 
 fn id_param(raw: &str) -> Result<AccountId, Problem> {
     AccountId::new(raw).map_err(|e| Problem::bad_request("bad-account-id", e.to_string()))
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+async fn metrics(State(s): State<Shared>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&s),
+    )
+        .into_response()
 }
 
 async fn keys(State(s): State<Shared>) -> ApiJson<BillingPublic> {
@@ -208,10 +223,13 @@ async fn settle(
         .map_err(gone)?
         .map_err(Problem::internal)?
     {
-        PurchaseAnswer::Receipt(r) => Ok(StatusAnswer {
-            epoid,
-            receipt: Some(*r),
-        }),
+        PurchaseAnswer::Receipt(r) => {
+            s.metrics.receipt(r.body_unverified().result);
+            Ok(StatusAnswer {
+                epoid,
+                receipt: Some(*r),
+            })
+        }
         PurchaseAnswer::Conflict => Err(Problem::conflict(
             "epoid-conflict",
             format!("EPOID {epoid} already has an outcome for a different endorsement"),

@@ -6,6 +6,7 @@ pub mod admin_client;
 pub mod api;
 pub mod checkpointer;
 pub mod keys;
+pub mod metrics;
 pub mod records;
 pub mod verify;
 pub mod writer;
@@ -123,6 +124,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         admin_token: config.admin_token,
         repair: std::sync::atomic::AtomicBool::new(!conserved),
         tampered: Default::default(),
+        metrics: Default::default(),
         checkpointer: std::sync::Mutex::new(checkpointer::Checkpointer::new(&config.db)),
     });
     // N signs a checkpoint of the journal's head periodically (when it has moved).

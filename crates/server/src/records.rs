@@ -99,6 +99,7 @@ async fn refund(
         .map(|a| a.key);
     let verified = key.is_some_and(|k| request.verify(&RealCrypto, &k).is_ok());
     if !verified {
+        s.metrics.refunds_refused.fetch_add(1, Ordering::Relaxed);
         return Err(refund_problem(&RefundError::BadSignature(req.merchant)));
     }
     let digest = request.digest(&RealCrypto);
@@ -124,10 +125,14 @@ async fn refund(
         })
         .await
         .map_err(gone)?
-        .map_err(|e| match e {
-            StoreError::Refund(r) => refund_problem(&r),
-            other => store_problem(other),
+        .map_err(|e| {
+            s.metrics.refunds_refused.fetch_add(1, Ordering::Relaxed);
+            match e {
+                StoreError::Refund(r) => refund_problem(&r),
+                other => store_problem(other),
+            }
         })?;
+    s.metrics.refunds.fetch_add(1, Ordering::Relaxed);
     Ok(ApiJson(receipt))
 }
 
@@ -540,6 +545,9 @@ pub async fn checkpoint_now(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .signed(head.seq);
+    if new {
+        s.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+    }
     Ok(new.then_some(signed))
 }
 
@@ -598,6 +606,7 @@ async fn adjust(
             }
             other => store_problem(other),
         })?;
+    s.metrics.adjustments.fetch_add(1, Ordering::Relaxed);
     if s.repair.swap(false, Ordering::AcqRel) {
         tracing::warn!("conservation restored by adjustments: the ledger is open again");
     }

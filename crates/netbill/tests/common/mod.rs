@@ -297,8 +297,8 @@ pub fn key_from(out: &str) -> String {
         .unwrap_or_else(|| panic!("no public key in {out:?}"))
 }
 
-/// `GET url path` over plain HTTP/1.1 on loopback; the JSON body.
-pub fn get_json(url: &str, path: &str) -> serde_json::Value {
+/// `GET url path` over plain HTTP/1.1 on loopback; the body.
+pub fn get_text(url: &str, path: &str) -> String {
     use std::io::{Read as _, Write as _};
     let addr = url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -309,8 +309,13 @@ pub fn get_json(url: &str, path: &str) -> serde_json::Value {
     .unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
-    let body = resp.split("\r\n\r\n").nth(1).expect("a body");
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    resp.split_once("\r\n\r\n").expect("a body").1.to_string()
+}
+
+/// `GET url path`; the JSON body.
+pub fn get_json(url: &str, path: &str) -> serde_json::Value {
+    let body = get_text(url, path);
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
 
 /// N's receipt signing key (hex), from `GET /v1/keys`.
