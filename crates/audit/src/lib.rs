@@ -42,9 +42,22 @@ pub struct Snapshot {
 
 const PAGE: usize = 1000;
 
+/// Told, after each page read, what is being read and how many items so far.
+pub type Progress<'a> = &'a (dyn Fn(&str, usize) + Sync);
+
+fn no_progress(_: &str, _: usize) {}
+
 impl Snapshot {
     /// Reads a ledger straight from its store (SQLite file or PostgreSQL database).
     pub fn from_store(store: &mut dyn Store) -> Result<Snapshot, StoreError> {
+        Self::from_store_with(store, &no_progress)
+    }
+
+    /// [`Snapshot::from_store`], reporting progress.
+    pub fn from_store_with(
+        store: &mut dyn Store,
+        progress: Progress<'_>,
+    ) -> Result<Snapshot, StoreError> {
         let mut s = Snapshot {
             totals: store.totals()?,
             ..Snapshot::default()
@@ -54,6 +67,7 @@ impl Snapshot {
             let page = store.journal(after, PAGE)?;
             let done = page.len() < PAGE;
             s.journal.extend(page);
+            progress("journal entries", s.journal.len());
             if done {
                 break;
             }
@@ -63,6 +77,7 @@ impl Snapshot {
             let page = store.checkpoints(after, PAGE)?;
             let done = page.len() < PAGE;
             s.checkpoints.extend(page);
+            progress("checkpoints", s.checkpoints.len());
             if done {
                 break;
             }
@@ -83,6 +98,7 @@ impl Snapshot {
             let page = store.purchases(after.as_deref(), PAGE)?;
             let done = page.len() < PAGE;
             s.purchases.extend(page);
+            progress("purchases", s.purchases.len());
             if done {
                 break;
             }
@@ -97,6 +113,7 @@ impl Snapshot {
             )?;
             let done = page.len() < PAGE;
             s.refunds.extend(page);
+            progress("refunds", s.refunds.len());
             if done {
                 break;
             }
@@ -108,6 +125,14 @@ impl Snapshot {
     pub async fn from_server(
         admin: &AdminClient,
     ) -> Result<Snapshot, netbill_http::client::CallError> {
+        Self::from_server_with(admin, &no_progress).await
+    }
+
+    /// [`Snapshot::from_server`], reporting progress.
+    pub async fn from_server_with(
+        admin: &AdminClient,
+        progress: Progress<'_>,
+    ) -> Result<Snapshot, netbill_http::client::CallError> {
         let mut s = Snapshot {
             totals: admin.totals().await?,
             ..Snapshot::default()
@@ -116,6 +141,7 @@ impl Snapshot {
         loop {
             let page = admin.journal(after).await?;
             s.journal.extend(page.entries);
+            progress("journal entries", s.journal.len());
             match page.next {
                 Some(n) if n > after => after = n,
                 _ => break,
@@ -129,6 +155,7 @@ impl Snapshot {
             let done =
                 page.len() < PAGE || page.last().is_none_or(|c| c.body_unverified().seq <= after);
             s.checkpoints.extend(page);
+            progress("checkpoints", s.checkpoints.len());
             if done {
                 break;
             }
@@ -153,6 +180,7 @@ impl Snapshot {
             let done = page.len() < PAGE || page.last().map(|p| p.epoid.to_string()) <= after;
             s.purchases
                 .extend(page.into_iter().map(PurchaseRecord::from));
+            progress("purchases", s.purchases.len());
             if done {
                 break;
             }
@@ -162,6 +190,7 @@ impl Snapshot {
             let page = admin.audit_refunds(after.as_deref()).await?;
             let done = page.len() < PAGE || page.last().map(|r| r.refund_id.clone()) <= after;
             s.refunds.extend(page.into_iter().map(RefundRecord::from));
+            progress("refunds", s.refunds.len());
             if done {
                 break;
             }

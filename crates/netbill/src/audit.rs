@@ -69,8 +69,23 @@ fn admin_client(url: &str, token_env: &str) -> anyhow::Result<AdminClient> {
     AdminClient::new(url, &token).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// A spinner on standard error (hidden when it is not a terminal) counting what is read.
+fn spinner() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} reading the ledger: {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar
+}
+
 async fn snapshot(a: &AuditArgs) -> anyhow::Result<Snapshot> {
-    if let Some(url) = &a.store {
+    let bar = spinner();
+    let progress = {
+        let bar = bar.clone();
+        move |what: &str, n: usize| bar.set_message(format!("{n} {what}"))
+    };
+    let snap = if let Some(url) = &a.store {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
         if !url.contains("://") || url.starts_with("sqlite://") {
             anyhow::ensure!(
@@ -79,18 +94,21 @@ async fn snapshot(a: &AuditArgs) -> anyhow::Result<Snapshot> {
             );
         }
         let url = url.clone();
-        return tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut store = netbill_ledger::open_store(&url)
                 .with_context(|| format!("opening {}", netbill_ledger::redact_url(&url)))?;
-            Snapshot::from_store(store.as_mut()).context("reading the ledger")
+            Snapshot::from_store_with(store.as_mut(), &progress).context("reading the ledger")
         })
-        .await?;
-    }
-    let server = a.server.as_deref().context("give --store or --server")?;
-    let admin = admin_client(server, &a.token_env)?;
-    Snapshot::from_server(&admin)
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the ledger from {server}: {e}"))
+        .await??
+    } else {
+        let server = a.server.as_deref().context("give --store or --server")?;
+        let admin = admin_client(server, &a.token_env)?;
+        Snapshot::from_server_with(&admin, &progress)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the ledger from {server}: {e}"))?
+    };
+    bar.finish_and_clear();
+    Ok(snap)
 }
 
 async fn billing_key(a: &AuditArgs) -> anyhow::Result<PublicKey> {
