@@ -178,8 +178,7 @@ impl Snapshot {
             let after = s.purchases.last().map(|p| p.epoid.to_string());
             let page = admin.audit_purchases(after.as_deref()).await?;
             let done = page.len() < PAGE || page.last().map(|p| p.epoid.to_string()) <= after;
-            s.purchases
-                .extend(page.into_iter().map(PurchaseRecord::from));
+            s.purchases.extend(page);
             progress("purchases", s.purchases.len());
             if done {
                 break;
@@ -189,7 +188,7 @@ impl Snapshot {
             let after = s.refunds.last().map(|r| r.refund_id.clone());
             let page = admin.audit_refunds(after.as_deref()).await?;
             let done = page.len() < PAGE || page.last().map(|r| r.refund_id.clone()) <= after;
-            s.refunds.extend(page.into_iter().map(RefundRecord::from));
+            s.refunds.extend(page);
             progress("refunds", s.refunds.len());
             if done {
                 break;
@@ -505,12 +504,26 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
             )
         };
         let amount = e.amount.signed();
-        match (e.kind.as_str(), &e.debit, &e.credit) {
-            ("deposit", None, Some(c)) => credit(&mut expected, c, amount),
-            ("payout", Some(d), None) => credit(&mut expected, d, -amount),
-            ("adjustment", _, _) => adjustments += 1,
+        // A two-sided movement (purchase, refund) is checked against its signed records;
+        // `Some(why)` if they do not back it.
+        let moved = match (e.kind.as_str(), &e.debit, &e.credit) {
+            ("deposit", None, Some(c)) => {
+                credit(&mut expected, c, amount);
+                None
+            }
+            ("payout", Some(d), None) => {
+                credit(&mut expected, d, -amount);
+                None
+            }
+            ("adjustment", _, _) => {
+                adjustments += 1;
+                None
+            }
             ("key", None, Some(_))
-                if e.amount.is_zero() && PublicKey::from_hex(&e.memo).is_ok() => {}
+                if e.amount.is_zero() && PublicKey::from_hex(&e.memo).is_ok() =>
+            {
+                None
+            }
             ("purchase", Some(d), Some(c)) => {
                 let record = e.epoid.as_ref().and_then(|id| purchases.get(id));
                 let why = match record {
@@ -523,21 +536,7 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                     }
                     Some(p) => purchase_unbacked(crypto, billing_key, p, &keys),
                 };
-                match why {
-                    None => {
-                        credit(&mut expected, d, -amount);
-                        credit(&mut expected, c, amount);
-                    }
-                    Some(why) => {
-                        for a in [d, c] {
-                            reasons
-                                .entry(a.clone())
-                                .or_default()
-                                .push(format!("unbacked purchase entry {}", e.seq));
-                        }
-                        findings.push(unbacked(why));
-                    }
-                }
+                Some((d, c, why))
             }
             ("refund", Some(d), Some(c)) => {
                 let record = refunds.get(e.memo.as_str());
@@ -562,30 +561,35 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                             format!(
                                 "refunds of {} exceed what it paid ({})",
                                 r.epoid,
-                                paid.map_or("nothing".into(), |p| format_minor(p as i64))
+                                paid.map_or("nothing".into(), |p| minor(i128::from(p)))
                             )
                         })
                     }),
                 };
-                match why {
-                    None => {
-                        credit(&mut expected, d, -amount);
-                        credit(&mut expected, c, amount);
-                    }
-                    Some(why) => {
-                        for a in [d, c] {
-                            reasons
-                                .entry(a.clone())
-                                .or_default()
-                                .push(format!("unbacked refund entry {}", e.seq));
-                        }
-                        findings.push(unbacked(why));
-                    }
-                }
+                Some((d, c, why))
             }
-            _ => findings.push(unbacked(
-                "an entry of this shape moves no money legitimately".into(),
-            )),
+            _ => {
+                findings.push(unbacked(
+                    "an entry of this shape moves no money legitimately".into(),
+                ));
+                None
+            }
+        };
+        match moved {
+            Some((d, c, None)) => {
+                credit(&mut expected, d, -amount);
+                credit(&mut expected, c, amount);
+            }
+            Some((d, c, Some(why))) => {
+                for a in [d, c] {
+                    reasons
+                        .entry(a.clone())
+                        .or_default()
+                        .push(format!("unbacked {} entry {}", e.kind, e.seq));
+                }
+                findings.push(unbacked(why));
+            }
+            None => {}
         }
     }
 

@@ -208,7 +208,7 @@ pub fn journal_hash(
 }
 
 /// A committed purchase with the signed records that back its journal entry.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct PurchaseRecord {
     pub epoid: EpoId,
     /// The account debited, as N opened it from the EPO.
@@ -221,7 +221,7 @@ pub struct PurchaseRecord {
 }
 
 /// A refund as the ledger holds it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct RefundRecord {
     pub refund_id: String,
     pub epoid: EpoId,
@@ -333,7 +333,17 @@ pub trait Store: Send {
         f: &mut dyn FnMut(&mut dyn LedgerTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
     /// Checks conservation over all accounts: Σ balances = deposits − payouts.
-    fn check_conservation(&mut self) -> Result<Totals, StoreError>;
+    fn check_conservation(&mut self) -> Result<Totals, StoreError> {
+        let t = self.totals()?;
+        let expected = i128::from(t.deposits_minor) - i128::from(t.payouts_minor);
+        if i128::from(t.balances_minor) != expected {
+            return Err(StoreError::ConservationViolated {
+                balances_minor: t.balances_minor.into(),
+                expected_minor: expected,
+            });
+        }
+        Ok(t)
+    }
     /// The totals as stored, whether or not they conserve.
     fn totals(&mut self) -> Result<Totals, StoreError>;
 

@@ -1255,19 +1255,6 @@ impl Store for PostgresStore {
         self.write(TotalsLock::Share, |t| f(t))
     }
 
-    fn check_conservation(&mut self) -> Result<Totals, StoreError> {
-        let t = self.totals()?;
-        if i128::from(t.balances_minor)
-            != i128::from(t.deposits_minor) - i128::from(t.payouts_minor)
-        {
-            return Err(StoreError::ConservationViolated {
-                balances_minor: t.balances_minor.into(),
-                expected_minor: i128::from(t.deposits_minor) - i128::from(t.payouts_minor),
-            });
-        }
-        Ok(t)
-    }
-
     fn totals(&mut self) -> Result<Totals, StoreError> {
         // One snapshot for every figure, whatever other servers commit meanwhile.
         let mut tx = self

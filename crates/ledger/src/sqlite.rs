@@ -784,19 +784,6 @@ impl Store for SqliteStore {
         })
     }
 
-    fn check_conservation(&mut self) -> Result<Totals, StoreError> {
-        let t = self.totals()?;
-        if i128::from(t.balances_minor)
-            != i128::from(t.deposits_minor) - i128::from(t.payouts_minor)
-        {
-            return Err(StoreError::ConservationViolated {
-                balances_minor: t.balances_minor.into(),
-                expected_minor: i128::from(t.deposits_minor) - i128::from(t.payouts_minor),
-            });
-        }
-        Ok(t)
-    }
-
     fn totals(&mut self) -> Result<Totals, StoreError> {
         let (balances, accounts): (i64, i64) = self.conn.query_row(
             "SELECT COALESCE(SUM(balance_minor), 0), COUNT(*) FROM accounts",

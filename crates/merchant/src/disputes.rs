@@ -2,26 +2,17 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
-use netbill_crypto::{Ed25519Signer, RealCrypto, load_secret_key};
+use netbill_crypto::{Ed25519Signer, RealCrypto};
 use netbill_http::client::Client;
 use netbill_http::now_ms;
 use netbill_proto::messages::{BillingEvidence, EvidenceGrant, RefundReceipt, RefundRequest};
 use netbill_proto::{Amount, EpoId, Signed};
 
-use crate::{CONFIG_FILE, KEY_FILE, MerchantIdentity};
+use crate::MerchantIdentity;
 
-/// A merchant directory's identity and signing key.
+/// A merchant directory's identity, signing key and a client of its billing server.
 fn open(dir: &Path) -> anyhow::Result<(MerchantIdentity, Ed25519Signer, Client)> {
-    let identity: MerchantIdentity =
-        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).with_context(|| {
-            format!(
-                "reading {} (is this a merchant directory made by `netbill merchant init`?)",
-                dir.join(CONFIG_FILE).display()
-            )
-        })?)
-        .context("parsing merchant.json")?;
-    let signer = Ed25519Signer::from_bytes(&load_secret_key(dir.join(KEY_FILE), "merchant-sign")?);
+    let (identity, signer) = crate::load(dir)?;
     let billing = Client::new(&identity.billing_url)?;
     Ok((identity, signer, billing))
 }

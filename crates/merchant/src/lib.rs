@@ -121,22 +121,24 @@ impl RunningMerchant {
     }
 }
 
+/// A merchant directory's identity and signing key.
+pub(crate) fn load(dir: &Path) -> anyhow::Result<(MerchantIdentity, Ed25519Signer)> {
+    let identity: MerchantIdentity =
+        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).with_context(|| {
+            format!(
+                "reading {} (is this a merchant directory made by `netbill merchant init`?)",
+                dir.join(CONFIG_FILE).display()
+            )
+        })?)
+        .context("parsing merchant.json")?;
+    let signer = Ed25519Signer::from_bytes(&load_secret_key(dir.join(KEY_FILE), "merchant-sign")?);
+    Ok((identity, signer))
+}
+
 /// Loads the merchant's directory and catalog and starts serving.
 pub async fn start(config: MerchantConfig) -> anyhow::Result<RunningMerchant> {
     netbill_http::ensure_loopback(&config.listen).map_err(anyhow::Error::msg)?;
-    let identity: MerchantIdentity = serde_json::from_slice(
-        &std::fs::read(config.dir.join(CONFIG_FILE)).with_context(|| {
-            format!(
-                "reading {} (create it with `netbill merchant init`)",
-                config.dir.join(CONFIG_FILE).display()
-            )
-        })?,
-    )
-    .context("parsing merchant.json")?;
-    let signer = Ed25519Signer::from_bytes(&load_secret_key(
-        config.dir.join(KEY_FILE),
-        "merchant-sign",
-    )?);
+    let (identity, signer) = load(&config.dir)?;
     let catalog = Catalog::load(&config.catalog)?;
     if catalog.merchant != identity.id {
         anyhow::bail!(
@@ -198,15 +200,7 @@ pub struct Recovered {
 /// One recovery pass without serving: asks N for the outcome of every purchase this
 /// merchant endorsed but holds no receipt for, re-sending the endorsement where N has none.
 pub async fn recover(dir: &Path) -> anyhow::Result<Recovered> {
-    let identity: MerchantIdentity =
-        serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).with_context(|| {
-            format!(
-                "reading {} (is this a merchant directory made by `netbill merchant init`?)",
-                dir.join(CONFIG_FILE).display()
-            )
-        })?)
-        .context("parsing merchant.json")?;
-    let signer = Ed25519Signer::from_bytes(&load_secret_key(dir.join(KEY_FILE), "merchant-sign")?);
+    let (identity, signer) = load(dir)?;
     let store = MerchantStore::open(&dir.join(DB_FILE))?;
     let before = store.unsettled()?.len();
     let state = api::MerchantState {

@@ -10,9 +10,7 @@ use netbill_proto::messages::Checkpoint;
 use netbill_proto::{AccountId, Amount};
 
 use crate::api::{AccountInfo, CreateAccount, SetKey, TransferAnswer, TransferRequest};
-use crate::records::{
-    AdjustRequest, AuditAccount, AuditPurchase, AuditRefund, CheckpointAnswer, JournalPage,
-};
+use crate::records::{AdjustRequest, AuditAccount, CheckpointAnswer, JournalPage};
 
 /// Talks to a billing server's admin API with a bearer token.
 #[derive(Clone)]
@@ -147,7 +145,7 @@ impl AdminClient {
 
     fn page(path: &str, after: Option<&str>) -> String {
         match after {
-            Some(a) => format!("{path}?after={}", query_escape(a)),
+            Some(a) => format!("{path}?after={}", netbill_http::client::query_escape(a)),
             None => path.to_string(),
         }
     }
@@ -176,13 +174,16 @@ impl AdminClient {
     pub async fn audit_purchases(
         &self,
         after: Option<&str>,
-    ) -> Result<Vec<AuditPurchase>, CallError> {
+    ) -> Result<Vec<netbill_ledger::PurchaseRecord>, CallError> {
         self.get(&Self::page("/v1/admin/audit/purchases", after))
             .await
     }
 
     /// One page of refunds after the refund id `after`.
-    pub async fn audit_refunds(&self, after: Option<&str>) -> Result<Vec<AuditRefund>, CallError> {
+    pub async fn audit_refunds(
+        &self,
+        after: Option<&str>,
+    ) -> Result<Vec<netbill_ledger::RefundRecord>, CallError> {
         self.get(&Self::page("/v1/admin/audit/refunds", after))
             .await
     }
@@ -216,16 +217,4 @@ impl AdminClient {
             )
             .await
     }
-}
-
-/// Percent-encodes a query value (everything but unreserved characters).
-fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

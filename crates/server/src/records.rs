@@ -17,7 +17,7 @@ use netbill_ledger::{
 use netbill_proto::billing::{self, RefundError};
 use netbill_proto::crypto::GoodsKey;
 use netbill_proto::messages::{
-    BillingEvidence, Checkpoint, Endorsement, EvidenceGrant, Receipt, RefundReceipt, RefundRequest,
+    BillingEvidence, Checkpoint, Endorsement, EvidenceGrant, RefundReceipt, RefundRequest,
     ResultCode,
 };
 use netbill_proto::{EpoId, Signed};
@@ -352,48 +352,11 @@ async fn audit_accounts(
     ))
 }
 
-/// A committed purchase with its signed records, as the auditor sees it.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct AuditPurchase {
-    pub epoid: EpoId,
-    pub customer: netbill_proto::AccountId,
-    pub merchant: netbill_proto::AccountId,
-    pub price: netbill_proto::Amount,
-    pub endorsement: Option<Signed<Endorsement>>,
-    pub receipt: Signed<Receipt>,
-}
-
-impl From<PurchaseRecord> for AuditPurchase {
-    fn from(p: PurchaseRecord) -> Self {
-        AuditPurchase {
-            epoid: p.epoid,
-            customer: p.customer,
-            merchant: p.merchant,
-            price: p.price,
-            endorsement: p.endorsement,
-            receipt: p.receipt,
-        }
-    }
-}
-
-impl From<AuditPurchase> for PurchaseRecord {
-    fn from(p: AuditPurchase) -> Self {
-        PurchaseRecord {
-            epoid: p.epoid,
-            customer: p.customer,
-            merchant: p.merchant,
-            price: p.price,
-            endorsement: p.endorsement,
-            receipt: p.receipt,
-        }
-    }
-}
-
 async fn audit_purchases(
     State(s): State<Shared>,
     headers: HeaderMap,
     Query(p): Query<Page>,
-) -> Result<ApiJson<Vec<AuditPurchase>>, Problem> {
+) -> Result<ApiJson<Vec<PurchaseRecord>>, Problem> {
     admin(&s, &headers)?;
     let limit = p.limit();
     Ok(ApiJson(
@@ -401,61 +364,15 @@ async fn audit_purchases(
             .run(move |st| st.purchases(p.after.as_deref(), limit))
             .await
             .map_err(gone)?
-            .map_err(store_problem)?
-            .into_iter()
-            .map(AuditPurchase::from)
-            .collect(),
+            .map_err(store_problem)?,
     ))
-}
-
-/// A refund with its signed records, as the auditor sees it.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct AuditRefund {
-    pub refund_id: String,
-    pub epoid: EpoId,
-    pub merchant: netbill_proto::AccountId,
-    pub customer: netbill_proto::AccountId,
-    pub amount: netbill_proto::Amount,
-    pub request: Signed<RefundRequest>,
-    pub receipt: Signed<RefundReceipt>,
-    pub decided_ms: u64,
-}
-
-impl From<RefundRecord> for AuditRefund {
-    fn from(r: RefundRecord) -> Self {
-        AuditRefund {
-            refund_id: r.refund_id,
-            epoid: r.epoid,
-            merchant: r.merchant,
-            customer: r.customer,
-            amount: r.amount,
-            request: r.request,
-            receipt: r.receipt,
-            decided_ms: r.decided_ms,
-        }
-    }
-}
-
-impl From<AuditRefund> for RefundRecord {
-    fn from(r: AuditRefund) -> Self {
-        RefundRecord {
-            refund_id: r.refund_id,
-            epoid: r.epoid,
-            merchant: r.merchant,
-            customer: r.customer,
-            amount: r.amount,
-            request: r.request,
-            receipt: r.receipt,
-            decided_ms: r.decided_ms,
-        }
-    }
 }
 
 async fn audit_refunds(
     State(s): State<Shared>,
     headers: HeaderMap,
     Query(p): Query<Page>,
-) -> Result<ApiJson<Vec<AuditRefund>>, Problem> {
+) -> Result<ApiJson<Vec<RefundRecord>>, Problem> {
     admin(&s, &headers)?;
     let limit = p.limit();
     Ok(ApiJson(
@@ -470,10 +387,7 @@ async fn audit_refunds(
             })
             .await
             .map_err(gone)?
-            .map_err(store_problem)?
-            .into_iter()
-            .map(AuditRefund::from)
-            .collect(),
+            .map_err(store_problem)?,
     ))
 }
 

@@ -362,7 +362,7 @@ impl Wallet {
             let path = format!(
                 "/goods/{product}?customer_key={}&identity={}",
                 self.public_key(),
-                query_escape(&self.config.identity)
+                netbill_http::client::query_escape(&self.config.identity)
             );
             let pr = merchant_402(&merchant, &path).await?;
             pr.quote.ok_or(WalletError::NoQuote)?
@@ -841,18 +841,6 @@ impl Wallet {
         }
         self.signed_get(&path).await
     }
-}
-
-/// Percent-encodes a query value (everything but unreserved characters).
-fn query_escape(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// `GET` a priced resource: a `402` answer carries the offer (and quote).
