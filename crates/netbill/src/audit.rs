@@ -26,7 +26,8 @@ See docs/audit.md."
 )]
 pub struct AuditArgs {
     /// Read the ledger straight from its store: `sqlite://PATH` (or a path) or
-    /// `postgres://…`. Read-only use; the server may keep running.
+    /// `postgres://…`. The audit only reads (the server may keep running); a database of an
+    /// older schema is migrated when opened, as the server would.
     #[arg(
         long,
         value_name = "URL",

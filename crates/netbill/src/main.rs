@@ -35,10 +35,11 @@ enum Command {
     /// The billing server (N): accounts, atomic purchase commits, receipts.
     #[command(subcommand)]
     Server(server::ServerCommand),
-    /// The merchant server (M): sells the files of a catalog.
+    /// The merchant server (M): sells the files of a catalog; refunds and dispute evidence.
     #[command(subcommand)]
     Merchant(merchant::MerchantCommand),
-    /// The customer's wallet (C): buy, balance, history, statement, recover.
+    /// The customer's wallet (C): buy, balance, history, statement, recover, evidence and
+    /// grants for disputes.
     Wallet(wallet::WalletArgs),
     /// Benchmark the billing server against this machine's crypto ceiling, and a whole
     /// purchase through a merchant (see docs/performance.md).
