@@ -1013,18 +1013,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
         let e = &report.e2e;
         println!();
-        println!(
-            "whole purchase through the merchant (steps 1-8, sequential): {} purchases, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
-            e.purchases, e.purchases_per_s, e.latency_ms_p50, e.latency_ms_p99
-        );
-        println!(
-            "  where it goes (mean ms): {}",
-            e.phases_ms_mean
-                .iter()
-                .map(|(name, ms)| format!("{name} {ms:.2}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        if e.purchases == 0 {
+            println!("whole purchase through the merchant: not measured (--e2e 0)");
+        } else {
+            println!(
+                "whole purchase through the merchant (steps 1-8, sequential): {} purchases, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+                e.purchases, e.purchases_per_s, e.latency_ms_p50, e.latency_ms_p99
+            );
+            println!(
+                "  where it goes (mean ms): {}",
+                e.phases_ms_mean
+                    .iter()
+                    .map(|(name, ms)| format!("{name} {ms:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         match (
             report.server_rss_kib_after_setup,
             report.server_rss_kib_at_end,
