@@ -350,6 +350,51 @@ fn purchase_unbacked(
     None
 }
 
+/// [`purchase_unbacked`] for every purchase, split over the machine's cores.
+fn purchase_backing<'a>(
+    billing_key: &PublicKey,
+    purchases: &'a [PurchaseRecord],
+    keys: &KeyHistory,
+) -> HashMap<&'a EpoId, Option<String>> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let chunk = purchases.len().div_ceil(cores).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = purchases
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|p| {
+                            (
+                                &p.epoid,
+                                purchase_unbacked(&RealCrypto, billing_key, p, keys),
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    // A worker can only fail by panicking, which checking signatures does
+                    // not do; treat its purchases as unchecked rather than pass them.
+                    Vec::new()
+                })
+            })
+            .collect()
+    })
+}
+
+/// Why a purchase is not backed, from [`purchase_backing`]; one it could not check is not.
+fn unbacked_why(backing: &HashMap<&EpoId, Option<String>>, epoid: &EpoId) -> Option<String> {
+    match backing.get(epoid) {
+        Some(why) => why.clone(),
+        None => Some("its signatures could not be checked".to_string()),
+    }
+}
+
 /// Why a refund's journal entry is not backed, if it is not.
 fn refund_unbacked(
     crypto: &dyn Crypto,
@@ -476,6 +521,8 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
 
     // 3. Every entry against its signatures; the balances the backed records imply.
     let keys = key_history(snap);
+    // The signature checks of every purchase, on every core (the expensive part).
+    let backing = purchase_backing(billing_key, &snap.purchases, &keys);
     let purchases: HashMap<&EpoId, &PurchaseRecord> =
         snap.purchases.iter().map(|p| (&p.epoid, p)).collect();
     let refunds: HashMap<&str, &RefundRecord> = snap
@@ -534,7 +581,7 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                     Some(p) if !journaled_purchases.insert(&p.epoid) => {
                         Some("the purchase is journaled twice".to_string())
                     }
-                    Some(p) => purchase_unbacked(crypto, billing_key, p, &keys),
+                    Some(p) => unbacked_why(&backing, &p.epoid),
                 };
                 Some((d, c, why))
             }
@@ -599,7 +646,7 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
         if journaled_purchases.contains(&p.epoid) {
             continue;
         }
-        if let Some(why) = purchase_unbacked(crypto, billing_key, p, &keys) {
+        if let Some(why) = unbacked_why(&backing, &p.epoid) {
             findings.push(Finding {
                 epoid: Some(p.epoid.clone()),
                 ..finding(
