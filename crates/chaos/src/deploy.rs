@@ -2,11 +2,9 @@
 //! wallet → merchant and merchant → billing go through proxies that can inject faults; the
 //! wallet's own calls to the billing server go through a plain one (so restarts are seen).
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -341,29 +339,7 @@ impl Deployment {
             what: name.to_string(),
             source,
         })?;
-        let Some(stdout) = child.stdout.take() else {
-            kill_child(Some(child));
-            return Err(DeployError::NoListen(
-                name.into(),
-                self.root.display().to_string(),
-            ));
-        };
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut sent = false;
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if !sent && let Some(i) = line.find("http://") {
-                    let _ = tx.send(line[i + 7..].trim().to_string());
-                    sent = true;
-                }
-            }
-        });
-        match rx
-            .recv_timeout(START_TIMEOUT)
-            .ok()
-            .and_then(|a| a.parse().ok())
-        {
+        match crate::process::wait_listening(&mut child, START_TIMEOUT) {
             Some(addr) => Ok((child, addr)),
             None => {
                 kill_child(Some(child));

@@ -8,6 +8,7 @@
 pub mod check;
 pub mod cli;
 pub mod deploy;
+pub mod process;
 pub mod proxy;
 pub mod run;
 

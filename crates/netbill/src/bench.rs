@@ -1,7 +1,6 @@
 //! `netbill bench`: drives real purchases at a billing server running as its own process, and
 //! measures, in the same run, the machine's crypto ceiling for the server's work.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Arc;
@@ -161,19 +160,14 @@ impl NetbillProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting a netbill process")?;
-        let stdout = child.stdout.take().context("child stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(i) = line.find("http://") {
-                        break line[i..].trim().to_string();
-                    }
-                }
-                _ => bail!("netbill {args:?} exited before listening"),
-            }
+        let Some(addr) =
+            netbill_chaos::process::wait_listening(&mut child, std::time::Duration::from_secs(30))
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("netbill {args:?} did not start listening within 30 s");
         };
-        std::thread::spawn(move || for _ in lines {});
+        let url = format!("http://{addr}");
         Ok(NetbillProcess { child, url })
     }
 

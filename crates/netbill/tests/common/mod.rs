@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -58,19 +57,10 @@ impl Proc {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting netbill");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("netbill {args:?} exited before listening"))
-                .expect("reading stdout");
-            if let Some(i) = line.find("http://") {
-                break line[i..].trim().to_string();
-            }
-        };
-        // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        let addr =
+            netbill_chaos::process::wait_listening(&mut child, std::time::Duration::from_secs(30))
+                .unwrap_or_else(|| panic!("netbill {args:?} did not start listening"));
+        let url = format!("http://{addr}");
         Proc { child, url }
     }
 
