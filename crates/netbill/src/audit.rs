@@ -184,14 +184,28 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
     let key = billing_key(&a).await?;
     let snap = snapshot(&a).await?;
     let report = audit(&snap, &key);
-    print(&report, a.json)?;
+    // With --json and --unwind, one JSON document: the report, or {before, after} once
+    // adjustments were applied.
+    let deferred = a.json && a.unwind;
+    if !deferred {
+        print(&report, a.json)?;
+    }
     if !a.unwind {
         return Ok(exit(&report));
     }
+    let print_before = || {
+        if deferred {
+            print(&report, true)
+        } else {
+            Ok(())
+        }
+    };
     if let Some(why) = &report.unwind_refused {
+        print_before()?;
         anyhow::bail!("refusing to unwind: {why}");
     }
     if report.unwind.is_empty() {
+        print_before()?;
         eprintln!("nothing to unwind: every balance is what the signed records imply");
         return Ok(exit(&report));
     }
@@ -207,6 +221,7 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
         let mut answer = String::new();
         std::io::stdin().lock().read_line(&mut answer)?;
         if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            print_before()?;
             eprintln!("not applied");
             return Ok(exit(&report));
         }
@@ -222,10 +237,13 @@ pub async fn run(a: AuditArgs) -> anyhow::Result<ExitCode> {
         netbill_proto::money::format_minor(totals.balances_minor)
     );
     let after = audit(&snapshot(&a).await?, &key);
-    if !a.json {
+    if deferred {
+        let both = serde_json::json!({ "before": report, "after": after });
+        println!("{}", serde_json::to_string_pretty(&both)?);
+    } else {
         println!("after the unwind:");
+        print(&after, false)?;
     }
-    print(&after, a.json)?;
     if !after.findings.is_empty() && !after.money_wrong() {
         eprintln!(
             "every balance is right; the remaining findings stay as evidence. If N stopped because its journal was changed behind its back, let it resume with `netbill admin checkpoint --acknowledge-audit`"

@@ -420,9 +420,25 @@ fn purchase_without_valid_epo(postgres: bool) {
             .contains("another EPOID"),
         "{unbacked}"
     );
-    let (out, t) = l.unwind();
-    assert_eq!(out.status.code(), Some(1), "{t}");
-    assert!(t.contains("applied 2 adjustments"), "{t}");
+    // With --json, one document: the report before and after the unwind.
+    let key = billing_key(&l.d);
+    let out = netbill(&[
+        "audit",
+        "--store",
+        url,
+        "--billing-key",
+        &key,
+        "--unwind",
+        "--unwind-via",
+        &l.d.server.url,
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let both: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(both["before"]["unwind"].as_array().unwrap().len(), 2);
+    assert_eq!(both["after"]["unwind"].as_array().unwrap().len(), 0);
+    assert_eq!(kinds(&both["after"]), ["unbacked_entry"]);
     assert_eq!(l.balances(), before);
     assert!(l.d.conservation_holds());
 }
