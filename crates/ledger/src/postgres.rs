@@ -18,7 +18,7 @@ use std::time::Duration;
 use netbill_proto::billing::{
     AccountKind, AccountView, LedgerView, StoredOutcome, VerifiedPurchase,
 };
-use netbill_proto::crypto::{Digest, PublicKey, Signature};
+use netbill_proto::crypto::{Digest, PublicKey};
 use netbill_proto::messages::{
     Checkpoint, Endorsement, Receipt, RefundReceipt, RefundRequest, ResultCode,
 };
@@ -242,25 +242,12 @@ fn read_outcome(
 /// An outcome from a row holding its digest, receipt, signature and customer from column
 /// `at` on.
 fn outcome_from_row_at(r: &Row, at: usize) -> Result<StoredOutcome, StoreError> {
-    let digest: Option<Vec<u8>> = r.try_get(at)?;
-    let receipt: Vec<u8> = r.try_get(at + 1)?;
-    let sig: Vec<u8> = r.try_get(at + 2)?;
-    let customer: Option<String> = r.try_get(at + 3)?;
-    let sig = Signature(
-        sig.try_into()
-            .map_err(|_| corrupt("receipt signature length"))?,
-    );
-    Ok(StoredOutcome {
-        customer: customer.map(account_id).transpose()?,
-        endorsement_digest: digest
-            .map(|d| {
-                d.try_into()
-                    .map(Digest)
-                    .map_err(|_| corrupt("digest length"))
-            })
-            .transpose()?,
-        receipt: Signed::from_parts(receipt, sig).map_err(|e| corrupt(e.to_string()))?,
-    })
+    crate::sqlite::stored_outcome(
+        r.try_get(at)?,
+        r.try_get(at + 1)?,
+        r.try_get(at + 2)?,
+        r.try_get(at + 3)?,
+    )
 }
 
 fn totals_row(c: &mut impl GenericClient, lock: &str) -> Result<(i64, i64), StoreError> {

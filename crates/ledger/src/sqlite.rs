@@ -202,24 +202,28 @@ fn read_outcome(conn: &Connection, epoid: &EpoId) -> Result<Option<StoredOutcome
         ))
     })
     .optional()?
-    .map(|(digest, receipt, sig, customer)| {
-        let sig = Signature(
-            sig.try_into()
-                .map_err(|_| corrupt("receipt signature length"))?,
-        );
-        Ok(StoredOutcome {
-            customer: customer.map(account_id).transpose()?,
-            endorsement_digest: digest
-                .map(|d| {
-                    d.try_into()
-                        .map(Digest)
-                        .map_err(|_| corrupt("digest length"))
-                })
-                .transpose()?,
-            receipt: Signed::from_parts(receipt, sig).map_err(|e| corrupt(e.to_string()))?,
-        })
-    })
+    .map(|(digest, receipt, sig, customer)| stored_outcome(digest, receipt, sig, customer))
     .transpose()
+}
+
+/// An outcome from its stored columns: endorsement digest, receipt, its signature, customer.
+pub(crate) fn stored_outcome(
+    digest: Option<Vec<u8>>,
+    receipt: Vec<u8>,
+    sig: Vec<u8>,
+    customer: Option<String>,
+) -> Result<StoredOutcome, StoreError> {
+    Ok(StoredOutcome {
+        customer: customer.map(account_id).transpose()?,
+        endorsement_digest: digest
+            .map(|d| {
+                d.try_into()
+                    .map(Digest)
+                    .map_err(|_| corrupt("digest length"))
+            })
+            .transpose()?,
+        receipt: signed_from(receipt, sig)?,
+    })
 }
 
 fn totals_row(conn: &Connection) -> Result<(i64, i64), StoreError> {
@@ -281,6 +285,16 @@ fn journal_append(
         hash
     ])?;
     Ok(())
+}
+
+/// Test-only bug switch (`NETBILL_BUG=ledger.skip_journal`, docs/reliability.md): money
+/// moves unjournaled. Read once, not per purchase.
+fn skip_journal_bug() -> bool {
+    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SKIP.get_or_init(|| {
+        std::env::var("NETBILL_BUG")
+            .is_ok_and(|b| b.split(',').any(|b| b.trim() == "ledger.skip_journal"))
+    })
 }
 
 /// Journals an account's new key (an entry that moves nothing).
@@ -496,10 +510,7 @@ impl LedgerTx for SqliteTx<'_> {
                     epo.epoid
                 )));
             }
-            // Test-only bug switch (NETBILL_BUG=ledger.skip_journal): money moves unjournaled.
-            let skip = std::env::var("NETBILL_BUG")
-                .is_ok_and(|b| b.split(',').any(|b| b.trim() == "ledger.skip_journal"));
-            if !skip {
+            if !skip_journal_bug() {
                 journal_append(
                     self.tx,
                     "purchase",
@@ -1090,11 +1101,13 @@ impl Store for SqliteStore {
     }
 }
 
-fn parse_endorsement(json: &str) -> Result<Signed<Endorsement>, StoreError> {
+/// An endorsement from its stored JSON.
+pub(crate) fn parse_endorsement(json: &str) -> Result<Signed<Endorsement>, StoreError> {
     serde_json::from_str(json).map_err(|e| corrupt(format!("stored endorsement: {e}")))
 }
 
-fn signed_from<T: netbill_proto::signed::SignedBody>(
+/// A signed object from its stored bytes and signature.
+pub(crate) fn signed_from<T: netbill_proto::signed::SignedBody>(
     body: Vec<u8>,
     sig: Vec<u8>,
 ) -> Result<Signed<T>, StoreError> {

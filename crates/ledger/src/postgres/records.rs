@@ -1,31 +1,21 @@
 //! The signed records beside the money: evidence, refunds, checkpoints and adjustments.
 
 use netbill_proto::billing::{self, RefundError, RefundFacts};
-use netbill_proto::crypto::{Digest, Signature};
+use netbill_proto::crypto::Digest;
 use netbill_proto::messages::{Checkpoint, Endorsement, RefundReceipt, RefundRequest};
-use netbill_proto::signed::SignedBody;
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use postgres::{Client, GenericClient};
 
 use super::{ACCOUNT_COLUMNS, PendingEntry, PgTx, account_from_row_at, ms, nonneg, totals_row};
-use crate::sqlite::{account_id, corrupt, parse_result};
+use crate::sqlite::{account_id, corrupt, parse_endorsement, parse_result, signed_from};
 use crate::{AccountRecord, Adjustment, PurchaseRecord, RefundFilter, RefundRecord, StoreError};
 
 fn limit_i64(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
-fn signed_from<T: SignedBody>(body: Vec<u8>, sig: Vec<u8>) -> Result<Signed<T>, StoreError> {
-    let sig = Signature(sig.try_into().map_err(|_| corrupt("signature length"))?);
-    Signed::from_parts(body, sig).map_err(|e| corrupt(e.to_string()))
-}
-
 fn amount(v: i64, what: &str) -> Result<Amount, StoreError> {
     Amount::from_minor(nonneg(v, what)?).map_err(|_| corrupt(what.to_string()))
-}
-
-fn parse_endorsement(json: &str) -> Result<Signed<Endorsement>, StoreError> {
-    serde_json::from_str(json).map_err(|e| corrupt(format!("stored endorsement: {e}")))
 }
 
 pub(super) fn endorsement(
