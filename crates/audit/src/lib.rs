@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use netbill_crypto::RealCrypto;
 use netbill_ledger::{
-    Adjustment, JournalEntry, PurchaseRecord, RefundRecord, Store, StoreError, Totals,
+    AccountRecord, Adjustment, JournalEntry, PurchaseRecord, RefundRecord, Store, StoreError,
+    Totals,
 };
 use netbill_proto::crypto::{Crypto, PublicKey};
 use netbill_proto::messages::{Checkpoint, MEMO_LEN_MAX, ResultCode};
@@ -47,6 +48,52 @@ pub type Progress<'a> = &'a (dyn Fn(&str, usize) + Sync);
 
 fn no_progress(_: &str, _: usize) {}
 
+/// Reads a listing page by page, oldest first: `page(after)` returns up to [`PAGE`] items
+/// after the key `after` (`None`: from the start). A page that does not move past `after`
+/// ends the listing (a misbehaving server must not keep the auditor reading forever).
+fn read_all<T, K: Ord + Clone, E>(
+    what: &str,
+    progress: Progress<'_>,
+    key: impl Fn(&T) -> K,
+    mut page: impl FnMut(Option<K>) -> Result<Vec<T>, E>,
+) -> Result<Vec<T>, E> {
+    let mut out: Vec<T> = Vec::new();
+    loop {
+        let after = out.last().map(&key);
+        let items = page(after.clone())?;
+        let done = items.len() < PAGE || items.last().map(&key) <= after;
+        out.extend(items);
+        progress(what, out.len());
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+/// [`read_all`] over an asynchronous source.
+async fn read_all_async<T, K: Ord + Clone, E>(
+    what: &str,
+    progress: Progress<'_>,
+    key: impl Fn(&T) -> K,
+    mut page: impl AsyncFnMut(Option<K>) -> Result<Vec<T>, E>,
+) -> Result<Vec<T>, E> {
+    let mut out: Vec<T> = Vec::new();
+    loop {
+        let after = out.last().map(&key);
+        let items = page(after.clone()).await?;
+        let done = items.len() < PAGE || items.last().map(&key) <= after;
+        out.extend(items);
+        progress(what, out.len());
+        if done {
+            return Ok(out);
+        }
+    }
+}
+
+fn seq_of(c: &Signed<Checkpoint>) -> u64 {
+    c.body_unverified().seq
+}
+
 impl Snapshot {
     /// Reads a ledger straight from its store (SQLite file or PostgreSQL database).
     pub fn from_store(store: &mut dyn Store) -> Result<Snapshot, StoreError> {
@@ -58,67 +105,52 @@ impl Snapshot {
         store: &mut dyn Store,
         progress: Progress<'_>,
     ) -> Result<Snapshot, StoreError> {
-        let mut s = Snapshot {
-            totals: store.totals()?,
-            ..Snapshot::default()
-        };
-        loop {
-            let after = s.journal.last().map_or(0, |e| e.seq);
-            let page = store.journal(after, PAGE)?;
-            let done = page.len() < PAGE;
-            s.journal.extend(page);
-            progress("journal entries", s.journal.len());
-            if done {
-                break;
-            }
-        }
-        loop {
-            let after = s.checkpoints.last().map_or(0, |c| c.body_unverified().seq);
-            let page = store.checkpoints(after, PAGE)?;
-            let done = page.len() < PAGE;
-            s.checkpoints.extend(page);
-            progress("checkpoints", s.checkpoints.len());
-            if done {
-                break;
-            }
-        }
-        let mut after: Option<String> = None;
-        loop {
-            let page = store.accounts(after.as_deref(), PAGE)?;
-            let done = page.len() < PAGE;
-            after = page.last().map(|a| a.id.to_string());
-            s.accounts
-                .extend(page.into_iter().map(|a| (a.id, (a.key, a.balance_minor))));
-            if done {
-                break;
-            }
-        }
-        loop {
-            let after = s.purchases.last().map(|p| p.epoid.to_string());
-            let page = store.purchases(after.as_deref(), PAGE)?;
-            let done = page.len() < PAGE;
-            s.purchases.extend(page);
-            progress("purchases", s.purchases.len());
-            if done {
-                break;
-            }
-        }
-        loop {
-            let after = s.refunds.last().map(|r| r.refund_id.clone());
-            let page = store.refunds(
-                netbill_ledger::RefundFilter::All {
-                    after: after.as_deref(),
-                },
-                PAGE,
-            )?;
-            let done = page.len() < PAGE;
-            s.refunds.extend(page);
-            progress("refunds", s.refunds.len());
-            if done {
-                break;
-            }
-        }
-        Ok(s)
+        let totals = store.totals()?;
+        let journal = read_all(
+            "journal entries",
+            progress,
+            |e: &JournalEntry| e.seq,
+            |after| store.journal(after.unwrap_or(0), PAGE),
+        )?;
+        let checkpoints = read_all("checkpoints", progress, seq_of, |after| {
+            store.checkpoints(after.unwrap_or(0), PAGE)
+        })?;
+        let accounts = read_all(
+            "accounts",
+            progress,
+            |a: &AccountRecord| a.id.to_string(),
+            |after| store.accounts(after.as_deref(), PAGE),
+        )?;
+        let purchases = read_all(
+            "purchases",
+            progress,
+            |p: &PurchaseRecord| p.epoid.to_string(),
+            |after| store.purchases(after.as_deref(), PAGE),
+        )?;
+        let refunds = read_all(
+            "refunds",
+            progress,
+            |r: &RefundRecord| r.refund_id.clone(),
+            |after| {
+                store.refunds(
+                    netbill_ledger::RefundFilter::All {
+                        after: after.as_deref(),
+                    },
+                    PAGE,
+                )
+            },
+        )?;
+        Ok(Snapshot {
+            journal,
+            checkpoints,
+            accounts: accounts
+                .into_iter()
+                .map(|a| (a.id, (a.key, a.balance_minor)))
+                .collect(),
+            purchases,
+            refunds,
+            totals,
+        })
     }
 
     /// Reads a ledger over a running billing server's admin API.
@@ -133,68 +165,50 @@ impl Snapshot {
         admin: &AdminClient,
         progress: Progress<'_>,
     ) -> Result<Snapshot, netbill_http::client::CallError> {
-        let mut s = Snapshot {
-            totals: admin.totals().await?,
-            ..Snapshot::default()
-        };
-        let mut after = 0;
-        loop {
-            let page = admin.journal(after).await?;
-            s.journal.extend(page.entries);
-            progress("journal entries", s.journal.len());
-            match page.next {
-                Some(n) if n > after => after = n,
-                _ => break,
-            }
-        }
-        loop {
-            let after = s.checkpoints.last().map_or(0, |c| c.body_unverified().seq);
-            let page = admin.checkpoints(after).await?;
-            // A page that does not move forward ends the listing (a misbehaving server
-            // must not keep the auditor reading forever).
-            let done =
-                page.len() < PAGE || page.last().is_none_or(|c| c.body_unverified().seq <= after);
-            s.checkpoints.extend(page);
-            progress("checkpoints", s.checkpoints.len());
-            if done {
-                break;
-            }
-        }
-        let mut after: Option<String> = None;
-        loop {
-            let page = admin.audit_accounts(after.as_deref()).await?;
-            let last = page.last().map(|a| a.id.to_string());
-            let done = page.len() < PAGE || last <= after;
-            after = last;
-            s.accounts.extend(
-                page.into_iter()
-                    .map(|a| (a.id, (a.public_key, a.balance_minor))),
-            );
-            if done {
-                break;
-            }
-        }
-        loop {
-            let after = s.purchases.last().map(|p| p.epoid.to_string());
-            let page = admin.audit_purchases(after.as_deref()).await?;
-            let done = page.len() < PAGE || page.last().map(|p| p.epoid.to_string()) <= after;
-            s.purchases.extend(page);
-            progress("purchases", s.purchases.len());
-            if done {
-                break;
-            }
-        }
-        loop {
-            let after = s.refunds.last().map(|r| r.refund_id.clone());
-            let page = admin.audit_refunds(after.as_deref()).await?;
-            let done = page.len() < PAGE || page.last().map(|r| r.refund_id.clone()) <= after;
-            s.refunds.extend(page);
-            progress("refunds", s.refunds.len());
-            if done {
-                break;
-            }
-        }
-        Ok(s)
+        let totals = admin.totals().await?;
+        let journal = read_all_async(
+            "journal entries",
+            progress,
+            |e: &JournalEntry| e.seq,
+            async |after| Ok(admin.journal(after.unwrap_or(0)).await?.entries),
+        )
+        .await?;
+        let checkpoints = read_all_async("checkpoints", progress, seq_of, async |after| {
+            admin.checkpoints(after.unwrap_or(0)).await
+        })
+        .await?;
+        let accounts = read_all_async(
+            "accounts",
+            progress,
+            |a: &netbill_server::records::AuditAccount| a.id.to_string(),
+            async |after| admin.audit_accounts(after.as_deref()).await,
+        )
+        .await?;
+        let purchases = read_all_async(
+            "purchases",
+            progress,
+            |p: &PurchaseRecord| p.epoid.to_string(),
+            async |after| admin.audit_purchases(after.as_deref()).await,
+        )
+        .await?;
+        let refunds = read_all_async(
+            "refunds",
+            progress,
+            |r: &RefundRecord| r.refund_id.clone(),
+            async |after| admin.audit_refunds(after.as_deref()).await,
+        )
+        .await?;
+        Ok(Snapshot {
+            journal,
+            checkpoints,
+            accounts: accounts
+                .into_iter()
+                .map(|a| (a.id, (a.public_key, a.balance_minor)))
+                .collect(),
+            purchases,
+            refunds,
+            totals,
+        })
     }
 }
 
@@ -427,13 +441,26 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
     let crypto = &RealCrypto;
     let mut findings = Vec::new();
 
-    // 1. The chain, as stored and as recomputed from the first entry.
+    // 1. The chain, as stored and as recomputed from the first entry; at each checkpointed
+    // seq, the recomputed hash and the money in and out so far (what N signed).
+    let signed_seqs: HashSet<u64> = snap
+        .checkpoints
+        .iter()
+        .map(|c| c.body_unverified().seq)
+        .collect();
+    let mut at_checkpoint: HashMap<u64, (Vec<u8>, (u64, u64))> = HashMap::new();
     let mut stored_prev = vec![0u8; 32];
     let mut recomputed_prev = vec![0u8; 32];
-    let mut recomputed: HashMap<u64, Vec<u8>> = HashMap::new();
+    let (mut dep, mut pay) = (0u64, 0u64);
     let mut expected_seq = 1u64;
     for e in &snap.journal {
-        let here = e.expected_hash(&stored_prev);
+        let recomputed = e.expected_hash(&recomputed_prev);
+        // While the chain is intact both are the same hash: compute it once.
+        let here = if stored_prev == recomputed_prev {
+            recomputed.clone()
+        } else {
+            e.expected_hash(&stored_prev)
+        };
         if e.seq != expected_seq {
             findings.push(Finding {
                 seq: Some(e.seq),
@@ -458,24 +485,21 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                 )
             });
         }
-        recomputed_prev = e.expected_hash(&recomputed_prev);
-        recomputed.insert(e.seq, recomputed_prev.clone());
+        match e.kind.as_str() {
+            "deposit" => dep = dep.saturating_add(e.amount.minor()),
+            "payout" => pay = pay.saturating_add(e.amount.minor()),
+            _ => {}
+        }
+        if signed_seqs.contains(&e.seq) {
+            at_checkpoint.insert(e.seq, (recomputed.clone(), (dep, pay)));
+        }
+        recomputed_prev = recomputed;
         stored_prev = hex::decode(&e.hash).unwrap_or_default();
         expected_seq = e.seq + 1;
     }
 
     // 2. Checkpoints: signed by N, and matching the chain recomputed from the start (a
     // rewritten chain has valid links but other hashes) and the money in and out so far.
-    let mut in_out: HashMap<u64, (u64, u64)> = HashMap::new();
-    let (mut dep, mut pay) = (0u64, 0u64);
-    for e in &snap.journal {
-        match e.kind.as_str() {
-            "deposit" => dep = dep.saturating_add(e.amount.minor()),
-            "payout" => pay = pay.saturating_add(e.amount.minor()),
-            _ => {}
-        }
-        in_out.insert(e.seq, (dep, pay));
-    }
     for c in &snap.checkpoints {
         let Ok(cp) = c.verify(crypto, billing_key) else {
             findings.push(finding(
@@ -491,7 +515,7 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
             seq: Some(cp.seq),
             ..finding(f, d)
         };
-        match recomputed.get(&cp.seq) {
+        match at_checkpoint.get(&cp.seq) {
             None => findings.push(at(
                 FindingKind::CheckpointMismatch,
                 format!(
@@ -499,14 +523,14 @@ pub fn audit(snap: &Snapshot, billing_key: &PublicKey) -> Report {
                     cp.seq
                 ),
             )),
-            Some(h) if h.as_slice() != cp.hash.0 => findings.push(at(
+            Some((h, _)) if h.as_slice() != cp.hash.0 => findings.push(at(
                 FindingKind::CheckpointMismatch,
                 format!(
                     "the journal up to entry {} is not the one N signed: an entry at or before it was changed",
                     cp.seq
                 ),
             )),
-            Some(_) if in_out.get(&cp.seq) != Some(&(cp.deposits_minor, cp.payouts_minor)) => {
+            Some((_, in_out)) if *in_out != (cp.deposits_minor, cp.payouts_minor) => {
                 findings.push(at(
                     FindingKind::CheckpointMismatch,
                     format!(
