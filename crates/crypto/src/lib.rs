@@ -3,9 +3,11 @@
 //! * digests: SHA-256 over the concatenation of the parts;
 //! * signatures: Ed25519 (RFC 8032) with **strict** verification
 //!   ([`ed25519_dalek::VerifyingKey::verify_strict`]), also in [`batch_verify`];
-//! * sealing: HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+//! * v1 sealing: HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
 //!   ChaCha20-Poly1305, single-shot; a seal is `enc (32 bytes) || ciphertext`, with the
-//!   `info` as HPKE info and an empty AAD;
+//!   `info` as HPKE info and an empty AAD (still opened, for records signed before v2);
+//! * v2 pair sealing ([`pair`]): static X25519 between the two parties' sealing keys,
+//!   HKDF-SHA256, XChaCha20-Poly1305 with a random 24-byte nonce; pair keys are cached;
 //! * key files: [`keyfile`];
 //! * goods encryption: the chunked streaming AEAD in [`goods`].
 
@@ -23,6 +25,7 @@ use zeroize::Zeroizing;
 
 pub mod goods;
 pub mod keyfile;
+pub mod pair;
 
 pub use goods::{
     DEFAULT_CHUNK_SIZE, DecryptStats, EncryptStats, EncryptingReader, GoodsError, MAX_CHUNK_SIZE,
@@ -94,6 +97,27 @@ impl Crypto for RealCrypto {
         let mut out = [0u8; 32];
         out.copy_from_slice(&pk.to_bytes());
         SealKey(out)
+    }
+
+    fn pair_seal(
+        &self,
+        own: &SealSecret,
+        peer: &SealKey,
+        aad: &[u8],
+        plaintext: &[u8],
+        nonce: [u8; 24],
+    ) -> Vec<u8> {
+        pair::seal(own, peer, aad, plaintext, nonce)
+    }
+
+    fn pair_open(
+        &self,
+        own: &SealSecret,
+        peer: &SealKey,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
+        pair::open(own, peer, aad, sealed)
     }
 
     fn open(&self, secret: &SealSecret, info: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {

@@ -198,6 +198,99 @@ fn seal_to_low_order_key_is_empty_not_panic() {
     );
 }
 
+// ---------------------------------------------------------------- v2 pair sealing
+
+/// Computed independently (pyca/cryptography X25519 + HKDF, PyNaCl XChaCha20-Poly1305) from
+/// the construction in `docs/protocol.md`; the same vector is printed there.
+#[test]
+fn pair_seal_vector() {
+    let c = SealSecret([0x11; 32]);
+    let n = SealSecret([0x22; 32]);
+    let (cp, np) = (pair::public_key(&c), pair::public_key(&n));
+    assert_eq!(
+        cp.to_hex(),
+        "7b4e909bbe7ffe44c465a220037d608ee35897d31ef972f07f74892cb0f73f13"
+    );
+    assert_eq!(
+        np.to_hex(),
+        "0faa684ed28867b97f4a6a2dee5df8ce974e76b7018e3f22a1c4cf2678570f20"
+    );
+    // The public key is the one HPKE (v1) derives from the same secret.
+    assert_eq!(cp, RealCrypto.seal_key(&c));
+    let k = pair::derive_pair_key(&c, &np).unwrap();
+    assert_eq!(
+        hex::encode(*k),
+        "5152b0b4d72e5efdb59113abced9e32afb2f8b733fda0f4c7d96dcb8841f9c2f"
+    );
+    assert_eq!(
+        *pair::derive_pair_key(&n, &cp).unwrap(),
+        *k,
+        "both ends agree"
+    );
+    let sealed = RealCrypto.pair_seal(&c, &np, b"netbill/v2/test", b"hello, N", [0x33; 24]);
+    assert_eq!(
+        hex::encode(&sealed),
+        "333333333333333333333333333333333333333333333333\
+         58ed4ae7a7e76db1872b742fdde5f93a2dbc82d0001d9712"
+    );
+    assert_eq!(
+        RealCrypto.pair_open(&n, &cp, b"netbill/v2/test", &sealed),
+        Some(b"hello, N".to_vec())
+    );
+}
+
+#[test]
+fn pair_open_fails_for_another_pair_purpose_flip_or_truncation() {
+    let (c, n, m) = (
+        random_seal_secret(),
+        random_seal_secret(),
+        random_seal_secret(),
+    );
+    let np = RealCrypto.seal_key(&n);
+    let cp = RealCrypto.seal_key(&c);
+    let sealed = RealCrypto.pair_seal(&c, &np, b"aad", b"secret", random_bytes());
+    assert_eq!(sealed.len(), b"secret".len() + pair::PAIR_OVERHEAD);
+    assert!(RealCrypto.pair_open(&n, &cp, b"aad", &sealed).is_some());
+    // A third party, or N believing it came from someone else: nothing opens.
+    assert!(RealCrypto.pair_open(&m, &cp, b"aad", &sealed).is_none());
+    assert!(
+        RealCrypto
+            .pair_open(&n, &RealCrypto.seal_key(&m), b"aad", &sealed)
+            .is_none()
+    );
+    assert!(RealCrypto.pair_open(&n, &cp, b"other", &sealed).is_none());
+    for i in 0..sealed.len() {
+        let mut bad = sealed.clone();
+        bad[i] ^= 1;
+        assert!(
+            RealCrypto.pair_open(&n, &cp, b"aad", &bad).is_none(),
+            "bit {i}"
+        );
+    }
+    for len in 0..sealed.len() {
+        assert!(
+            RealCrypto
+                .pair_open(&n, &cp, b"aad", &sealed[..len])
+                .is_none()
+        );
+    }
+    // Fresh nonces: the same plaintext sealed twice differs.
+    let again = RealCrypto.pair_seal(&c, &np, b"aad", b"secret", random_bytes());
+    assert_ne!(again, sealed);
+}
+
+#[test]
+fn pair_seal_to_low_order_key_is_empty_not_panic() {
+    let own = random_seal_secret();
+    let sealed = RealCrypto.pair_seal(&own, &SealKey([0; 32]), b"a", b"m", [1; 24]);
+    assert!(sealed.is_empty());
+    assert!(
+        RealCrypto
+            .pair_open(&own, &SealKey([0; 32]), b"a", &[0u8; 64])
+            .is_none()
+    );
+}
+
 // ---------------------------------------------------------------- goods
 
 const C: u32 = 16;

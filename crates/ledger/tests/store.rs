@@ -241,7 +241,16 @@ fn purchase_by(who: &str, serial: u64, price: &str) -> billing::VerifiedPurchase
         .sign_epo(&C, &customer, &n_key, &id(who), [0; 16], "", NOW, [0; 32])
         .unwrap();
     let e = m
-        .endorse(&C, &merchant, &n_key, epo, "", NOW, [0; 32])
+        .endorse(
+            &C,
+            &merchant,
+            &seal_secret("acme-seal"),
+            &n_key,
+            epo,
+            "",
+            NOW,
+            [0; 32],
+        )
         .unwrap();
     billing::verify_endorsement(&C, &billing_secret, &BillingPolicy::default(), e).unwrap()
 }
@@ -268,7 +277,17 @@ fn a_batch_of_purchases_commits_atomically_with_one_outcome_each(db: &Db) {
                 } => (code, customer_balance_minor, low_balance),
                 other => panic!("unexpected {other:?}"),
             };
-            let r = billing::make_receipt(&C, &n, v, code, bal, low, NOW + 1, [0; 32]);
+            let r = billing::make_receipt(
+                &C,
+                &n,
+                &seal_secret("netbill"),
+                v,
+                code,
+                bal,
+                low,
+                NOW + 1,
+                [0; 32],
+            );
             tx.record_purchase(v, &r, NOW + 1)?;
             results.push(code);
         }
@@ -304,6 +323,7 @@ fn a_batch_of_purchases_commits_atomically_with_one_outcome_each(db: &Db) {
     let r = billing::make_receipt(
         &C,
         &n,
+        &seal_secret("netbill"),
         &purchases[0],
         ResultCode::Committed,
         0,
@@ -336,6 +356,7 @@ fn commit(s: &mut dyn Store, v: &billing::VerifiedPurchase) {
         let r = billing::make_receipt(
             &C,
             &n,
+            &seal_secret("netbill"),
             v,
             ResultCode::Committed,
             customer_balance_minor,
@@ -572,7 +593,17 @@ fn a_batch_that_fails_midway_is_rolled_back(db: &Db) {
         .unwrap();
     let n = SymbolicSigner::new("netbill");
     let v = verified_purchase(1, "USD:0.02");
-    let r = billing::make_receipt(&C, &n, &v, ResultCode::Committed, 0, false, NOW, [0; 32]);
+    let r = billing::make_receipt(
+        &C,
+        &n,
+        &seal_secret("netbill"),
+        &v,
+        ResultCode::Committed,
+        0,
+        false,
+        NOW,
+        [0; 32],
+    );
     let err = s
         .batch(&mut |tx| {
             tx.record_purchase(&v, &r, NOW)?;
@@ -664,7 +695,17 @@ fn decide_batch(
                     low_balance,
                 } => (code, customer_balance_minor, low_balance),
             };
-            let r = billing::make_receipt(&C, &n, v, code, bal, low, at, [0; 32]);
+            let r = billing::make_receipt(
+                &C,
+                &n,
+                &seal_secret("netbill"),
+                v,
+                code,
+                bal,
+                low,
+                at,
+                [0; 32],
+            );
             tx.record_purchase(v, &r, at)?;
             answers.push(Answer::Receipt(code, r.bytes().to_vec()));
         }

@@ -32,6 +32,8 @@ use crate::store::MerchantStore;
 pub struct MerchantState {
     pub id: AccountId,
     pub signer: netbill_crypto::Ed25519Signer,
+    /// The merchant's static sealing secret (v2 seals of K to N).
+    pub seal: netbill_proto::crypto::SealSecret,
     pub billing_keys: BillingPublic,
     pub billing: Client,
     pub catalog: Catalog,
@@ -382,6 +384,7 @@ async fn pay(
         .endorse(
             &RealCrypto,
             &s.signer,
+            &s.seal,
             &s.billing_keys.seal_key,
             epo,
             "",

@@ -12,7 +12,7 @@ use crate::MerchantIdentity;
 
 /// A merchant directory's identity, signing key and a client of its billing server.
 fn open(dir: &Path) -> anyhow::Result<(MerchantIdentity, Ed25519Signer, Client)> {
-    let (identity, signer) = crate::load(dir)?;
+    let (identity, signer, _seal) = crate::load(dir)?;
     let billing = Client::new(&identity.billing_url)?;
     Ok((identity, signer, billing))
 }

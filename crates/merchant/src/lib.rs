@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use netbill_crypto::{Ed25519Signer, load_secret_key, save_secret_key};
+use netbill_crypto::{Ed25519Signer, load_secret_key, random_seal_secret, save_secret_key};
 use netbill_http::client::Client;
 use netbill_proto::AccountId;
-use netbill_proto::crypto::{PublicKey, Signer};
+use netbill_proto::crypto::{PublicKey, SealSecret, Signer};
 use netbill_server::BillingPublic;
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,8 @@ pub use catalog::Catalog;
 pub use store::MerchantStore;
 
 const KEY_FILE: &str = "merchant-sign.key";
+/// The merchant's static X25519 sealing secret (v2): seals K to N under their pair key.
+const SEAL_FILE: &str = "merchant-seal.key";
 const CONFIG_FILE: &str = "merchant.json";
 const DB_FILE: &str = "merchant.db";
 
@@ -61,6 +63,7 @@ pub fn init(
         &signer.secret_bytes(),
         false,
     )?;
+    seal_secret(dir)?;
     let identity = MerchantIdentity {
         id,
         billing_url: billing_url.to_string(),
@@ -121,8 +124,18 @@ impl RunningMerchant {
     }
 }
 
-/// A merchant directory's identity and signing key.
-pub(crate) fn load(dir: &Path) -> anyhow::Result<(MerchantIdentity, Ed25519Signer)> {
+/// The merchant's sealing secret; a directory made before v2 has none, and gets one here
+/// (the upgrade: nothing else in the directory changes).
+fn seal_secret(dir: &Path) -> anyhow::Result<SealSecret> {
+    let path = dir.join(SEAL_FILE);
+    if !path.exists() {
+        save_secret_key(&path, "merchant-seal", &random_seal_secret().0, false)?;
+    }
+    Ok(SealSecret(load_secret_key(&path, "merchant-seal")?))
+}
+
+/// A merchant directory's identity, signing key and sealing secret.
+pub(crate) fn load(dir: &Path) -> anyhow::Result<(MerchantIdentity, Ed25519Signer, SealSecret)> {
     let identity: MerchantIdentity =
         serde_json::from_slice(&std::fs::read(dir.join(CONFIG_FILE)).with_context(|| {
             format!(
@@ -132,13 +145,13 @@ pub(crate) fn load(dir: &Path) -> anyhow::Result<(MerchantIdentity, Ed25519Signe
         })?)
         .context("parsing merchant.json")?;
     let signer = Ed25519Signer::from_bytes(&load_secret_key(dir.join(KEY_FILE), "merchant-sign")?);
-    Ok((identity, signer))
+    Ok((identity, signer, seal_secret(dir)?))
 }
 
 /// Loads the merchant's directory and catalog and starts serving.
 pub async fn start(config: MerchantConfig) -> anyhow::Result<RunningMerchant> {
     netbill_http::ensure_loopback(&config.listen).map_err(anyhow::Error::msg)?;
-    let (identity, signer) = load(&config.dir)?;
+    let (identity, signer, seal) = load(&config.dir)?;
     let catalog = Catalog::load(&config.catalog)?;
     if catalog.merchant != identity.id {
         anyhow::bail!(
@@ -153,6 +166,7 @@ pub async fn start(config: MerchantConfig) -> anyhow::Result<RunningMerchant> {
     let state = Arc::new(api::MerchantState {
         id: identity.id,
         signer,
+        seal,
         billing_keys: identity.billing,
         billing,
         catalog,
@@ -200,7 +214,7 @@ pub struct Recovered {
 /// One recovery pass without serving: asks N for the outcome of every purchase this
 /// merchant endorsed but holds no receipt for, re-sending the endorsement where N has none.
 pub async fn recover(dir: &Path) -> anyhow::Result<Recovered> {
-    let (identity, signer) = load(dir)?;
+    let (identity, signer, seal) = load(dir)?;
     let store = MerchantStore::open(&dir.join(DB_FILE))?;
     let before = store.unsettled()?.len();
     let state = api::MerchantState {
@@ -211,6 +225,7 @@ pub async fn recover(dir: &Path) -> anyhow::Result<Recovered> {
         },
         id: identity.id,
         signer,
+        seal,
         billing_keys: identity.billing,
         billing: Client::new(&identity.billing_url)?,
         store: store.clone(),

@@ -300,6 +300,9 @@ fn proc_rss_kib(pid: u32) -> u64 {
 struct Population {
     customers: Vec<(AccountId, Ed25519Signer)>,
     merchants: Vec<(AccountId, Ed25519Signer)>,
+    /// Each party's static sealing secret (v2), by the same index.
+    customer_seals: Vec<SealSecret>,
+    merchant_seals: Vec<SealSecret>,
 }
 
 /// Pre-signs `n` purchases with the production protocol code and real crypto; serials start
@@ -323,10 +326,15 @@ fn presign(
                 scope.spawn(move || {
                     (start..end)
                         .map(|i| {
-                            let (cid, ck) = &pop.customers[i % pop.customers.len()];
-                            let (mid, mk) = &pop.merchants[i % pop.merchants.len()];
-                            let e =
-                                one_purchase(cid, ck, mid, mk, &seal_key, serial0 + i as u64, now);
+                            let ci = i % pop.customers.len();
+                            let mi = i % pop.merchants.len();
+                            let e = one_purchase(
+                                (&pop.customers[ci], &pop.customer_seals[ci]),
+                                (&pop.merchants[mi], &pop.merchant_seals[mi]),
+                                &seal_key,
+                                serial0 + i as u64,
+                                now,
+                            );
                             bar.inc(1);
                             e
                         })
@@ -341,12 +349,9 @@ fn presign(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn one_purchase(
-    cid: &AccountId,
-    ck: &Ed25519Signer,
-    mid: &AccountId,
-    mk: &Ed25519Signer,
+    ((cid, ck), cseal): (&(AccountId, Ed25519Signer), &SealSecret),
+    ((mid, mk), mseal): (&(AccountId, Ed25519Signer), &SealSecret),
     seal_key: &netbill_proto::crypto::SealKey,
     serial: u64,
     now: u64,
@@ -377,7 +382,7 @@ fn one_purchase(
     };
     let mut m = MerchantPurchase::new(quote.clone(), GoodsKey(random_bytes()), goods.clone());
     let note = m.deliver(serial, now, 3_000_000);
-    let mut cp = CustomerPurchase::new(quote, goods.clone(), random_seal_secret());
+    let mut cp = CustomerPurchase::new(quote, goods.clone(), cseal.clone());
     cp.delivered(goods.checksum, goods.ciphertext_len, note, now)
         .unwrap_or_else(|e| unreachable!("{e}"));
     let epo = cp
@@ -392,7 +397,7 @@ fn one_purchase(
             random_bytes(),
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
-    m.endorse(&c, mk, seal_key, epo, "", now, random_bytes())
+    m.endorse(&c, mk, mseal, seal_key, epo, "", now, random_bytes())
         .unwrap_or_else(|e| unreachable!("{e}"))
 }
 
@@ -420,6 +425,7 @@ fn crypto_ceiling(
                         let r = billing::make_receipt(
                             &RealCrypto,
                             signer,
+                            billing_secret,
                             &v,
                             ResultCode::Committed,
                             0,
@@ -461,6 +467,7 @@ fn crypto_ceiling_batch_verify(
                         let r = billing::make_receipt(
                             &RealCrypto,
                             signer,
+                            billing_secret,
                             &v,
                             ResultCode::Committed,
                             0,
@@ -852,6 +859,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let pop = Population {
         customers: mk("reader", args.customers)?,
         merchants: mk("shop", args.merchants)?,
+        customer_seals: (0..args.customers).map(|_| random_seal_secret()).collect(),
+        merchant_seals: (0..args.merchants).map(|_| random_seal_secret()).collect(),
     };
     for (id, k) in &pop.merchants {
         admin

@@ -9,8 +9,7 @@ use netbill_crypto::{
 };
 use netbill_http::Problem;
 use netbill_http::client::{CallError, Client};
-use netbill_proto::billing::sealed_key_info;
-use netbill_proto::crypto::{Crypto, GoodsKey, Signer, goods_key_digest};
+use netbill_proto::crypto::{GoodsKey, Signer, goods_key_digest};
 use netbill_proto::customer::CustomerPurchase;
 use netbill_proto::merchant::MerchantPurchase;
 use netbill_proto::messages::{
@@ -127,10 +126,12 @@ fn endorse_raw(p: &Parties, epo: Signed<Epo>, k: &GoodsKey) -> Signed<Endorsemen
             epo,
             merchant_key: p.merchant.public_key(),
             memo: String::new(),
-            sealed_key: RealCrypto.seal(
+            sealed_key: netbill_proto::sealing::seal_goods_key(
+                &RealCrypto,
+                &netbill_crypto::random_seal_secret(),
                 &p.billing.seal_key,
-                &sealed_key_info(&epoid),
-                &k.0,
+                &epoid,
+                k,
                 random_bytes(),
             ),
             key_digest: goods_key_digest(&RealCrypto, k),
@@ -284,10 +285,23 @@ async fn flipped_bits_and_wrong_keys_are_refused_everywhere() {
     c2.epo = Some(epo);
     assert!(
         c2.clone()
-            .settle(&RealCrypto, &p.billing.sign_key, flipped)
+            .settle(
+                &RealCrypto,
+                &p.billing.sign_key,
+                &p.billing.seal_key,
+                flipped
+            )
             .is_err()
     );
-    assert!(c2.settle(&RealCrypto, &p.billing.sign_key, receipt).is_ok());
+    assert!(
+        c2.settle(
+            &RealCrypto,
+            &p.billing.sign_key,
+            &p.billing.seal_key,
+            receipt
+        )
+        .is_ok()
+    );
     assert_eq!(d.balance_minor("alice"), 98_000);
     assert!(d.conservation_holds());
 }

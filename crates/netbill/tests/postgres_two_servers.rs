@@ -92,6 +92,7 @@ fn endorsement(
     m.endorse(
         &c,
         merchant,
+        &netbill_crypto::random_seal_secret(),
         &billing.seal_key,
         epo,
         "",

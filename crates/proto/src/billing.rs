@@ -18,6 +18,7 @@ use crate::messages::{
     CustomerPart, Endorsement, Epo, EpoSecret, Receipt, RefundReceipt, RefundRequest, ResultCode,
 };
 use crate::money::Amount;
+use crate::sealing;
 use crate::signed::Signed;
 
 /// Time limits N enforces.
@@ -103,7 +104,7 @@ pub fn account_commitment(crypto: &dyn Crypto, account: &AccountId, nonce: &[u8;
     crypto.digest(&[b"netbill/v1/account", &account.to_bytes(), nonce])
 }
 
-/// The `info` under which the merchant seals K to N: bound to the EPOID.
+/// v1: the HPKE `info` under which the merchant sealed K to N: bound to the EPOID.
 pub fn sealed_key_info(epoid: &EpoId) -> Vec<u8> {
     let mut info = b"netbill/v1/goods-key-seal".to_vec();
     info.extend_from_slice(&epoid.to_bytes());
@@ -143,27 +144,13 @@ pub fn verify_endorsement(
     {
         return Err(EndorsementError::ExpiryTooLong);
     }
-    let key_bytes = crypto
-        .open(billing_secret, &sealed_key_info(&epo.epoid), &e.sealed_key)
+    let goods_key = sealing::open_goods_key(crypto, billing_secret, e)
         .ok_or(EndorsementError::SealedKeyUnreadable)?;
-    let goods_key = GoodsKey(
-        key_bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| EndorsementError::SealedKeyUnreadable)?,
-    );
     if goods_key_digest(crypto, &goods_key) != e.key_digest {
         return Err(EndorsementError::KeyDigestMismatch);
     }
-    let secret_bytes = crypto
-        .open(
-            billing_secret,
-            EpoSecret::SEAL_INFO,
-            &epo.sealed_for_billing,
-        )
+    let secret = sealing::open_epo_secret(crypto, billing_secret, epo)
         .ok_or(EndorsementError::EpoSecretUnreadable)?;
-    let secret =
-        EpoSecret::from_bytes(&secret_bytes).map_err(|_| EndorsementError::EpoSecretUnreadable)?;
     if account_commitment(crypto, &secret.account, &secret.account_nonce) != epo.account_commitment
     {
         return Err(EndorsementError::AccountCommitmentMismatch);
@@ -293,6 +280,7 @@ pub fn decide(v: &VerifiedPurchase, ledger: &dyn LedgerView, now_ms: u64) -> Dec
 pub fn make_receipt(
     crypto: &dyn Crypto,
     signer: &dyn Signer,
+    billing_secret: &SealSecret,
     v: &VerifiedPurchase,
     result: ResultCode,
     balance_minor: i64,
@@ -309,12 +297,7 @@ pub fn make_receipt(
         low_balance,
         goods_key: committed.then_some(v.goods_key.0),
     };
-    let customer_part = crypto.seal(
-        &epo.reply_key,
-        CustomerPart::SEAL_INFO,
-        &part.to_bytes(),
-        entropy,
-    );
+    let customer_part = sealing::seal_customer_part(crypto, billing_secret, epo, &part, entropy);
     Signed::sign(
         Receipt {
             result,

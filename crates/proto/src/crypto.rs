@@ -2,7 +2,8 @@
 //!
 //! The protocol core never calls a crypto library directly: it is handed a [`Crypto`]
 //! (digests, signature checks, sealing, opening) and the party's own [`Signer`].
-//! `netbill-crypto` implements them with SHA-256, Ed25519 and HPKE (RFC 9180); the
+//! `netbill-crypto` implements them with SHA-256, Ed25519, HPKE (RFC 9180, v1 seals) and
+//! X25519 + HKDF + XChaCha20-Poly1305 pair keys (v2 seals); the
 //! [`symbolic`] module implements them cheaply and deterministically for simulation and
 //! model checking, where only the *structure* of the cryptography matters.
 
@@ -113,6 +114,28 @@ pub trait Crypto {
     /// Opens what was sealed to `secret`'s public half with the same `info`; `None` if the
     /// seal is for another key or `info`, or was altered.
     fn open(&self, secret: &SealSecret, info: &[u8], sealed: &[u8]) -> Option<Vec<u8>>;
+
+    /// v2 sealing between two parties with static sealing keys: `plaintext` sealed under the
+    /// key their X25519 agreement derives (computed once per pair and cached, so a purchase
+    /// costs no public-key operation), with `aad` binding it to its purpose and purchase and
+    /// `nonce` fresh randomness from the caller. Only `own`'s holder and `peer`'s can open it.
+    fn pair_seal(
+        &self,
+        own: &SealSecret,
+        peer: &SealKey,
+        aad: &[u8],
+        plaintext: &[u8],
+        nonce: [u8; 24],
+    ) -> Vec<u8>;
+    /// Opens what [`Crypto::pair_seal`] sealed between `own` and `peer` with the same `aad`;
+    /// `None` if it was sealed for another pair or purpose, or was altered.
+    fn pair_open(
+        &self,
+        own: &SealSecret,
+        peer: &SealKey,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Option<Vec<u8>>;
 }
 
 /// A party's signing key.
@@ -182,6 +205,34 @@ pub mod symbolic {
             let body = sealed.strip_prefix(&tag[..])?;
             Some(body.to_vec())
         }
+        fn pair_seal(
+            &self,
+            own: &SealSecret,
+            peer: &SealKey,
+            aad: &[u8],
+            plaintext: &[u8],
+            _nonce: [u8; 24],
+        ) -> Vec<u8> {
+            let mut out = pair_tag(&self.seal_key(own), peer, aad).to_vec();
+            out.extend_from_slice(plaintext);
+            out
+        }
+        fn pair_open(
+            &self,
+            own: &SealSecret,
+            peer: &SealKey,
+            aad: &[u8],
+            sealed: &[u8],
+        ) -> Option<Vec<u8>> {
+            let tag = pair_tag(&self.seal_key(own), peer, aad);
+            Some(sealed.strip_prefix(&tag[..])?.to_vec())
+        }
+    }
+
+    /// The same for both ends of a pair: the two public keys in ascending order.
+    fn pair_tag(a: &SealKey, b: &SealKey, aad: &[u8]) -> [u8; 8] {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        widen::<8>(h(&[b"pair", &lo.0, &hi.0, aad]))
     }
 
     /// A symbolic signing key. Its "secret" is its name.

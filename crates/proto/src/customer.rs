@@ -10,15 +10,13 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::billing::account_commitment;
-use crate::codec::Codec;
 use crate::crypto::{
     Crypto, Digest, GoodsKey, PublicKey, SealKey, SealSecret, Signer, goods_key_digest,
 };
 use crate::ids::{AccountId, ProductCode};
-use crate::messages::{
-    CustomerPart, DeliveryNote, Epo, EpoSecret, GoodsOffer, Quote, Receipt, ResultCode,
-};
+use crate::messages::{DeliveryNote, Epo, EpoSecret, GoodsOffer, Quote, Receipt, ResultCode};
 use crate::money::Amount;
+use crate::sealing;
 use crate::signed::Signed;
 
 /// Why the customer refuses to go on (or cannot use a receipt).
@@ -115,7 +113,9 @@ pub struct CustomerPurchase {
     /// Checksum of the ciphertext as the customer received it.
     pub received_checksum: Option<Digest>,
     pub delivery: Option<DeliveryNote>,
-    /// The secret half of the EPO's reply key: opens the receipt's private part.
+    /// The secret half of the EPO's reply key: opens the receipt's private part. v2: the
+    /// wallet's static sealing secret (the same for every purchase); v1 purchases kept a
+    /// fresh one each.
     pub reply_secret: SealSecret,
     pub epo: Option<Signed<Epo>>,
     pub receipt: Option<Signed<Receipt>>,
@@ -140,7 +140,7 @@ pub enum Settlement {
 
 impl CustomerPurchase {
     /// Step 3–4: the customer accepted `quote` (already checked with [`check_quote`]) and
-    /// the merchant offered ciphertext. `reply_secret` is fresh randomness from the shell.
+    /// the merchant offered ciphertext. `reply_secret` is the wallet's static sealing secret.
     pub fn new(quote: Signed<Quote>, offer: GoodsOffer, reply_secret: SealSecret) -> Self {
         Self {
             quote,
@@ -236,10 +236,12 @@ impl CustomerPurchase {
                 expires_at_ms: note.expires_at_ms,
                 quote_digest: self.quote.digest(crypto),
                 reply_key: crypto.seal_key(&self.reply_secret),
-                sealed_for_billing: crypto.seal(
+                sealed_for_billing: sealing::seal_epo_secret(
+                    crypto,
+                    &self.reply_secret,
                     billing_seal_key,
-                    EpoSecret::SEAL_INFO,
-                    &secret.to_bytes(),
+                    &note.epoid,
+                    &secret,
                     entropy,
                 ),
             },
@@ -266,6 +268,7 @@ impl CustomerPurchase {
         &mut self,
         crypto: &dyn Crypto,
         billing_key: &PublicKey,
+        billing_seal_key: &SealKey,
         receipt: Signed<Receipt>,
     ) -> Result<Settlement, CustomerError> {
         let epo = self
@@ -288,14 +291,14 @@ impl CustomerPurchase {
             if r.epo_digest != epo.digest(crypto) {
                 return Err(CustomerError::ReceiptMismatch("EPO"));
             }
-            let part = crypto
-                .open(
-                    &self.reply_secret,
-                    CustomerPart::SEAL_INFO,
-                    &r.customer_part,
-                )
-                .and_then(|b| CustomerPart::from_bytes(&b).ok())
-                .ok_or(CustomerError::CustomerPartUnreadable)?;
+            let part = sealing::open_customer_part(
+                crypto,
+                &self.reply_secret,
+                billing_seal_key,
+                my_epo,
+                &r.customer_part,
+            )
+            .ok_or(CustomerError::CustomerPartUnreadable)?;
             if part.epoid != my_epo.epoid {
                 return Err(CustomerError::ReceiptMismatch("private part"));
             }

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod merchant;
 pub mod messages;
 pub mod money;
+pub mod sealing;
 pub mod signed;
 
 pub use ids::{AccountId, EpoId, GroupName, ProductCode};

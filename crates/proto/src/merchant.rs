@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::crypto::{Crypto, Digest, GoodsKey, PublicKey, SealKey, Signer, goods_key_digest};
+use crate::crypto::{
+    Crypto, Digest, GoodsKey, PublicKey, SealKey, SealSecret, Signer, goods_key_digest,
+};
 use crate::ids::{AccountId, EpoId, GroupName, ProductCode};
 use crate::messages::{
     DeliveryNote, Endorsement, Epo, GoodsOffer, GroupCredential, IDENTITY_LEN_MAX, PRD_LEN_MAX,
@@ -235,13 +237,15 @@ impl MerchantPurchase {
     }
 
     /// Step 6: check the customer's EPO against the quote and delivery, then endorse it
-    /// with K sealed to N. Persist the returned endorsement before sending it. Endorsing
-    /// the same EPO again returns the same endorsement; a different EPO is refused.
+    /// with K sealed to N (under the pair key of `merchant_seal_secret` and N's sealing
+    /// key). Persist the returned endorsement before sending it. Endorsing the same EPO
+    /// again returns the same endorsement; a different EPO is refused.
     #[allow(clippy::too_many_arguments)]
     pub fn endorse(
         &mut self,
         crypto: &dyn Crypto,
         signer: &dyn Signer,
+        merchant_seal_secret: &SealSecret,
         billing_seal_key: &SealKey,
         epo: Signed<Epo>,
         memo: &str,
@@ -283,10 +287,12 @@ impl MerchantPurchase {
         if now_ms > e.expires_at_ms {
             return Err(MerchantError::EpoExpired);
         }
-        let sealed_key = crypto.seal(
+        let sealed_key = crate::sealing::seal_goods_key(
+            crypto,
+            merchant_seal_secret,
             billing_seal_key,
-            &crate::billing::sealed_key_info(&e.epoid),
-            &self.goods_key.0,
+            &e.epoid,
+            &self.goods_key,
             entropy,
         );
         let endorsement = Signed::sign(

@@ -202,14 +202,66 @@ pub struct Epo {
     pub expires_at_ms: u64,
     /// Digest of the signed quote this EPO accepts.
     pub quote_digest: Digest,
-    /// Where N seals the goods key and the customer's private receipt part.
+    /// The customer's sealing key. v2: her wallet's static X25519 key, with which N derives
+    /// the pair key that seals [`EpoSecret`] and the receipt's [`CustomerPart`]. v1: a fresh
+    /// key per purchase to which N sealed the customer part with HPKE.
     pub reply_key: SealKey,
-    /// [`EpoSecret`], sealed to N: only N can read it.
-    pub sealed_for_billing: Vec<u8>,
+    /// [`EpoSecret`], sealed so that only N can read it; the variant is the EPO's version.
+    pub sealed_for_billing: Sealed,
+}
+
+/// A part of a signed object only one other party may read, and how it is sealed. The
+/// variant is fixed by the version of the object that carries it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Sealed {
+    /// v1: HPKE (a fresh X25519 key agreement per seal) to the reader's sealing key.
+    Hpke(Vec<u8>),
+    /// v2: XChaCha20-Poly1305 under the key the two parties' static X25519 keys derive
+    /// (see [`crate::crypto::Crypto::pair_seal`]); `nonce (24 bytes) || ciphertext`.
+    Pair(Vec<u8>),
+}
+
+impl Sealed {
+    /// The sealed bytes, whatever the scheme.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Sealed::Hpke(b) | Sealed::Pair(b) => b,
+        }
+    }
+    /// The version of the signed object that carries a part sealed this way.
+    pub fn version(&self) -> u8 {
+        match self {
+            Sealed::Hpke(_) => 1,
+            Sealed::Pair(_) => 2,
+        }
+    }
+    fn decode(version: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let b = r.bytes(SEALED_LEN_MAX)?.to_vec();
+        match version {
+            1 => Ok(Sealed::Hpke(b)),
+            2 => Ok(Sealed::Pair(b)),
+            v => Err(DecodeError::UnsupportedVersion(v)),
+        }
+    }
+}
+
+/// The additional data that binds a v2 pair-sealed part to its purpose and purchase:
+/// `purpose || 0x00 || EPOID bytes`.
+pub fn pair_aad(purpose: &[u8], epoid: &EpoId) -> Vec<u8> {
+    let mut aad = purpose.to_vec();
+    aad.push(0);
+    aad.extend_from_slice(&epoid.to_bytes());
+    aad
 }
 
 impl SignedBody for Epo {
     const DOMAIN: &'static [u8] = b"netbill/v1/epo";
+    fn version(&self) -> u8 {
+        self.sealed_for_billing.version()
+    }
+    fn decode_version(version: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Epo::decode_as(version, r)
+    }
 }
 
 impl Codec for Epo {
@@ -226,9 +278,18 @@ impl Codec for Epo {
         w.u64(self.expires_at_ms);
         enc_digest(w, &self.quote_digest);
         w.fixed(&self.reply_key.0);
-        w.bytes(&self.sealed_for_billing);
+        w.bytes(self.sealed_for_billing.as_bytes());
     }
+    /// Decodes the current version (v2).
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Epo::decode_as(2, r)
+    }
+}
+
+impl Epo {
+    /// The EPO's body layout is the same in v1 and v2; the version says how the sealed
+    /// part is sealed.
+    fn decode_as(version: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(Epo {
             identity: dec_text(r, IDENTITY_LEN_MAX)?,
             customer_key: PublicKey(r.array()?),
@@ -242,7 +303,7 @@ impl Codec for Epo {
             expires_at_ms: r.u64()?,
             quote_digest: dec_digest(r)?,
             reply_key: SealKey(r.array()?),
-            sealed_for_billing: r.bytes(SEALED_LEN_MAX)?.to_vec(),
+            sealed_for_billing: Sealed::decode(version, r)?,
         })
     }
 }
@@ -257,8 +318,10 @@ pub struct EpoSecret {
 }
 
 impl EpoSecret {
-    /// The seal's `info`: binds it to EPOs.
+    /// v1: the HPKE seal's `info`: binds it to EPOs.
     pub const SEAL_INFO: &'static [u8] = b"netbill/v1/epo-secret";
+    /// v2: the purpose in the pair seal's additional data ([`pair_aad`]).
+    pub const PAIR_PURPOSE: &'static [u8] = b"netbill/v2/epo-secret";
 }
 
 impl Codec for EpoSecret {
@@ -285,14 +348,64 @@ pub struct Endorsement {
     pub epo: Signed<Epo>,
     pub merchant_key: PublicKey,
     pub memo: String,
-    /// The goods key K, sealed to N with the EPOID as `info`.
-    pub sealed_key: Vec<u8>,
+    /// The goods key K, sealed so that only N can read it, bound to the EPOID.
+    pub sealed_key: SealedKey,
     /// `SHA-256("netbill/v1/goods-key" || K)`: a public commitment to K.
     pub key_digest: Digest,
 }
 
+/// How the endorsement seals K to N; the variant is the endorsement's version.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SealedKey {
+    /// v1: HPKE to N's sealing key with `info` = [`crate::billing::sealed_key_info`].
+    Hpke(Vec<u8>),
+    /// v2: pair-sealed between the merchant's static sealing key `merchant_seal_key` and
+    /// N's, with [`pair_aad`]`(`[`Endorsement::KEY_PURPOSE`]`, epoid)`.
+    Pair {
+        merchant_seal_key: SealKey,
+        sealed: Vec<u8>,
+    },
+}
+
+impl Endorsement {
+    /// v2: the purpose in the pair seal of K.
+    pub const KEY_PURPOSE: &'static [u8] = b"netbill/v2/goods-key";
+
+    /// v1 layout: epo, merchant_key, memo, sealed_key, key_digest. v2 puts the merchant's
+    /// sealing key before the sealed key.
+    fn decode_as(version: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let epo = Signed::decode(r)?;
+        let merchant_key = PublicKey(r.array()?);
+        let memo = dec_text(r, MEMO_LEN_MAX)?;
+        let sealed_key = match version {
+            1 => SealedKey::Hpke(r.bytes(SEALED_LEN_MAX)?.to_vec()),
+            2 => SealedKey::Pair {
+                merchant_seal_key: SealKey(r.array()?),
+                sealed: r.bytes(SEALED_LEN_MAX)?.to_vec(),
+            },
+            v => return Err(DecodeError::UnsupportedVersion(v)),
+        };
+        Ok(Endorsement {
+            epo,
+            merchant_key,
+            memo,
+            sealed_key,
+            key_digest: dec_digest(r)?,
+        })
+    }
+}
+
 impl SignedBody for Endorsement {
     const DOMAIN: &'static [u8] = b"netbill/v1/endorsement";
+    fn version(&self) -> u8 {
+        match self.sealed_key {
+            SealedKey::Hpke(_) => 1,
+            SealedKey::Pair { .. } => 2,
+        }
+    }
+    fn decode_version(version: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Endorsement::decode_as(version, r)
+    }
 }
 
 impl Codec for Endorsement {
@@ -300,17 +413,21 @@ impl Codec for Endorsement {
         self.epo.encode(w);
         w.fixed(&self.merchant_key.0);
         w.str(&self.memo);
-        w.bytes(&self.sealed_key);
+        match &self.sealed_key {
+            SealedKey::Hpke(b) => w.bytes(b),
+            SealedKey::Pair {
+                merchant_seal_key,
+                sealed,
+            } => {
+                w.fixed(&merchant_seal_key.0);
+                w.bytes(sealed);
+            }
+        }
         enc_digest(w, &self.key_digest);
     }
+    /// Decodes the current version (v2).
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Endorsement {
-            epo: Signed::decode(r)?,
-            merchant_key: PublicKey(r.array()?),
-            memo: dec_text(r, MEMO_LEN_MAX)?,
-            sealed_key: r.bytes(SEALED_LEN_MAX)?.to_vec(),
-            key_digest: dec_digest(r)?,
-        })
+        Endorsement::decode_as(2, r)
     }
 }
 
@@ -380,7 +497,8 @@ pub struct Receipt {
     pub epo_digest: Digest,
     /// The commitment to K from the endorsement (zero unless committed).
     pub key_digest: Digest,
-    /// [`CustomerPart`], sealed to the EPO's reply key (empty for an abort with no EPO).
+    /// [`CustomerPart`], sealed for the customer the way her EPO's version says (v1: HPKE
+    /// to the reply key; v2: the customer–N pair key); empty for an abort with no EPO.
     pub customer_part: Vec<u8>,
     pub time_ms: u64,
 }
@@ -437,8 +555,10 @@ pub struct CustomerPart {
 }
 
 impl CustomerPart {
-    /// The seal's `info`.
+    /// v1: the HPKE seal's `info`.
     pub const SEAL_INFO: &'static [u8] = b"netbill/v1/customer-part";
+    /// v2: the purpose in the pair seal's additional data ([`pair_aad`]).
+    pub const PAIR_PURPOSE: &'static [u8] = b"netbill/v2/customer-part";
 }
 
 impl Codec for CustomerPart {

@@ -16,13 +16,32 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::codec::{Codec, DecodeError, FIELD_LEN_MAX, Reader, Writer};
 use crate::crypto::{Crypto, Digest, PublicKey, Signature, Signer};
 
-/// The protocol version every signed object carries.
+/// The version of a signed object whose kind has only ever had one.
 pub const VERSION: u8 = 1;
 
 /// A body that is signed as a whole, under its own domain-separation tag.
+///
+/// Each kind is versioned on its own: the first byte of the signed bytes is the body's
+/// [`version`](SignedBody::version), and [`decode_version`](SignedBody::decode_version)
+/// reads every version of the kind that is still accepted, so records signed by an older
+/// release stay readable and checkable.
 pub trait SignedBody: Codec + Clone {
-    /// e.g. `b"netbill/v1/quote"`.
+    /// e.g. `b"netbill/v1/quote"`: names the kind (the version is the byte after it).
     const DOMAIN: &'static [u8];
+
+    /// The version this body is encoded (and signed) as.
+    fn version(&self) -> u8 {
+        VERSION
+    }
+
+    /// Decodes a body of `version`; refuses versions this kind never had.
+    fn decode_version(version: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        if version == VERSION {
+            Self::decode(r)
+        } else {
+            Err(DecodeError::UnsupportedVersion(version))
+        }
+    }
 }
 
 /// A signature did not verify under the expected key.
@@ -62,7 +81,7 @@ impl<T: SignedBody> Signed<T> {
     /// Signs `body` with `signer`.
     pub fn sign(body: T, signer: &dyn Signer) -> Self {
         let mut w = Writer::new();
-        w.u8(VERSION);
+        w.u8(body.version());
         body.encode(&mut w);
         let bytes = w.into_bytes();
         let signature = signer.sign(&to_be_signed(T::DOMAIN, &bytes));
@@ -78,10 +97,7 @@ impl<T: SignedBody> Signed<T> {
     pub fn from_parts(bytes: Vec<u8>, signature: Signature) -> Result<Self, DecodeError> {
         let mut r = Reader::new(&bytes);
         let version = r.u8()?;
-        if version != VERSION {
-            return Err(DecodeError::UnsupportedVersion(version));
-        }
-        let body = T::decode(&mut r)?;
+        let body = T::decode_version(version, &mut r)?;
         r.finish()?;
         Ok(Signed {
             body,
@@ -110,6 +126,11 @@ impl<T: SignedBody> Signed<T> {
     /// The signed bytes (version byte, then the body's canonical encoding).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+    /// The version the object was signed as (its first signed byte).
+    pub fn version(&self) -> u8 {
+        // Never empty: every constructor starts the bytes with the version.
+        self.bytes.first().copied().unwrap_or_default()
     }
     pub fn signature(&self) -> &Signature {
         &self.signature

@@ -138,6 +138,7 @@ impl World {
         m.endorse(
             &C,
             &self.merchant,
+            &seal_secret("acme-seal"),
             &C.seal_key(&self.billing_secret),
             epo,
             "",
@@ -170,6 +171,7 @@ impl World {
             } => billing::make_receipt(
                 &C,
                 &self.billing,
+                &self.billing_secret,
                 &v,
                 ResultCode::Committed,
                 *customer_balance_minor,
@@ -184,6 +186,7 @@ impl World {
             } => billing::make_receipt(
                 &C,
                 &self.billing,
+                &self.billing_secret,
                 &v,
                 *code,
                 *customer_balance_minor,
@@ -213,7 +216,15 @@ fn a_purchase_moves_money_and_releases_k() {
         m.settle(&C, &w.billing.public_key(), receipt.clone()),
         Ok(ResultCode::Committed)
     );
-    match c.settle(&C, &w.billing.public_key(), receipt).unwrap() {
+    match c
+        .settle(
+            &C,
+            &w.billing.public_key(),
+            &C.seal_key(&w.billing_secret),
+            receipt,
+        )
+        .unwrap()
+    {
         Settlement::Paid {
             goods_key,
             balance_minor,
@@ -279,7 +290,13 @@ fn insufficient_funds_gets_a_signed_failure_receipt_and_moves_nothing() {
         ResultCode::InsufficientFunds
     );
     assert_eq!(
-        c.settle(&C, &w.billing.public_key(), receipt).unwrap(),
+        c.settle(
+            &C,
+            &w.billing.public_key(),
+            &C.seal_key(&w.billing_secret),
+            receipt
+        )
+        .unwrap(),
         Settlement::NotPaid {
             result: ResultCode::InsufficientFunds,
             balance_minor: Some(1_000)
@@ -346,6 +363,7 @@ fn a_retried_endorsement_gets_the_same_receipt_and_one_debit() {
         m.endorse(
             &C,
             &w.merchant,
+            &seal_secret("acme-seal"),
             &C.seal_key(&w.billing_secret),
             epo,
             "",
@@ -388,7 +406,13 @@ fn an_unknown_epoid_past_expiry_is_aborted_and_a_late_endorsement_cannot_commit(
     assert_eq!(receipt.body_unverified().result, ResultCode::Aborted);
     assert_eq!(w.balance("alice"), 100_000);
     assert_eq!(
-        c.settle(&C, &w.billing.public_key(), receipt).unwrap(),
+        c.settle(
+            &C,
+            &w.billing.public_key(),
+            &C.seal_key(&w.billing_secret),
+            receipt
+        )
+        .unwrap(),
         Settlement::NotPaid {
             result: ResultCode::Aborted,
             balance_minor: None
@@ -439,6 +463,7 @@ fn the_merchant_refuses_an_epo_that_differs_from_quote_or_delivery() {
         m1.endorse(
             &C,
             &w.merchant,
+            &seal_secret("acme-seal"),
             &C.seal_key(&w.billing_secret),
             cheap,
             "",
@@ -455,6 +480,7 @@ fn the_merchant_refuses_an_epo_that_differs_from_quote_or_delivery() {
         m2.endorse(
             &C,
             &w.merchant,
+            &seal_secret("acme-seal"),
             &C.seal_key(&w.billing_secret),
             other,
             "",
@@ -474,6 +500,7 @@ fn the_merchant_refuses_an_epo_that_differs_from_quote_or_delivery() {
         m3.endorse(
             &C,
             &w.merchant,
+            &seal_secret("acme-seal"),
             &C.seal_key(&w.billing_secret),
             by_mallory,
             "",

@@ -112,7 +112,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let public = keys.public();
     let writer = writer::Writer::start(
         store,
-        netbill_crypto::Ed25519Signer::from_bytes(&keys.signer.secret_bytes()),
+        keys::BillingKeys {
+            signer: netbill_crypto::Ed25519Signer::from_bytes(&keys.signer.secret_bytes()),
+            seal: keys.seal.clone(),
+        },
         config.queue_max,
         config.batch_max,
     );

@@ -235,17 +235,9 @@ async fn authenticate_grant(
 
 /// K, opened from a stored endorsement with N's seal secret.
 fn open_goods_key(s: &AppState, e: &Signed<Endorsement>) -> Result<GoodsKey, Problem> {
-    use netbill_proto::crypto::Crypto as _;
     let body = e.body_unverified();
     let epoid = &body.epo.body_unverified().epoid;
-    RealCrypto
-        .open(
-            &s.keys.seal,
-            &billing::sealed_key_info(epoid),
-            &body.sealed_key,
-        )
-        .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
-        .map(GoodsKey)
+    netbill_proto::sealing::open_goods_key(&RealCrypto, &s.keys.seal, body)
         .ok_or_else(|| Problem::internal(format!("the stored goods key of {epoid} does not open")))
 }
 

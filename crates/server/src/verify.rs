@@ -66,6 +66,25 @@ impl Crypto for BatchChecked<'_> {
     fn open(&self, secret: &SealSecret, info: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         RealCrypto.open(secret, info, sealed)
     }
+    fn pair_seal(
+        &self,
+        own: &SealSecret,
+        peer: &SealKey,
+        aad: &[u8],
+        plaintext: &[u8],
+        nonce: [u8; 24],
+    ) -> Vec<u8> {
+        RealCrypto.pair_seal(own, peer, aad, plaintext, nonce)
+    }
+    fn pair_open(
+        &self,
+        own: &SealSecret,
+        peer: &SealKey,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
+        RealCrypto.pair_open(own, peer, aad, sealed)
+    }
 }
 
 /// Verifies a chunk of endorsements (phase 1, no ledger), checking all their signatures
@@ -114,6 +133,7 @@ mod tests {
         seal_key: SealKey,
         customer: Ed25519Signer,
         merchant: Ed25519Signer,
+        merchant_seal: SealSecret,
     }
 
     fn world() -> World {
@@ -124,6 +144,7 @@ mod tests {
             seal_key,
             customer: Ed25519Signer::generate(),
             merchant: Ed25519Signer::generate(),
+            merchant_seal: random_seal_secret(),
         }
     }
 
@@ -185,8 +206,17 @@ mod tests {
                 random_bytes(),
             )
             .unwrap();
-        m.endorse(&c, &w.merchant, &w.seal_key, epo, "", now, random_bytes())
-            .unwrap()
+        m.endorse(
+            &c,
+            &w.merchant,
+            &w.merchant_seal,
+            &w.seal_key,
+            epo,
+            "",
+            now,
+            random_bytes(),
+        )
+        .unwrap()
     }
 
     fn flip(sig: &Signature) -> Signature {

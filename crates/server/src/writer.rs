@@ -6,6 +6,7 @@
 //! server has exactly one writer. Several servers may share one PostgreSQL ledger: the store
 //! then locks the rows a batch touches and runs the batch again on contention.
 
+use crate::keys::BillingKeys;
 use netbill_crypto::{Ed25519Signer, RealCrypto, random_bytes};
 use netbill_ledger::{Store, StoreError};
 use netbill_proto::billing::{self, Decision, VerifiedPurchase};
@@ -59,7 +60,7 @@ impl Writer {
     /// `batch_max` purchases share one transaction.
     pub fn start(
         mut store: Box<dyn Store>,
-        signer: Ed25519Signer,
+        keys: BillingKeys,
         queue_max: usize,
         batch_max: usize,
     ) -> Writer {
@@ -77,7 +78,7 @@ impl Writer {
                     match first {
                         Job::Run(f) => f(store.as_mut()),
                         Job::Abort(epoid, reply) => {
-                            let _ = reply.send(abort(store.as_mut(), &signer, &epoid));
+                            let _ = reply.send(abort(store.as_mut(), &keys.signer, &epoid));
                         }
                         Job::Purchase(v, reply) => {
                             let mut batch = vec![(v, reply)];
@@ -92,7 +93,7 @@ impl Writer {
                                 }
                             }
                             let n = batch.len() as u64;
-                            if commit_batch(store.as_mut(), &signer, batch) {
+                            if commit_batch(store.as_mut(), &keys, batch) {
                                 use std::sync::atomic::Ordering::Relaxed;
                                 counters.batches.fetch_add(1, Relaxed);
                                 counters.purchases.fetch_add(n, Relaxed);
@@ -154,7 +155,7 @@ type Waiting = (
 );
 
 /// Decides and commits one batch; answers every waiter. Returns whether it committed.
-fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waiting>) -> bool {
+fn commit_batch(store: &mut dyn Store, keys: &BillingKeys, batch: Vec<Waiting>) -> bool {
     let now = netbill_http::now_ms();
     let mut answers: Vec<PurchaseAnswer> = Vec::with_capacity(batch.len());
     netbill_http::crash_point("server.before_commit");
@@ -175,7 +176,7 @@ fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waitin
             let answer = match billing::decide(v, &*tx, now) {
                 Decision::Settled(r) if netbill_http::bug("server.fresh_receipt_on_retry") => {
                     let code = r.body_unverified().result;
-                    PurchaseAnswer::Receipt(Box::new(receipt(signer, v, code, 0, false, now)))
+                    PurchaseAnswer::Receipt(Box::new(receipt(keys, v, code, 0, false, now)))
                 }
                 Decision::Settled(r) => PurchaseAnswer::Receipt(r),
                 Decision::Conflict => PurchaseAnswer::Conflict,
@@ -185,7 +186,7 @@ fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waitin
                     ..
                 } => {
                     let r = receipt(
-                        signer,
+                        keys,
                         v,
                         ResultCode::Committed,
                         customer_balance_minor,
@@ -200,7 +201,7 @@ fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waitin
                     customer_balance_minor,
                     low_balance,
                 } => {
-                    let r = receipt(signer, v, code, customer_balance_minor, low_balance, now);
+                    let r = receipt(keys, v, code, customer_balance_minor, low_balance, now);
                     tx.record_purchase(v, &r, now)?;
                     PurchaseAnswer::Receipt(Box::new(r))
                 }
@@ -241,7 +242,7 @@ fn commit_batch(store: &mut dyn Store, signer: &Ed25519Signer, batch: Vec<Waitin
 }
 
 fn receipt(
-    signer: &Ed25519Signer,
+    keys: &BillingKeys,
     v: &VerifiedPurchase,
     code: ResultCode,
     balance: i64,
@@ -250,7 +251,8 @@ fn receipt(
 ) -> Signed<Receipt> {
     billing::make_receipt(
         &RealCrypto,
-        signer,
+        &keys.signer,
+        &keys.seal,
         v,
         code,
         balance,

@@ -4,6 +4,9 @@
 //! - `wallet.json`: the account, the identity shown to merchants, the billing server's URL
 //!   and its pinned public keys;
 //! - `customer-sign.key`: the signing key;
+//! - `customer-seal.key`: the static X25519 sealing secret (v2): N and the wallet derive
+//!   their pair key from it, which seals the EPO's secret part and the receipt's private
+//!   part (a wallet made before v2 gets one the first time it is opened);
 //! - `purchases/<id>.json`: one record per purchase, written (atomically, durably) *before*
 //!   each message that depends on it is sent — in particular before the signed EPO leaves,
 //!   so that after any crash `recover` can finish every purchase;
@@ -19,6 +22,7 @@ use netbill_crypto::{
 use netbill_http::client::{CallError, Client};
 use netbill_http::now_ms;
 use netbill_merchant::api::PaymentRequired;
+use netbill_proto::crypto::SealSecret;
 use netbill_proto::crypto::{Digest, PublicKey, Signer};
 use netbill_proto::customer::{
     self, CustomerError, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
@@ -34,6 +38,7 @@ use sha2::{Digest as _, Sha256};
 
 const CONFIG_FILE: &str = "wallet.json";
 const KEY_FILE: &str = "customer-sign.key";
+const SEAL_FILE: &str = "customer-seal.key";
 const PURCHASES_DIR: &str = "purchases";
 
 /// Largest goods a wallet downloads unless told otherwise: 4 GiB.
@@ -150,6 +155,8 @@ pub struct Wallet {
     dir: PathBuf,
     pub config: WalletConfig,
     signer: Ed25519Signer,
+    /// The static sealing secret: every v2 EPO's reply key is its public half.
+    seal: SealSecret,
     billing: Client,
     /// Merchants' keys as N answered them recently: a wallet buying again from the same
     /// merchant saves a round trip to N. Kept [`MERCHANT_KEY_TTL`] at most, so a key the
@@ -268,11 +275,21 @@ impl Wallet {
             &load_secret_key(dir.join(KEY_FILE), "customer-sign")
                 .map_err(|e| WalletError::Other(e.to_string()))?,
         );
+        let seal_path = dir.join(SEAL_FILE);
+        if !seal_path.exists() {
+            save_secret_key(&seal_path, "customer-seal", &random_seal_secret().0, false)
+                .map_err(|e| WalletError::Other(e.to_string()))?;
+        }
+        let seal = SealSecret(
+            load_secret_key(&seal_path, "customer-seal")
+                .map_err(|e| WalletError::Other(e.to_string()))?,
+        );
         let billing = Client::new(&config.billing_url)?;
         Ok(Wallet {
             dir: dir.to_path_buf(),
             config,
             signer,
+            seal,
             billing,
             merchant_keys: Default::default(),
         })
@@ -441,7 +458,7 @@ impl Wallet {
             merchant_url: merchant_url.to_string(),
             merchant_key,
             out,
-            purchase: CustomerPurchase::new(quote, offer.clone(), random_seal_secret()),
+            purchase: CustomerPurchase::new(quote, offer.clone(), self.seal.clone()),
             delivered_to: None,
         };
         // Nothing is signed yet: a crash losing this record loses a purchase nothing was
@@ -582,9 +599,12 @@ impl Wallet {
         rec: &mut PurchaseRecord,
         receipt: Signed<netbill_proto::messages::Receipt>,
     ) -> Result<Outcome, WalletError> {
-        let settlement =
-            rec.purchase
-                .settle(&RealCrypto, &self.config.billing.sign_key, receipt)?;
+        let settlement = rec.purchase.settle(
+            &RealCrypto,
+            &self.config.billing.sign_key,
+            &self.config.billing.seal_key,
+            receipt,
+        )?;
         // The receipt is N's and can be fetched again: if a crash loses this record, the
         // durable EPO record is back and `recover` settles it again.
         self.save_quick(rec)?;

@@ -258,6 +258,8 @@ struct Setup {
     billing: SymbolicSigner,
     billing_secret: SealSecret,
     billing_seal_key: SealKey,
+    /// The merchant's static sealing secret (v2 seals of K).
+    merchant_seal: SealSecret,
     policy: BillingPolicy,
     customer_account: AccountId,
     quote: Arc<Signed<Quote>>,
@@ -333,6 +335,7 @@ impl Setup {
             billing,
             billing_secret,
             billing_seal_key,
+            merchant_seal: seal_secret("acme"),
             policy: BillingPolicy {
                 expiry_max_ms: EXPIRY_MAX_MS,
             },
@@ -446,7 +449,12 @@ impl NetBill {
                 let Some(mut p) = c.record().cloned() else {
                     return;
                 };
-                match p.settle(&s.crypto, &s.billing.public_key(), receipt.clone()) {
+                match p.settle(
+                    &s.crypto,
+                    &s.billing.public_key(),
+                    &s.billing_seal_key,
+                    receipt.clone(),
+                ) {
                     Ok(Settlement::Paid { goods_key, .. }) => c.goods_key = Some(goods_key),
                     Ok(Settlement::NotPaid { .. }) => {}
                     Err(_) => return,
@@ -601,6 +609,7 @@ impl NetBill {
                 let endorsed = p.endorse(
                     &s.crypto,
                     &s.merchant,
+                    &s.merchant_seal,
                     &s.billing_seal_key,
                     (**epo).clone(),
                     "",
@@ -734,6 +743,7 @@ impl NetBill {
                     } => billing::make_receipt(
                         &s.crypto,
                         &s.billing,
+                        &s.billing_secret,
                         &v,
                         ResultCode::Committed,
                         *customer_balance_minor,
@@ -748,6 +758,7 @@ impl NetBill {
                     } => billing::make_receipt(
                         &s.crypto,
                         &s.billing,
+                        &s.billing_secret,
                         &v,
                         *code,
                         *customer_balance_minor,
@@ -829,17 +840,13 @@ impl NetBill {
         let merchant_key = s.merchant.public_key();
         if let Ok(body) = e.verify(&s.crypto, &merchant_key) {
             let epo = body.epo.body_unverified();
-            let key = s.crypto.open(
-                &s.billing_secret,
-                &billing::sealed_key_info(epoid),
-                &body.sealed_key,
-            );
+            let key = netbill_proto::sealing::open_goods_key(&s.crypto, &s.billing_secret, body);
             records.push(SignedRecord {
                 signer: Role::Merchant,
                 binds: Binds {
                     price: epo.price == quote.price,
                     goods_digest: epo.goods_checksum == s.offer.checksum,
-                    goods_key: key.as_deref() == Some(&s.goods_key.0[..])
+                    goods_key: key.as_ref() == Some(&s.goods_key)
                         && body.key_digest == goods_key_digest(&s.crypto, &s.goods_key),
                 },
             });
