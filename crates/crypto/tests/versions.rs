@@ -338,3 +338,23 @@ fn a_receipt_part_of_another_purchase_does_not_settle() {
         .is_some()
     );
 }
+
+#[test]
+fn an_overlong_memo_is_refused_before_the_epo_is_signed() {
+    let w = World::new();
+    let (mut c, _, _) = w.through_epo(3);
+    c.epo = None;
+    let memo = "m".repeat(201);
+    let r = c.sign_epo(
+        &C,
+        &w.customer,
+        &w.billing_seal_key,
+        &id("alice"),
+        random_bytes(),
+        &memo,
+        NOW,
+        random_bytes(),
+    );
+    assert_eq!(r.unwrap_err(), CustomerError::MemoTooLong(201));
+    assert!(c.epo.is_none(), "nothing signed");
+}

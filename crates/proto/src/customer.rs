@@ -48,6 +48,8 @@ pub enum CustomerError {
     CustomerPartUnreadable,
     #[error("the goods key in the receipt does not match the key N committed to")]
     KeyMismatch,
+    #[error("the memo is {0} bytes; at most {max} are allowed", max = crate::messages::MEMO_LEN_MAX)]
+    MemoTooLong(usize),
 }
 
 /// Where a customer's purchase stands.
@@ -215,6 +217,11 @@ impl CustomerPurchase {
         };
         if note.expires_at_ms < now_ms {
             return Err(CustomerError::Expired);
+        }
+        if memo.len() > crate::messages::MEMO_LEN_MAX {
+            // Caught before signing: N could not decode the sealed part, and the EPO would
+            // be refused after the point of no return.
+            return Err(CustomerError::MemoTooLong(memo.len()));
         }
         let q = self.quote.body_unverified();
         let secret = EpoSecret {
