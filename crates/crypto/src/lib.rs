@@ -15,7 +15,7 @@
 #![warn(missing_docs)]
 
 use ed25519_dalek::Signer as _;
-use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+use hpke::{Deserializable, OpModeR, OpModeS, Serializable};
 use netbill_proto::crypto::{
     Crypto, Digest, GoodsKey, PublicKey, SealKey, SealSecret, Signature, Signer,
 };
@@ -91,12 +91,9 @@ impl Crypto for RealCrypto {
         }
     }
 
+    /// `X25519(secret, 9)`, the key HPKE (v1) and pair sealing (v2) both use; cached.
     fn seal_key(&self, secret: &SealSecret) -> SealKey {
-        let sk = seal_private_key(secret);
-        let pk = HpkeKem::sk_to_pk(&sk);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(&pk.to_bytes());
-        SealKey(out)
+        pair::public_key(secret)
     }
 
     fn pair_seal(

@@ -10,9 +10,9 @@
 //! 5. A seal is `nonce (24 random bytes) || XChaCha20-Poly1305(pair key, nonce, aad, pt)`
 //!    (ciphertext then the 16-byte tag).
 //!
-//! The pair key costs one scalar multiplication (two on a cache miss, counting our own
-//! public key); it is computed once per pair and kept in a process-wide cache, so sealing
-//! and opening cost a hash and an AEAD pass. Random 192-bit nonces make the key's reuse
+//! The pair key costs one scalar multiplication; it is computed once per pair and kept in a
+//! process-wide cache, and so is each secret's public key, so sealing and opening (and
+//! naming one's own seal key in a message) cost a hash and an AEAD pass. Random 192-bit nonces make the key's reuse
 //! across purchases safe; the `aad` binds each seal to its purpose and EPOID.
 
 use std::collections::HashMap;
@@ -29,19 +29,46 @@ use zeroize::Zeroizing;
 pub const PAIR_KEY_SALT: &[u8] = b"netbill/v2/pair-key";
 /// Bytes a pair seal adds to its plaintext: the nonce and the Poly1305 tag.
 pub const PAIR_OVERHEAD: usize = 24 + 16;
-/// Most pair keys the cache holds; when full it starts again (a miss costs one X25519).
+/// Most entries each cache holds; when full it starts again (a miss costs one X25519).
 pub const PAIR_CACHE_MAX: usize = 1 << 16;
 
+/// A process-wide map from a SHA-256 slot to 32 bytes, bounded by [`PAIR_CACHE_MAX`].
 type Cache = Mutex<HashMap<[u8; 32], Zeroizing<[u8; 32]>>>;
 
-fn cache() -> &'static Cache {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+/// `value` from `cache` under the slot `SHA-256(parts…)`, computed by `make` on a miss.
+fn cached(
+    cache: &'static OnceLock<Cache>,
+    parts: &[&[u8]],
+    make: impl FnOnce() -> Option<Zeroizing<[u8; 32]>>,
+) -> Option<Zeroizing<[u8; 32]>> {
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    let slot: [u8; 32] = h.finalize().into();
+    let cache = cache.get_or_init(|| Mutex::new(HashMap::new()));
+    let lock = || cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = lock().get(&slot) {
+        return Some(v.clone());
+    }
+    let v = make()?;
+    let mut c = lock();
+    if c.len() >= PAIR_CACHE_MAX {
+        c.clear();
+    }
+    c.insert(slot, v.clone());
+    Some(v)
 }
 
-/// The public key of a sealing secret.
+/// The public key of a sealing secret (cached: a party names its own key in every message).
 pub fn public_key(secret: &SealSecret) -> SealKey {
-    SealKey(MontgomeryPoint::mul_base_clamped(secret.0).to_bytes())
+    static PUBLIC: OnceLock<Cache> = OnceLock::new();
+    let compute = || MontgomeryPoint::mul_base_clamped(secret.0).to_bytes();
+    let make = || Some(Zeroizing::new(compute()));
+    match cached(&PUBLIC, &[b"netbill/v2/public-cache", &secret.0], make) {
+        Some(k) => SealKey(*k),
+        None => SealKey(compute()),
+    }
 }
 
 /// The pair key of `own` and `peer` (computed, without the cache); `None` for a low-order
@@ -68,22 +95,10 @@ pub fn derive_pair_key(own: &SealSecret, peer: &SealKey) -> Option<Zeroizing<[u8
 
 /// The pair key of `own` and `peer`, from the cache when it has been derived before.
 pub fn pair_key(own: &SealSecret, peer: &SealKey) -> Option<Zeroizing<[u8; 32]>> {
-    let mut h = sha2::Sha256::new();
-    h.update(b"netbill/v2/pair-cache");
-    h.update(own.0);
-    h.update(peer.0);
-    let slot: [u8; 32] = h.finalize().into();
-    let lock = |c: &'static Cache| c.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(k) = lock(cache()).get(&slot) {
-        return Some(k.clone());
-    }
-    let key = derive_pair_key(own, peer)?;
-    let mut c = lock(cache());
-    if c.len() >= PAIR_CACHE_MAX {
-        c.clear();
-    }
-    c.insert(slot, key.clone());
-    Some(key)
+    static PAIRS: OnceLock<Cache> = OnceLock::new();
+    cached(&PAIRS, &[b"netbill/v2/pair-cache", &own.0, &peer.0], || {
+        derive_pair_key(own, peer)
+    })
 }
 
 /// Seals `plaintext` between `own` and `peer`; empty (which nothing opens) for a
