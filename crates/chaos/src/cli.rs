@@ -36,6 +36,13 @@ pub struct ChaosArgs {
 
 /// Runs `netbill chaos`.
 pub fn run(args: ChaosArgs) -> anyhow::Result<ExitCode> {
+    // The crash points and bug switches it arms exist only in a test build of netbill.
+    anyhow::ensure!(
+        cfg!(feature = "test-support"),
+        "netbill chaos needs the crash points of a test build, not in this one: build netbill \
+         with `--features test-support` (e.g. `cargo run --release --features test-support -- \
+         chaos`)"
+    );
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

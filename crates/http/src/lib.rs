@@ -259,12 +259,15 @@ pub fn sign_request(
 }
 
 /// Test-only: the environment variable naming the one crash point at which a process aborts.
+#[cfg(feature = "test-support")]
 pub const CRASH_ENV: &str = "NETBILL_CRASH_AT";
 /// Test-only: the environment variable naming deliberately broken behaviours (comma-separated).
+#[cfg(feature = "test-support")]
 pub const BUG_ENV: &str = "NETBILL_BUG";
 
 /// Test-only fault injection: aborts the process (a crash: no cleanup, no flush) when
 /// `NETBILL_CRASH_AT` names `point`. The points are listed in docs/reliability.md.
+#[cfg(feature = "test-support")]
 pub fn crash_point(point: &str) {
     static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let at = AT.get_or_init(|| std::env::var(CRASH_ENV).ok().filter(|s| !s.is_empty()));
@@ -277,6 +280,7 @@ pub fn crash_point(point: &str) {
 /// Test-only: whether `NETBILL_BUG` switches on the deliberately broken behaviour `name`
 /// (used to show that the chaos checkers catch the bug they exist for). Never set it in
 /// production; the names are listed in docs/reliability.md.
+#[cfg(feature = "test-support")]
 pub fn bug(name: &str) -> bool {
     static BUGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
     BUGS.get_or_init(|| {
@@ -286,4 +290,17 @@ pub fn bug(name: &str) -> bool {
     })
     .iter()
     .any(|b| b == name)
+}
+
+/// Without the `test-support` feature there are no crash points: nothing to read, nothing left
+/// in the binary.
+#[cfg(not(feature = "test-support"))]
+#[inline(always)]
+pub fn crash_point(_point: &str) {}
+
+/// Without the `test-support` feature every bug switch is off.
+#[cfg(not(feature = "test-support"))]
+#[inline(always)]
+pub fn bug(_name: &str) -> bool {
+    false
 }

@@ -11,6 +11,7 @@
 
 mod postgres;
 mod sqlite;
+#[cfg(feature = "test-support")]
 pub mod throwaway_pg;
 
 use netbill_proto::billing::{
@@ -26,6 +27,30 @@ use thiserror::Error;
 
 pub use postgres::{PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
+
+/// A throwaway PostgreSQL server with one fresh database (`netbill bench --store postgres`):
+/// the server, which runs until dropped, and the database's URL. `throwaway_pg` is a test
+/// helper, so a build without the `test-support` feature refuses with an error saying so.
+pub fn throwaway_postgres(
+    durable: bool,
+) -> Result<(Box<dyn std::any::Any + Send>, String), String> {
+    #[cfg(feature = "test-support")]
+    {
+        let pg = throwaway_pg::PgServer::start(durable)?;
+        let url = pg.create_database()?;
+        Ok((Box::new(pg), url))
+    }
+    #[cfg(not(feature = "test-support"))]
+    {
+        let _ = durable;
+        Err(
+            "a throwaway PostgreSQL is a test helper, not in this build: build netbill with \
+             `--features test-support` (e.g. `cargo run --release --features test-support -- \
+             bench --store postgres`), or pass the URL of a PostgreSQL database"
+                .to_string(),
+        )
+    }
+}
 
 /// What can go wrong in the store.
 #[derive(Debug, Error)]

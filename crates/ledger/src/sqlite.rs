@@ -289,12 +289,20 @@ fn journal_append(
 
 /// Test-only bug switch (`NETBILL_BUG=ledger.skip_journal`, docs/reliability.md): money
 /// moves unjournaled. Read once, not per purchase.
+#[cfg(feature = "test-support")]
 fn skip_journal_bug() -> bool {
     static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SKIP.get_or_init(|| {
         std::env::var("NETBILL_BUG")
             .is_ok_and(|b| b.split(',').any(|b| b.trim() == "ledger.skip_journal"))
     })
+}
+
+/// Without the `test-support` feature there is no bug switch: every purchase is journaled.
+#[cfg(not(feature = "test-support"))]
+#[inline(always)]
+fn skip_journal_bug() -> bool {
+    false
 }
 
 /// Journals an account's new key (an entry that moves nothing).

@@ -246,7 +246,7 @@ async fn start_purchase(
     .await
     .map_err(internal)?
     .map_err(internal)?;
-    if plain_digest != q.goods_digest && s.fault != Fault::GarbageGoods {
+    if plain_digest != q.goods_digest && !s.fault.garbage_goods() {
         return Err(Problem::conflict(
             "goods-changed",
             "the product changed since the quote was made; ask for a new quote",
@@ -281,7 +281,7 @@ fn load(s: &MerchantState, id: &str) -> Result<MerchantPurchase, Problem> {
 /// The plaintext of a product: its file (or, under the test fault, garbage of its length).
 fn goods_source(path: &std::path::Path, fault: Fault) -> std::io::Result<Box<dyn Read + Send>> {
     let file = std::fs::File::open(path)?;
-    if fault == Fault::GarbageGoods {
+    if fault.garbage_goods() {
         let len = file.metadata()?.len();
         return Ok(Box::new(std::io::repeat(b'G').take(len)));
     }
@@ -441,7 +441,7 @@ async fn pay(
     // is still `endorsed`, and recovery re-sends the endorsement and gets N's stored receipt.
     s.store.put_relaxed(&id, &p, now_ms()).map_err(internal)?;
     netbill_http::crash_point("merchant.before_send_receipt");
-    if s.fault == Fault::DropReceipt {
+    if s.fault.drops_receipt() {
         return Err(Problem::new(
             StatusCode::BAD_GATEWAY,
             "receipt-lost",

@@ -73,17 +73,72 @@ pub fn init(
     Ok(signer.public_key())
 }
 
-/// Faults a test can switch on. Never set in production.
+/// Faults a test can switch on. Never set in production: a build without the `test-support`
+/// feature has only `None`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Fault {
     #[default]
     None,
     /// Settle with N but answer the customer's payment with an error, as if the receipt
     /// were lost on the way (step 8): the customer must recover K from N.
+    #[cfg(feature = "test-support")]
     DropReceipt,
     /// Deliver garbage: encrypt bytes that are not the quoted product (a dishonest
     /// merchant, for dispute tests).
+    #[cfg(feature = "test-support")]
     GarbageGoods,
+}
+
+impl Fault {
+    /// The fault of `netbill merchant run --fault-drop-receipt` / `--fault-garbage-goods`;
+    /// refused in a build without the `test-support` feature.
+    pub fn from_test_flags(drop_receipt: bool, garbage_goods: bool) -> anyhow::Result<Fault> {
+        #[cfg(feature = "test-support")]
+        {
+            Ok(if drop_receipt {
+                Fault::DropReceipt
+            } else if garbage_goods {
+                Fault::GarbageGoods
+            } else {
+                Fault::None
+            })
+        }
+        #[cfg(not(feature = "test-support"))]
+        {
+            anyhow::ensure!(
+                !drop_receipt && !garbage_goods,
+                "--fault-drop-receipt and --fault-garbage-goods are test switches, not in this \
+                 build: build netbill with `--features test-support`"
+            );
+            Ok(Fault::None)
+        }
+    }
+
+    /// Whether the receipt is to be dropped (`DropReceipt`).
+    #[inline(always)]
+    fn drops_receipt(self) -> bool {
+        #[cfg(feature = "test-support")]
+        {
+            self == Fault::DropReceipt
+        }
+        #[cfg(not(feature = "test-support"))]
+        {
+            false
+        }
+    }
+
+    /// Whether garbage is delivered (`GarbageGoods`).
+    #[inline(always)]
+    fn garbage_goods(self) -> bool {
+        #[cfg(feature = "test-support")]
+        {
+            self == Fault::GarbageGoods
+        }
+        #[cfg(not(feature = "test-support"))]
+        {
+            false
+        }
+    }
 }
 
 /// How to run a merchant server.

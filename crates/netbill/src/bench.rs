@@ -842,13 +842,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             ),
             "postgres" => {
                 // The PostgreSQL client blocks: keep it off the async runtime.
-                let (pg, url) = tokio::task::spawn_blocking(|| {
-                    let pg = netbill_ledger::throwaway_pg::PgServer::start(true)?;
-                    let url = pg.create_database()?;
-                    Ok::<_, String>((pg, url))
-                })
-                .await?
-                .map_err(anyhow::Error::msg)?;
+                let (pg, url) =
+                    tokio::task::spawn_blocking(|| netbill_ledger::throwaway_postgres(true))
+                        .await?
+                        .map_err(anyhow::Error::msg)?;
                 _pg = Some(pg);
                 (
                     "PostgreSQL 15 (throwaway server, fsync on)".to_string(),

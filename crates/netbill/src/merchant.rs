@@ -181,13 +181,7 @@ pub async fn run(cmd: MerchantCommand) -> anyhow::Result<ExitCode> {
                 epo_expiry_ms: a.epo_expiry_ms,
                 quote_ttl_ms: a.quote_ttl_ms,
                 recovery_interval_ms: 2_000,
-                fault: if a.fault_drop_receipt {
-                    Fault::DropReceipt
-                } else if a.fault_garbage_goods {
-                    Fault::GarbageGoods
-                } else {
-                    Fault::None
-                },
+                fault: Fault::from_test_flags(a.fault_drop_receipt, a.fault_garbage_goods)?,
             })
             .await?;
             println!("merchant listening on http://{}", running.addr);

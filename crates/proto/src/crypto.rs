@@ -159,6 +159,8 @@ impl fmt::Debug for SealSecret {
 /// It keeps the structure the protocol relies on (a signature verifies only for the key
 /// and message it was made for; a seal opens only with the key and `info` it was made for)
 /// at a tiny fraction of the cost, and with no secrecy at all. **Never use it for money.**
+/// Only with the `symbolic` feature (the model checker's) or in tests.
+#[cfg(any(test, feature = "symbolic"))]
 pub mod symbolic {
     use super::*;
     use std::hash::{Hash, Hasher};
