@@ -117,6 +117,17 @@ impl Crypto for RealCrypto {
         pair::open(own, peer, aad, sealed)
     }
 
+    fn mac(&self, key: &[u8; 32], parts: &[&[u8]]) -> Digest {
+        use hmac::Mac as _;
+        // A 32-byte key is always a valid HMAC key.
+        let mut m = <hmac::Hmac<sha2::Sha256> as hmac::KeyInit>::new_from_slice(key)
+            .expect("HMAC takes keys of any length");
+        for p in parts {
+            m.update(p);
+        }
+        Digest(m.finalize().into_bytes().into())
+    }
+
     fn open(&self, secret: &SealSecret, info: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < SEAL_OVERHEAD {
             return None;

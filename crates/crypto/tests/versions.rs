@@ -120,7 +120,6 @@ impl World {
             epo,
             "",
             NOW,
-            random_bytes(),
         )
         .unwrap()
     }

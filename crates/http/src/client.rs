@@ -157,20 +157,35 @@ impl Client {
 
     /// Starts a GET whose body the caller streams (e.g. encrypted goods).
     pub async fn get_stream(&self, path: &str) -> Result<reqwest::Response, CallError> {
-        let url = self.url(path);
-        let resp = self
-            .http
-            .get(&url)
-            .send()
+        self.stream::<()>(reqwest::Method::GET, path, None, None)
             .await
-            .map_err(|e| CallError::Unreachable {
-                url: url.clone(),
-                reason: error_chain(&e),
-            })?;
-        if resp.status().is_success() {
+    }
+
+    /// Sends a request with an optional JSON body and hands back the answer for the caller
+    /// to stream, if its status is `expect` (default: any success); any other answer
+    /// becomes the server's problem.
+    pub async fn stream<B: Serialize + ?Sized>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&B>,
+        expect: Option<reqwest::StatusCode>,
+    ) -> Result<reqwest::Response, CallError> {
+        let url = self.url(path);
+        let mut req = self.http.request(method, &url);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(b).unwrap_or_default());
+        }
+        let resp = req.send().await.map_err(|e| CallError::Unreachable {
+            url: url.clone(),
+            reason: error_chain(&e),
+        })?;
+        let status = resp.status();
+        if expect.map_or(status.is_success(), |x| x == status) {
             Ok(resp)
         } else {
-            let status = resp.status();
             let bytes = read_limited(resp, &url).await?;
             Err(serde_json::from_slice::<Problem>(&bytes)
                 .map(CallError::Problem)

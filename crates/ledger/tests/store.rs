@@ -249,7 +249,6 @@ fn purchase_by(who: &str, serial: u64, price: &str) -> billing::VerifiedPurchase
             epo,
             "",
             NOW,
-            [0; 32],
         )
         .unwrap();
     billing::verify_endorsement(&C, &billing_secret, &BillingPolicy::default(), e).unwrap()

@@ -1,7 +1,10 @@
-//! The merchant's HTTP API: steps 1–8 from the merchant's side, and the C→M status query.
+//! The merchant's HTTP API: the v2 purchase (two round trips: a purchase request answered
+//! 402 with the offer and the ciphertext; the EPO answered with the receipt), price-only
+//! quotes, v1 EPOs for purchases an older release stored, and the C→M status query.
 
 use std::io::Read;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use axum::body::Body;
@@ -9,15 +12,15 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use netbill_crypto::{
-    DEFAULT_CHUNK_SIZE, EncryptingReader, RealCrypto, random_bytes, random_goods_key,
-};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use netbill_crypto::{DEFAULT_CHUNK_SIZE, EncryptingReader, RealCrypto, random_bytes};
 use netbill_http::client::{CallError, Client};
 use netbill_http::{ApiJson, Problem, now_ms};
-use netbill_proto::crypto::{Digest, PublicKey, Signer};
+use netbill_proto::crypto::{Digest, PublicKey};
 use netbill_proto::merchant::{self, MerchantError, MerchantPurchase};
 use netbill_proto::messages::{
-    DeliveryNote, Epo, GoodsOffer, GoodsRequest, PriceRequest, Quote, StatusAnswer,
+    DeliveryNote, Epo, GoodsOffer, OFFER_HEADER, Payment, PriceRequest, Quote, StatusAnswer,
 };
 use netbill_proto::{AccountId, Amount, EpoId, GroupName, ProductCode, Signed};
 use netbill_server::BillingPublic;
@@ -40,7 +43,15 @@ pub struct MerchantState {
     pub store: MerchantStore,
     pub epo_expiry_ms: u64,
     pub quote_ttl_ms: u64,
+    /// The next quote id: counted in memory (a quote is not worth a write), starting from
+    /// the clock in microseconds so that ids keep increasing across restarts.
+    pub quote_ids: AtomicU64,
     pub fault: Fault,
+}
+
+/// Where a starting merchant's quote ids begin.
+pub fn first_quote_id() -> AtomicU64 {
+    AtomicU64::new(now_ms().saturating_mul(1000))
 }
 
 type Shared = Arc<MerchantState>;
@@ -52,10 +63,9 @@ pub fn router(state: Shared) -> Router {
         .route("/v1/catalog", get(catalog))
         .route("/goods/{code}", get(priced_resource))
         .route("/v1/quotes", post(quote))
-        .route("/v1/purchases", post(start_purchase))
-        .route("/v1/purchases/{id}/goods", get(goods))
-        .route("/v1/purchases/{id}/delivered", post(delivered))
-        .route("/v1/purchases/{id}/pay", post(pay))
+        .route("/v2/purchases", post(purchase_request))
+        .route("/v2/pay", post(pay))
+        .route("/v1/purchases/{id}/pay", post(pay_v1))
         .route("/v1/status/{epoid}", get(status))
         .fallback(|| async {
             Problem::not_found("no-such-endpoint", "no such endpoint; see docs/protocol.md")
@@ -130,7 +140,7 @@ fn make_quote(s: &MerchantState, req: &PriceRequest) -> Result<Signed<Quote>, Pr
             format!("this merchant sells no product {}", req.product),
         )
     })?;
-    let quote_id = s.store.next("quote").map_err(internal)?;
+    let quote_id = s.quote_ids.fetch_add(1, Ordering::Relaxed);
     merchant::make_quote(
         &RealCrypto,
         &s.signer,
@@ -152,7 +162,7 @@ pub struct PaymentRequired {
     pub product: Listing,
     /// A signed quote, when the request named the customer's key.
     pub quote: Option<Signed<Quote>>,
-    /// Where to accept a quote (step 3).
+    /// Where to send a purchase request (v2: a price request with a bid).
     pub purchase_url: String,
 }
 
@@ -191,7 +201,7 @@ async fn priced_resource(
         merchant: s.id.clone(),
         product: listing(&s, &code).ok_or_else(|| internal("listed product vanished"))?,
         quote,
-        purchase_url: "/v1/purchases".into(),
+        purchase_url: "/v2/purchases".into(),
     };
     Ok((StatusCode::PAYMENT_REQUIRED, ApiJson(body)).into_response())
 }
@@ -218,51 +228,95 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Steps 3–4a: accept a quote; draw K; compute the ciphertext's checksum; persist.
-async fn start_purchase(
+/// Goods up to this size are encrypted once into memory and sent from there; larger ones
+/// are encrypted twice in constant memory (once for the checksum the offer names, once
+/// while streaming).
+pub const INLINE_GOODS_LEN_MAX: u64 = 1024 * 1024;
+
+/// v2, steps 1 → 2 and 4 in one answer: a purchase request (a price request whose `bid` is
+/// the most the customer accepts) is answered `402 Payment Required` with the signed
+/// quote, the EPOID and the ciphertext's checksum in the `NetBill-Offer` header and the
+/// ciphertext, encrypted under K derived for this purchase, as the body. Nothing is stored.
+async fn purchase_request(
     State(s): State<Shared>,
-    ApiJson(req): ApiJson<GoodsRequest>,
+    ApiJson(req): ApiJson<PriceRequest>,
 ) -> Result<Response, Problem> {
-    let q =
-        merchant::check_goods_request(&RealCrypto, &s.signer.public_key(), &req.quote, now_ms())
-            .map_err(merchant_problem)?
-            .clone();
+    if req.bid.is_none() {
+        return Err(merchant_problem(MerchantError::BidRequired));
+    }
+    let quote = make_quote(&s, &req)?;
+    let q = quote.body_unverified();
     let product = s.catalog.products.get(&q.product).ok_or_else(|| {
         Problem::not_found("unknown-product", format!("no product {}", q.product))
     })?;
     let path = product.path.clone();
-    let key = random_goods_key();
+    let goods_digest = q.goods_digest;
+    let inline = q.goods_len <= INLINE_GOODS_LEN_MAX;
+    let now = now_ms();
+    let note = DeliveryNote {
+        epoid: EpoId {
+            merchant: s.id.clone(),
+            delivered_at_ms: now,
+            // Random: unique without a write, and not guessable from the ones before.
+            serial: u64::from_le_bytes(random_bytes()) >> 1,
+        },
+        expires_at_ms: now.saturating_add(s.epo_expiry_ms),
+    };
+    let key = merchant::derive_goods_key(&RealCrypto, &s.seal, &quote, &note.epoid);
     let k = key.clone();
     let fault = s.fault;
-    let (stats, plain_digest) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        let mut src = Hashing {
-            inner: goods_source(&path, fault)?,
-            hash: Sha256::new(),
-        };
-        let stats =
-            netbill_crypto::encrypt_stream(&k, DEFAULT_CHUNK_SIZE, &mut src, std::io::sink())?;
-        Ok((stats, Digest(src.hash.finalize().into())))
-    })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
-    if plain_digest != q.goods_digest && !s.fault.garbage_goods() {
+    let (stats, plain_digest, ciphertext) =
+        tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            let mut src = Hashing {
+                inner: goods_source(&path, fault)?,
+                hash: Sha256::new(),
+            };
+            let mut buf = Vec::new();
+            let stats = if inline {
+                netbill_crypto::encrypt_stream(&k, DEFAULT_CHUNK_SIZE, &mut src, &mut buf)?
+            } else {
+                netbill_crypto::encrypt_stream(&k, DEFAULT_CHUNK_SIZE, &mut src, std::io::sink())?
+            };
+            Ok((
+                stats,
+                Digest(src.hash.finalize().into()),
+                inline.then_some(buf),
+            ))
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
+    if plain_digest != goods_digest && !s.fault.garbage_goods() {
         return Err(Problem::conflict(
             "goods-changed",
-            "the product changed since the quote was made; ask for a new quote",
+            "the product changed since the catalog was loaded; ask again later",
         ));
     }
-    let id = hex::encode(random_bytes::<16>());
-    let offer = GoodsOffer {
-        purchase: id.clone(),
+    let goods = GoodsOffer {
+        purchase: hex::encode(random_bytes::<16>()),
         checksum: stats.checksum,
         ciphertext_len: stats.ciphertext_len,
     };
-    let p = MerchantPurchase::new(req.quote, key, offer.clone());
-    netbill_http::crash_point("merchant.before_persist_k");
-    s.store.put(&id, &p, now_ms()).map_err(internal)?;
-    netbill_http::crash_point("merchant.after_persist_k");
-    Ok((StatusCode::CREATED, ApiJson(offer)).into_response())
+    let offer = merchant::make_offer(&RealCrypto, &s.seal, quote, goods, note);
+    let header = B64.encode(serde_json::to_vec(&offer).map_err(internal)?);
+    let body = match ciphertext {
+        Some(bytes) => Body::from(bytes),
+        None => stream_ciphertext(&s, &offer.quote, &key)?,
+    };
+    netbill_http::crash_point("merchant.before_send_offer");
+    Ok((
+        StatusCode::PAYMENT_REQUIRED,
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.netbill.goods".to_string(),
+            ),
+            (header::CONTENT_LENGTH, stats.ciphertext_len.to_string()),
+            (header::HeaderName::from_static(OFFER_HEADER), header),
+        ],
+        body,
+    )
+        .into_response())
 }
 
 fn load(s: &MerchantState, id: &str) -> Result<MerchantPurchase, Problem> {
@@ -288,10 +342,13 @@ fn goods_source(path: &std::path::Path, fault: Fault) -> std::io::Result<Box<dyn
     Ok(Box::new(file))
 }
 
-/// Step 4: stream the ciphertext, encrypted on the fly in constant memory.
-async fn goods(State(s): State<Shared>, Path(id): Path<String>) -> Result<Response, Problem> {
-    let p = load(&s, &id)?;
-    let code = p.quote.body_unverified().product.clone();
+/// The ciphertext of a quote's product under `key`, encrypted on the fly in constant memory.
+fn stream_ciphertext(
+    s: &MerchantState,
+    quote: &Signed<Quote>,
+    key: &netbill_proto::crypto::GoodsKey,
+) -> Result<Body, Problem> {
+    let code = quote.body_unverified().product.clone();
     let path = s
         .catalog
         .products
@@ -300,8 +357,7 @@ async fn goods(State(s): State<Shared>, Path(id): Path<String>) -> Result<Respon
         .path
         .clone();
     let file = goods_source(&path, s.fault).map_err(internal)?;
-    let mut reader =
-        EncryptingReader::new(&p.goods_key, DEFAULT_CHUNK_SIZE, file).map_err(internal)?;
+    let mut reader = EncryptingReader::new(key, DEFAULT_CHUNK_SIZE, file).map_err(internal)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(4);
     tokio::task::spawn_blocking(move || {
         loop {
@@ -323,48 +379,52 @@ async fn goods(State(s): State<Shared>, Path(id): Path<String>) -> Result<Respon
     });
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-    Ok((
-        [
-            (
-                header::CONTENT_TYPE,
-                "application/vnd.netbill.goods".to_string(),
-            ),
-            (header::CONTENT_LENGTH, p.offer.ciphertext_len.to_string()),
-        ],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(Body::from_stream(stream))
 }
 
-/// Step 4 ends: stamp the EPOID (at the end of delivery). Idempotent.
-async fn delivered(
-    State(s): State<Shared>,
-    Path(id): Path<String>,
-) -> Result<ApiJson<DeliveryNote>, Problem> {
-    let mut p = load(&s, &id)?;
-    if let Some(note) = &p.delivery {
-        return Ok(ApiJson(note.clone()));
-    }
-    let serial = s.store.next("epoid").map_err(internal)?;
-    let note = p.deliver(serial, now_ms(), s.epo_expiry_ms);
-    s.store.put(&id, &p, now_ms()).map_err(internal)?;
-    Ok(ApiJson(note))
-}
-
-/// Steps 5–8: the customer's EPO in; endorse (persisted first), send to N, forward the receipt.
+/// v2, steps 5–8: the offer back with the customer's EPO; endorse, send to N, answer with
+/// the receipt. The ticket stands in for a stored purchase.
 async fn pay(
+    State(s): State<Shared>,
+    ApiJson(payment): ApiJson<Payment>,
+) -> Result<ApiJson<StatusAnswer>, Problem> {
+    let id = payment.offer.goods.purchase.clone();
+    let fresh = MerchantPurchase::from_offer(&RealCrypto, &s.seal, payment.offer)
+        .map_err(merchant_problem)?;
+    // A retry of a purchase the merchant already settled is answered from its record.
+    let p = match s.store.get(&id).map_err(internal)? {
+        Some(stored) if stored.quote == fresh.quote => stored,
+        _ => fresh,
+    };
+    pay_epo(&s, &id, p, payment.epo).await
+}
+
+/// v1 purchases stored by an older release: the EPO for a delivered purchase.
+async fn pay_v1(
     State(s): State<Shared>,
     Path(id): Path<String>,
     ApiJson(epo): ApiJson<Signed<Epo>>,
 ) -> Result<ApiJson<StatusAnswer>, Problem> {
-    let mut p = load(&s, &id)?;
-    // The same EPO again (a retry after a lost answer or a crash): answer with the outcome
+    let p = load(&s, &id)?;
+    pay_epo(&s, &id, p, epo).await
+}
+
+/// Endorses `epo` for purchase `p`, sends it to N and takes the receipt. Nothing is written
+/// before the endorsement leaves: it is a function of the purchase and the EPO, so a retry
+/// after any crash sends N the same bytes and N answers with the same receipt.
+async fn pay_epo(
+    s: &MerchantState,
+    id: &str,
+    mut p: MerchantPurchase,
+    epo: Signed<Epo>,
+) -> Result<ApiJson<StatusAnswer>, Problem> {
+    // The same EPO again for a purchase with a stored endorsement: answer with the outcome
     // instead of endorsing twice.
     if let Some(e) = p.endorsement.clone()
         && e.body_unverified().epo == epo
     {
         if p.receipt.is_none()
-            && let Err(err) = query_billing(&s, &id, &mut p).await
+            && let Err(err) = query_billing(s, id, &mut p).await
         {
             tracing::warn!(purchase = %id, error = %err, "re-sent EPO: settling with N failed");
         }
@@ -389,12 +449,9 @@ async fn pay(
             epo,
             "",
             now_ms(),
-            random_bytes(),
         )
         .map_err(merchant_problem)?;
-    // The point of no return: durable before it leaves.
-    netbill_http::crash_point("merchant.before_persist_endorsement");
-    s.store.put(&id, &p, now_ms()).map_err(internal)?;
+    // The point of no return, with nothing to persist first (see above).
     netbill_http::crash_point("merchant.before_send_endorsement");
     let epoid = endorsement
         .body_unverified()
@@ -416,7 +473,7 @@ async fn pay(
         Err(CallError::Unreachable { reason, .. }) => {
             return Err(Problem::unavailable(format!(
                 "the purchase order is endorsed but the billing server is unreachable ({reason}); \
-                 the merchant keeps retrying — ask for the receipt later (netbill wallet recover)"
+                 send the same purchase order again later (netbill wallet recover)"
             )));
         }
         Err(e) => {
@@ -437,9 +494,9 @@ async fn pay(
     netbill_http::crash_point("merchant.after_receive_receipt");
     p.settle(&RealCrypto, &s.billing_keys.sign_key, receipt.clone())
         .map_err(|e| Problem::new(StatusCode::BAD_GATEWAY, "bad-receipt", e.to_string()))?;
-    // Not waiting for the disk here is safe: if a crash loses this record, the purchase
-    // is still `endorsed`, and recovery re-sends the endorsement and gets N's stored receipt.
-    s.store.put_relaxed(&id, &p, now_ms()).map_err(internal)?;
+    // The merchant's own books, not waiting for the disk: N holds the outcome, and a
+    // status query or the customer's retry gets it again if a crash loses this record.
+    s.store.put_relaxed(id, &p, now_ms()).map_err(internal)?;
     netbill_http::crash_point("merchant.before_send_receipt");
     if s.fault.drops_receipt() {
         return Err(Problem::new(

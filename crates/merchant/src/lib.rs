@@ -228,6 +228,7 @@ pub async fn start(config: MerchantConfig) -> anyhow::Result<RunningMerchant> {
         store,
         epo_expiry_ms: config.epo_expiry_ms,
         quote_ttl_ms: config.quote_ttl_ms,
+        quote_ids: api::first_quote_id(),
         fault: config.fault,
     });
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -286,6 +287,7 @@ pub async fn recover(dir: &Path) -> anyhow::Result<Recovered> {
         store: store.clone(),
         epo_expiry_ms: 0,
         quote_ttl_ms: 0,
+        quote_ids: api::first_quote_id(),
         fault: Fault::None,
     };
     api::settle_unsettled(&state).await;

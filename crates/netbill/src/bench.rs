@@ -403,7 +403,7 @@ fn one_purchase(
             random_bytes(),
         )
         .unwrap_or_else(|e| unreachable!("{e}"));
-    m.endorse(&c, mk, mseal, seal_key, epo, "", now, random_bytes())
+    m.endorse(&c, mk, mseal, seal_key, epo, "", now)
         .unwrap_or_else(|e| unreachable!("{e}"))
 }
 

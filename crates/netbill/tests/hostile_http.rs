@@ -9,14 +9,15 @@ use netbill_crypto::{
 };
 use netbill_http::Problem;
 use netbill_http::client::{CallError, Client};
-use netbill_proto::crypto::{GoodsKey, Signer, goods_key_digest};
+use netbill_proto::crypto::{GoodsKey, SealSecret, Signer, goods_key_digest};
 use netbill_proto::customer::CustomerPurchase;
 use netbill_proto::merchant::MerchantPurchase;
 use netbill_proto::messages::{
-    DeliveryNote, Endorsement, Epo, GoodsOffer, GoodsRequest, PriceRequest, Quote, StatusAnswer,
+    Endorsement, Epo, OFFER_HEADER, Payment, PriceRequest, PurchaseOffer, StatusAnswer,
 };
 use netbill_proto::{AccountId, ProductCode, Signed};
 use netbill_server::BillingPublic;
+use sha2::{Digest as _, Sha256};
 
 fn merchant_purchases(d: &Deployment) -> Vec<MerchantPurchase> {
     let db = rusqlite::Connection::open(d.root().join("merchant/merchant.db")).unwrap();
@@ -61,45 +62,52 @@ fn problem(r: Result<impl std::fmt::Debug, CallError>) -> Problem {
     }
 }
 
-/// Steps 1–5 by hand: returns the customer's purchase (with a signed EPO) and its offer.
-async fn through_epo(p: &Parties) -> (CustomerPurchase, Signed<Epo>) {
+/// The merchant's K for an offer, derived as the merchant does (from its sealing secret).
+fn merchant_k(d: &Deployment, offer: &PurchaseOffer) -> GoodsKey {
+    let secret = SealSecret(
+        load_secret_key(d.root().join("merchant/merchant-seal.key"), "merchant-seal").unwrap(),
+    );
+    netbill_proto::merchant::derive_goods_key(&RealCrypto, &secret, &offer.quote, &offer.note.epoid)
+}
+
+/// The first v2 round trip by hand, then the EPO: the customer's purchase (with a signed
+/// EPO) and the merchant's offer.
+async fn through_epo(p: &Parties) -> (CustomerPurchase, Signed<Epo>, PurchaseOffer) {
     let req = PriceRequest {
         identity: "alice".into(),
         customer_key: p.customer.public_key(),
         product: ProductCode::new("article").unwrap(),
         prd_hex: String::new(),
-        bid: None,
+        bid: Some("USD:1".parse().unwrap()),
         credentials: vec![],
     };
-    let quote: Signed<Quote> =
-        p.m.call(reqwest::Method::POST, "/v1/quotes", Some(&req), &[])
-            .await
-            .unwrap();
-    let offer: GoodsOffer =
-        p.m.call(
+    let resp =
+        p.m.stream(
             reqwest::Method::POST,
-            "/v1/purchases",
-            Some(&GoodsRequest {
-                quote: quote.clone(),
-            }),
-            &[],
+            "/v2/purchases",
+            Some(&req),
+            Some(reqwest::StatusCode::PAYMENT_REQUIRED),
         )
         .await
         .unwrap();
-    let note: DeliveryNote =
-        p.m.call::<(), _>(
-            reqwest::Method::POST,
-            &format!("/v1/purchases/{}/delivered", offer.purchase),
-            None,
-            &[],
-        )
-        .await
-        .unwrap();
-    let mut c = CustomerPurchase::new(quote, offer.clone(), random_seal_secret());
+    let header = resp
+        .headers()
+        .get(OFFER_HEADER)
+        .unwrap()
+        .as_bytes()
+        .to_vec();
+    let offer: PurchaseOffer = serde_json::from_slice(&base64_decode(&header)).unwrap();
+    let ciphertext = resp.bytes().await.unwrap();
+    let checksum = netbill_proto::crypto::Digest(Sha256::digest(&ciphertext).into());
+    let mut c = CustomerPurchase::new(
+        offer.quote.clone(),
+        offer.goods.clone(),
+        random_seal_secret(),
+    );
     c.delivered(
-        offer.checksum,
-        offer.ciphertext_len,
-        note,
+        checksum,
+        ciphertext.len() as u64,
+        offer.note.clone(),
         netbill_http::now_ms(),
     )
     .unwrap();
@@ -115,7 +123,25 @@ async fn through_epo(p: &Parties) -> (CustomerPurchase, Signed<Epo>) {
             random_bytes(),
         )
         .unwrap();
-    (c, epo)
+    (c, epo, offer)
+}
+
+/// Pays `offer` with `epo` (the second v2 round trip).
+async fn pay(
+    p: &Parties,
+    offer: &PurchaseOffer,
+    epo: Signed<Epo>,
+) -> Result<StatusAnswer, CallError> {
+    p.m.call(
+        reqwest::Method::POST,
+        "/v2/pay",
+        Some(&Payment {
+            offer: offer.clone(),
+            epo,
+        }),
+        &[],
+    )
+    .await
 }
 
 /// An endorsement made directly with the merchant's key, skipping the merchant's checks.
@@ -189,9 +215,8 @@ async fn a_replayed_endorsement_gets_the_same_receipt_and_one_debit_and_a_differ
 async fn flipped_bits_and_wrong_keys_are_refused_everywhere() {
     let d = Deployment::start();
     let p = parties(&d).await;
-    let (c, epo) = through_epo(&p).await;
-    let purchase = c.offer.purchase.clone();
-    let k = merchant_purchases(&d).pop().unwrap().goods_key;
+    let (c, epo, offer) = through_epo(&p).await;
+    let k = merchant_k(&d, &offer);
     let endorsement = endorse_raw(&p, epo.clone(), &k);
 
     // Every 5th byte of the endorsement, flipped: never accepted, never a commit.
@@ -225,57 +250,42 @@ async fn flipped_bits_and_wrong_keys_are_refused_everywhere() {
         .await,
     );
     assert_eq!(pb.code(), "bad-merchant-signature");
-    // A flipped quote: the merchant refuses to deliver under it.
-    let mut qb = c.quote.bytes().to_vec();
-    qb[10] ^= 0x40;
-    let body = serde_json::json!({"quote": {"body": base64_url(&qb), "sig": base64_url(&c.quote.signature().0)}});
-    let pb = problem(
-        p.m.call::<_, GoodsOffer>(reqwest::Method::POST, "/v1/purchases", Some(&body), &[])
-            .await,
-    );
-    assert!(
-        pb.code() == "not-our-quote" || pb.code() == "malformed-json",
-        "{pb}"
-    );
+    // An offer the merchant did not make (another checksum, another EPOID, another quote
+    // id, a flipped ticket): its ticket does not verify, nothing is endorsed.
+    let mut altered = Vec::new();
+    let mut o = offer.clone();
+    o.goods.checksum = netbill_proto::crypto::Digest([1; 32]);
+    altered.push(o);
+    let mut o = offer.clone();
+    o.note.epoid.serial ^= 1;
+    altered.push(o);
+    let mut o = offer.clone();
+    o.note.expires_at_ms += 1;
+    altered.push(o);
+    let mut o = offer.clone();
+    o.ticket.0[0] ^= 1;
+    altered.push(o);
+    for o in altered {
+        let pb = problem(pay(&p, &o, epo.clone()).await);
+        assert_eq!((pb.status, pb.code()), (422, "bad-ticket"), "{pb}");
+    }
     // EPOs the merchant must refuse: another price, another checksum, another signer.
-    let pay = format!("/v1/purchases/{purchase}/pay");
     let mut cheap = epo.body_unverified().clone();
     cheap.price = "USD:0.00001".parse().unwrap();
-    let pb = problem(
-        p.m.call::<_, StatusAnswer>(
-            reqwest::Method::POST,
-            &pay,
-            Some(&Signed::sign(cheap, &p.customer)),
-            &[],
-        )
-        .await,
-    );
+    let pb = problem(pay(&p, &offer, Signed::sign(cheap, &p.customer)).await);
     assert_eq!(pb.code(), "epo-mismatch");
+    // An EPO over a different ciphertext than the one delivered.
     let mut other = epo.body_unverified().clone();
     other.goods_checksum = netbill_proto::crypto::Digest([1; 32]);
-    let pb = problem(
-        p.m.call::<_, StatusAnswer>(
-            reqwest::Method::POST,
-            &pay,
-            Some(&Signed::sign(other, &p.customer)),
-            &[],
-        )
-        .await,
-    );
+    let pb = problem(pay(&p, &offer, Signed::sign(other, &p.customer)).await);
     assert_eq!(pb.code(), "epo-mismatch");
     let stranger = Signed::sign(epo.body_unverified().clone(), &Ed25519Signer::generate());
-    let pb = problem(
-        p.m.call::<_, StatusAnswer>(reqwest::Method::POST, &pay, Some(&stranger), &[])
-            .await,
-    );
+    let pb = problem(pay(&p, &offer, stranger).await);
     assert_eq!(pb.code(), "bad-customer-signature");
     assert_eq!(d.balance_minor("alice"), 100_000);
 
     // The genuine EPO still works, and a flipped receipt is refused by the customer.
-    let answer: StatusAnswer =
-        p.m.call(reqwest::Method::POST, &pay, Some(&epo), &[])
-            .await
-            .unwrap();
+    let answer = pay(&p, &offer, epo.clone()).await.unwrap();
     let receipt = answer.receipt.unwrap();
     let mut rb = receipt.bytes().to_vec();
     let last = rb.len() - 1;
@@ -310,14 +320,10 @@ async fn flipped_bits_and_wrong_keys_are_refused_everywhere() {
 async fn an_expired_epo_is_refused_by_the_merchant_and_gets_a_failure_receipt_from_n() {
     let d = Deployment::start_with(&["--epo-expiry-ms", "1500"]);
     let p = parties(&d).await;
-    let (c, epo) = through_epo(&p).await;
-    let k = merchant_purchases(&d).pop().unwrap().goods_key;
+    let (_, epo, offer) = through_epo(&p).await;
+    let k = merchant_k(&d, &offer);
     tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
-    let pay = format!("/v1/purchases/{}/pay", c.offer.purchase);
-    let pb = problem(
-        p.m.call::<_, StatusAnswer>(reqwest::Method::POST, &pay, Some(&epo), &[])
-            .await,
-    );
+    let pb = problem(pay(&p, &offer, epo.clone()).await);
     assert_eq!(pb.code(), "epo-expired");
     // A merchant that skipped its own check still cannot commit it at N.
     let late = endorse_raw(&p, epo, &k);
@@ -419,6 +425,18 @@ async fn malformed_oversized_and_out_of_range_json_get_problem_documents() {
             "malformed-json",
         ),
         (
+            format!("{m}/v2/pay"),
+            br#"{"offer":1}"#.to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
+            format!("{m}/v2/purchases"),
+            br#"{"identity":"a"}"#.to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
             format!("{n}/v1/status"),
             br#"{"epoid":"acme:1:1"}"#.to_vec(),
             401,
@@ -440,12 +458,19 @@ fn base64_url(b: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
 }
 
+fn base64_decode(b: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b)
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_batch_answers_each_endorsement_on_its_own() {
     let d = Deployment::start();
     let p = parties(&d).await;
-    let (_, epo) = through_epo(&p).await;
-    let k = merchant_purchases(&d).pop().unwrap().goods_key;
+    let (_, epo, offer) = through_epo(&p).await;
+    let k = merchant_k(&d, &offer);
     let good = endorse_raw(&p, epo.clone(), &k);
     let forged = Signed::sign(good.body_unverified().clone(), &Ed25519Signer::generate());
     let body = netbill_server::EndorsementBatch {
@@ -510,9 +535,9 @@ async fn signed(
 async fn an_epoid_with_no_outcome_past_its_expiry_is_aborted_for_good() {
     let d = Deployment::start_full(&["--expiry-max-ms", "1500"], &["--epo-expiry-ms", "1000"]);
     let p = parties(&d).await;
-    let (_, epo) = through_epo(&p).await;
+    let (_, epo, offer) = through_epo(&p).await;
     let epoid = epo.body_unverified().epoid.clone();
-    let k = merchant_purchases(&d).pop().unwrap().goods_key;
+    let k = merchant_k(&d, &offer);
     let query = serde_json::to_vec(&serde_json::json!({ "epoid": epoid })).unwrap();
     // Before its expiry: no outcome yet.
     let a = signed(&p, reqwest::Method::POST, "/v1/status", Some(query.clone()))

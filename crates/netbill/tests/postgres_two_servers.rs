@@ -97,7 +97,6 @@ fn endorsement(
         epo,
         "",
         now,
-        random_bytes(),
     )
     .expect("endorsement")
 }

@@ -136,6 +136,11 @@ pub trait Crypto {
         aad: &[u8],
         sealed: &[u8],
     ) -> Option<Vec<u8>>;
+
+    /// HMAC-SHA256 under `key` of the concatenation of `parts`: a party's keyed
+    /// derivations from its own secret (v2: the merchant's K per purchase and its offer
+    /// tickets). Callers make the concatenation unambiguous (fixed lengths, prefixes).
+    fn mac(&self, key: &[u8; 32], parts: &[&[u8]]) -> Digest;
 }
 
 /// A party's signing key.
@@ -228,6 +233,11 @@ pub mod symbolic {
         ) -> Option<Vec<u8>> {
             let tag = pair_tag(&self.seal_key(own), peer, aad);
             Some(sealed.strip_prefix(&tag[..])?.to_vec())
+        }
+        fn mac(&self, key: &[u8; 32], parts: &[&[u8]]) -> Digest {
+            let mut all: Vec<&[u8]> = vec![b"mac", key];
+            all.extend_from_slice(parts);
+            Digest(widen(h(&all)))
         }
     }
 

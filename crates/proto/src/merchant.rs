@@ -1,20 +1,24 @@
 //! The merchant's (M's) side of a purchase.
 //!
-//! [`make_quote`] answers a price request; a [`MerchantPurchase`] then follows one
-//! delivery from the goods request to the receipt. The shell persists the purchase after
-//! every transition, and in particular persists the endorsement (which carries K) *before*
-//! sending it to N: the endorsement is the merchant's point of no return.
+//! [`make_quote`] answers a price request. In v2 the merchant answers a purchase request
+//! with [`make_offer`] (the quote, the ciphertext's checksum and the EPOID, under a ticket)
+//! and stores nothing: when the offer comes back with the customer's EPO,
+//! [`MerchantPurchase::from_offer`] checks the ticket and derives K again. Endorsing is
+//! deterministic, so a merchant that crashed after sending an endorsement sends N the same
+//! bytes again on the customer's retry. (v1 purchases, stored by older releases, follow one
+//! delivery step by step through the same [`MerchantPurchase`].)
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::codec::{Codec, Writer};
 use crate::crypto::{
     Crypto, Digest, GoodsKey, PublicKey, SealKey, SealSecret, Signer, goods_key_digest,
 };
 use crate::ids::{AccountId, EpoId, GroupName, ProductCode};
 use crate::messages::{
     DeliveryNote, Endorsement, Epo, GoodsOffer, GroupCredential, IDENTITY_LEN_MAX, PRD_LEN_MAX,
-    PriceRequest, Quote, Receipt, ResultCode,
+    PriceRequest, PurchaseOffer, Quote, Receipt, ResultCode,
 };
 use crate::money::Amount;
 use crate::signed::Signed;
@@ -52,6 +56,10 @@ pub enum MerchantError {
     ReceiptMismatch(&'static str),
     #[error("no endorsement has been sent for this purchase")]
     NotEndorsed,
+    #[error("this offer was not made by this merchant, or was altered: ask for the goods again")]
+    BadTicket,
+    #[error("a purchase request must carry a bid: the most the customer accepts to pay")]
+    BidRequired,
 }
 
 impl MerchantError {
@@ -73,6 +81,8 @@ impl MerchantError {
             MerchantError::BadReceiptSignature => "bad-receipt-signature",
             MerchantError::ReceiptMismatch(_) => "receipt-mismatch",
             MerchantError::NotEndorsed => "not-endorsed",
+            MerchantError::BadTicket => "bad-ticket",
+            MerchantError::BidRequired => "bid-required",
         }
     }
 }
@@ -171,6 +181,89 @@ pub fn check_goods_request<'q>(
     Ok(q)
 }
 
+// ---------------------------------------------------------------------------------------
+// v2: a merchant that stores nothing before it endorses.
+//
+// Every per-purchase secret of the merchant is derived from its static sealing secret,
+// under a label of its own, with HMAC-SHA256 ([`Crypto::mac`]):
+//
+// * K = mac(secret, "netbill/v2/goods-key" 0x00 || quote digest || EPOID): the same
+//   purchase always gets the same K, two purchases never share one (each has its own EPOID
+//   and quote), and a restarted merchant can endorse an EPO for goods it delivered without
+//   having written K down.
+// * the offer's ticket = mac(secret, "netbill/v2/offer-ticket" 0x00 || quote digest ||
+//   encoded goods offer || encoded delivery note): proves to the merchant, when the offer
+//   comes back with the EPO, that it made this offer (quote, ciphertext checksum, EPOID).
+// * the nonce sealing K to N = mac(secret, "netbill/v2/seal-nonce" 0x00 || EPOID || K): the
+//   endorsement of an EPO is a function of the EPO, so re-endorsing after a crash sends N
+//   the very same bytes, which it answers with the very same receipt.
+
+const GOODS_KEY_LABEL: &[u8] = b"netbill/v2/goods-key\0";
+const TICKET_LABEL: &[u8] = b"netbill/v2/offer-ticket\0";
+const SEAL_NONCE_LABEL: &[u8] = b"netbill/v2/seal-nonce\0";
+
+/// v2: the goods key K of the purchase with this quote and EPOID.
+pub fn derive_goods_key(
+    crypto: &dyn Crypto,
+    secret: &SealSecret,
+    quote: &Signed<Quote>,
+    epoid: &EpoId,
+) -> GoodsKey {
+    let q = quote.digest(crypto);
+    GoodsKey(
+        crypto
+            .mac(&secret.0, &[GOODS_KEY_LABEL, &q.0, &epoid.to_bytes()])
+            .0,
+    )
+}
+
+fn ticket(
+    crypto: &dyn Crypto,
+    secret: &SealSecret,
+    quote: &Signed<Quote>,
+    goods: &GoodsOffer,
+    note: &DeliveryNote,
+) -> Digest {
+    let mut w = Writer::new();
+    w.fixed(&quote.digest(crypto).0);
+    w.str(&goods.purchase);
+    w.fixed(&goods.checksum.0);
+    w.u64(goods.ciphertext_len);
+    note.epoid.encode(&mut w);
+    w.u64(note.expires_at_ms);
+    crypto.mac(&secret.0, &[TICKET_LABEL, &w.into_bytes()])
+}
+
+/// The nonce entropy sealing K for N: a function of the EPOID and K (see above).
+fn seal_entropy(
+    crypto: &dyn Crypto,
+    secret: &SealSecret,
+    epoid: &EpoId,
+    key: &GoodsKey,
+) -> [u8; 32] {
+    crypto
+        .mac(&secret.0, &[SEAL_NONCE_LABEL, &epoid.to_bytes(), &key.0])
+        .0
+}
+
+/// v2, step 2+4: the offer sent with the ciphertext. `goods` holds the checksum the shell
+/// computed of the ciphertext under [`derive_goods_key`]`(quote, note.epoid)`.
+pub fn make_offer(
+    crypto: &dyn Crypto,
+    secret: &SealSecret,
+    quote: Signed<Quote>,
+    goods: GoodsOffer,
+    note: DeliveryNote,
+) -> PurchaseOffer {
+    let ticket = ticket(crypto, secret, &quote, &goods, &note);
+    PurchaseOffer {
+        quote,
+        goods,
+        note,
+        ticket,
+    }
+}
+
 /// Where a merchant's purchase stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -219,6 +312,28 @@ impl MerchantPurchase {
         }
     }
 
+    /// v2: the purchase an offer that came back with the customer's EPO stands for, once
+    /// its ticket shows this merchant made it: K derived again, the EPOID stamped.
+    pub fn from_offer(
+        crypto: &dyn Crypto,
+        secret: &SealSecret,
+        offer: PurchaseOffer,
+    ) -> Result<Self, MerchantError> {
+        let expected = ticket(crypto, secret, &offer.quote, &offer.goods, &offer.note);
+        if !constant_time_eq(&expected.0, &offer.ticket.0) {
+            return Err(MerchantError::BadTicket);
+        }
+        let goods_key = derive_goods_key(crypto, secret, &offer.quote, &offer.note.epoid);
+        Ok(Self {
+            quote: offer.quote,
+            goods_key,
+            offer: offer.goods,
+            delivery: Some(offer.note),
+            endorsement: None,
+            receipt: None,
+        })
+    }
+
     /// Step 4 ends: stamp the EPOID at the end of delivery. Asking again returns the same note.
     pub fn deliver(&mut self, serial: u64, now_ms: u64, expiry_ms: u64) -> DeliveryNote {
         if let Some(note) = &self.delivery {
@@ -238,8 +353,10 @@ impl MerchantPurchase {
 
     /// Step 6: check the customer's EPO against the quote and delivery, then endorse it
     /// with K sealed to N (under the pair key of `merchant_seal_secret` and N's sealing
-    /// key). Persist the returned endorsement before sending it. Endorsing the same EPO
-    /// again returns the same endorsement; a different EPO is refused.
+    /// key). The endorsement is a function of the purchase, the EPO and the memo (the
+    /// seal's nonce is derived, see [`derive_goods_key`]), so endorsing the same EPO again,
+    /// even after a crash that lost it, gives the same bytes; on this purchase object a
+    /// different EPO is refused.
     #[allow(clippy::too_many_arguments)]
     pub fn endorse(
         &mut self,
@@ -250,7 +367,6 @@ impl MerchantPurchase {
         epo: Signed<Epo>,
         memo: &str,
         now_ms: u64,
-        entropy: [u8; 32],
     ) -> Result<Signed<Endorsement>, MerchantError> {
         if let Some(done) = &self.endorsement {
             return if done.body_unverified().epo == epo {
@@ -293,7 +409,7 @@ impl MerchantPurchase {
             billing_seal_key,
             &e.epoid,
             &self.goods_key,
-            entropy,
+            seal_entropy(crypto, merchant_seal_secret, &e.epoid, &self.goods_key),
         );
         let endorsement = Signed::sign(
             Endorsement {
@@ -344,4 +460,9 @@ impl MerchantPurchase {
     pub fn epoid(&self) -> Option<&EpoId> {
         self.delivery.as_ref().map(|d| &d.epoid)
     }
+}
+
+/// Compares two MACs without a timing side channel on where they differ.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -182,6 +182,37 @@ pub struct DeliveryNote {
 }
 
 // ---------------------------------------------------------------------------------------
+// v2: the two customer–merchant round trips.
+
+/// The header of a v2 402 answer that carries the [`PurchaseOffer`]: base64url (no
+/// padding) of its JSON.
+pub const OFFER_HEADER: &str = "netbill-offer";
+
+/// v2, M → C in the 402 answer to a purchase request: everything steps 2 and 4 carried,
+/// sent together with the ciphertext (the answer's body). The customer sends it back
+/// unchanged with her EPO; the `ticket` lets the merchant trust it without having stored
+/// anything (JSON, in the `NetBill-Offer` header as base64url).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseOffer {
+    pub quote: Signed<Quote>,
+    pub goods: GoodsOffer,
+    pub note: DeliveryNote,
+    /// The merchant's MAC over the quote's digest, `goods` and `note`: opaque to the
+    /// customer, who only returns it.
+    pub ticket: Digest,
+}
+
+/// v2, C → M: the signed EPO for an offer (steps 5 and 6 of the 1995 protocol in one
+/// request); answered with the receipt (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payment {
+    pub offer: PurchaseOffer,
+    pub epo: Signed<Epo>,
+}
+
+// ---------------------------------------------------------------------------------------
 // Step 5: the electronic purchase order.
 
 /// Step 5, C → M: the customer's signed payment order — her point of no return.

@@ -38,6 +38,8 @@ pub enum AmountError {
 
 impl Amount {
     pub const ZERO: Amount = Amount(0);
+    /// The largest amount there is (a bid that accepts any price).
+    pub const MAX: Amount = Amount(AMOUNT_MAX_MINOR);
 
     /// An amount of `minor` units, refused if over [`AMOUNT_MAX_MINOR`].
     pub fn from_minor(minor: u64) -> Result<Self, AmountError> {

@@ -867,7 +867,6 @@ fn endorse(
         epo,
         "",
         now_ms,
-        [0; 32],
     )
 }
 

@@ -143,7 +143,6 @@ impl World {
             epo,
             "",
             NOW + 8,
-            [0; 32],
         )
         .unwrap()
     }
@@ -368,7 +367,6 @@ fn a_retried_endorsement_gets_the_same_receipt_and_one_debit() {
             epo,
             "",
             NOW,
-            [9; 32]
         )
         .unwrap(),
         m.endorsement.clone().unwrap()
@@ -468,7 +466,6 @@ fn the_merchant_refuses_an_epo_that_differs_from_quote_or_delivery() {
             cheap,
             "",
             NOW,
-            [0; 32]
         ),
         Err(MerchantError::EpoMismatch("price"))
     );
@@ -485,7 +482,6 @@ fn the_merchant_refuses_an_epo_that_differs_from_quote_or_delivery() {
             other,
             "",
             NOW,
-            [0; 32]
         ),
         Err(MerchantError::EpoMismatch(
             "checksum of the encrypted goods"
@@ -505,7 +501,6 @@ fn the_merchant_refuses_an_epo_that_differs_from_quote_or_delivery() {
             by_mallory,
             "",
             NOW,
-            [0; 32]
         ),
         Err(MerchantError::BadCustomerSignature)
     );

@@ -85,6 +85,9 @@ impl Crypto for BatchChecked<'_> {
     ) -> Option<Vec<u8>> {
         RealCrypto.pair_open(own, peer, aad, sealed)
     }
+    fn mac(&self, key: &[u8; 32], parts: &[&[u8]]) -> Digest {
+        RealCrypto.mac(key, parts)
+    }
 }
 
 /// Verifies a chunk of endorsements (phase 1, no ledger), checking all their signatures
@@ -206,17 +209,8 @@ mod tests {
                 random_bytes(),
             )
             .unwrap();
-        m.endorse(
-            &c,
-            &w.merchant,
-            &w.merchant_seal,
-            &w.seal_key,
-            epo,
-            "",
-            now,
-            random_bytes(),
-        )
-        .unwrap()
+        m.endorse(&c, &w.merchant, &w.merchant_seal, &w.seal_key, epo, "", now)
+            .unwrap()
     }
 
     fn flip(sig: &Signature) -> Signature {

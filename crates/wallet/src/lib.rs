@@ -13,6 +13,9 @@
 //! - `purchases/<id>.goods`: the ciphertext as received.
 
 use std::fs;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -21,14 +24,13 @@ use netbill_crypto::{
 };
 use netbill_http::client::{CallError, Client};
 use netbill_http::now_ms;
-use netbill_merchant::api::PaymentRequired;
 use netbill_proto::crypto::SealSecret;
 use netbill_proto::crypto::{Digest, PublicKey, Signer};
 use netbill_proto::customer::{
     self, CustomerError, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
 };
 use netbill_proto::messages::{
-    DeliveryNote, GoodsOffer, GoodsRequest, GroupCredential, PriceRequest, Quote, ResultCode,
+    GoodsOffer, GroupCredential, OFFER_HEADER, Payment, PriceRequest, PurchaseOffer, ResultCode,
     StatusAnswer,
 };
 use netbill_proto::{AccountId, Amount, ProductCode, Signed};
@@ -57,8 +59,8 @@ pub enum WalletError {
     Protocol(#[from] CustomerError),
     #[error("the billing server's keys differ from the pinned ones: is {0} the right server?")]
     BillingKeyMismatch(String),
-    #[error("the merchant answered with no quote")]
-    NoQuote,
+    #[error("the merchant's offer is unusable: {0}")]
+    BadOffer(String),
     #[error("the goods are {len} bytes, over the limit of {max}")]
     GoodsTooLarge { len: u64, max: u64 },
     #[error(
@@ -107,6 +109,10 @@ pub struct PurchaseRecord {
     pub purchase: CustomerPurchase,
     /// Set once the goods are decrypted and checked.
     pub delivered_to: Option<PathBuf>,
+    /// v2: the merchant's ticket on the offer, sent back with the EPO (a retry included).
+    /// `None` in records of v1 purchases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<Digest>,
 }
 
 /// What became of a purchase.
@@ -144,7 +150,7 @@ pub struct BuyOptions {
 /// A step of a purchase, reported as it happens (for transcripts and progress bars).
 #[derive(Clone, Debug)]
 pub enum Step {
-    /// A protocol step (1–8) with a one-line description.
+    /// A message of the purchase (v2: 1–6) with a one-line description.
     Protocol(u8, String),
     /// Bytes of ciphertext received so far, of the total.
     Download(u64, u64),
@@ -365,7 +371,11 @@ impl Wallet {
         Ok(k.public_key)
     }
 
-    /// Buys `product` from the merchant at `merchant_url`: the whole protocol, steps 1–8.
+    /// Buys `product` from the merchant at `merchant_url` with protocol v2: two round
+    /// trips to the merchant. (1) A purchase request that accepts up to `max_price` is
+    /// answered 402 with the signed quote, the EPOID and the goods encrypted under K;
+    /// (2) the EPO, signed over the checksum of the ciphertext as received, is answered
+    /// with N's receipt, which carries K.
     pub async fn buy(
         &self,
         merchant_url: &str,
@@ -374,37 +384,37 @@ impl Wallet {
         report: &mut dyn FnMut(Step),
     ) -> Result<Outcome, WalletError> {
         let merchant = Client::new(merchant_url)?;
-        // Steps 1–2: price request, signed quote.
-        let quote: Signed<Quote> = if opts.credentials.is_empty() {
-            let path = format!(
-                "/goods/{product}?customer_key={}&identity={}",
-                self.public_key(),
-                netbill_http::client::query_escape(&self.config.identity)
-            );
-            let pr = merchant_402(&merchant, &path).await?;
-            pr.quote.ok_or(WalletError::NoQuote)?
-        } else {
-            let req = PriceRequest {
-                identity: self.config.identity.clone(),
-                customer_key: self.public_key(),
-                product: product.clone(),
-                prd_hex: String::new(),
-                bid: None,
-                credentials: opts.credentials.clone(),
-            };
-            merchant
-                .call(reqwest::Method::POST, "/v1/quotes", Some(&req), &[])
-                .await?
+        let bid = opts.max_price.unwrap_or(Amount::MAX);
+        let req = PriceRequest {
+            identity: self.config.identity.clone(),
+            customer_key: self.public_key(),
+            product: product.clone(),
+            prd_hex: String::new(),
+            bid: Some(bid),
+            credentials: opts.credentials.clone(),
         };
-        let q = quote.body_unverified();
         report(Step::Protocol(
             1,
             format!(
-                "C → M  price request for {product} as {:?}",
-                self.config.identity
+                "C → M  purchase request for {product} as {:?}, accepting {}",
+                self.config.identity,
+                opts.max_price
+                    .map(|p| format!("up to {p}"))
+                    .unwrap_or_else(|| "the quoted price".into())
             ),
         ));
-        let merchant_key = self.merchant_key(&q.merchant).await?;
+        // Round trip 1: the offer (quote, EPOID, checksum) and the ciphertext.
+        let resp = merchant
+            .stream(
+                reqwest::Method::POST,
+                "/v2/purchases",
+                Some(&req),
+                Some(reqwest::StatusCode::PAYMENT_REQUIRED),
+            )
+            .await?;
+        let offer = read_offer(&resp)?;
+        let quote = offer.quote.clone();
+        let merchant_key = self.merchant_key(&quote.body_unverified().merchant).await?;
         let q = customer::check_quote(
             &RealCrypto,
             &quote,
@@ -416,40 +426,23 @@ impl Wallet {
             },
             now_ms(),
         )?;
-        report(Step::Protocol(
-            2,
-            format!(
-                "M → C  signed quote #{}: {:?} for {}{}",
-                q.quote_id,
-                q.description,
-                q.price,
-                q.group
-                    .as_ref()
-                    .map(|g| format!(" (group price: {g})"))
-                    .unwrap_or_default()
-            ),
-        ));
-        // Steps 3–4: accept; the merchant draws K and offers the ciphertext.
-        let offer: GoodsOffer = merchant
-            .call(
-                reqwest::Method::POST,
-                "/v1/purchases",
-                Some(&GoodsRequest {
-                    quote: quote.clone(),
-                }),
-                &[],
-            )
-            .await?;
-        report(Step::Protocol(
-            3,
-            "C → M  goods request (accept the quote)".into(),
-        ));
-        if offer.ciphertext_len > GOODS_LEN_MAX {
+        if offer.goods.ciphertext_len > GOODS_LEN_MAX {
             return Err(WalletError::GoodsTooLarge {
-                len: offer.ciphertext_len,
+                len: offer.goods.ciphertext_len,
                 max: GOODS_LEN_MAX,
             });
         }
+        let described = format!(
+            "M → C  402: signed quote #{}: {:?} for {}{}; EPOID {}",
+            q.quote_id,
+            q.description,
+            q.price,
+            q.group
+                .as_ref()
+                .map(|g| format!(" (group price: {g})"))
+                .unwrap_or_default(),
+            offer.note.epoid
+        );
         let out = opts
             .out
             .clone()
@@ -458,41 +451,31 @@ impl Wallet {
             merchant_url: merchant_url.to_string(),
             merchant_key,
             out,
-            purchase: CustomerPurchase::new(quote, offer.clone(), self.seal.clone()),
+            purchase: CustomerPurchase::new(quote, offer.goods.clone(), self.seal.clone()),
             delivered_to: None,
+            ticket: Some(offer.ticket),
         };
-        // Nothing is signed yet: a crash losing this record loses a purchase nothing was
-        // paid for.
-        self.save_quick(&rec)?;
-        netbill_http::crash_point("wallet.after_persist_offer");
-        let (checksum, len) = self.download(&merchant, &offer, report).await?;
-        let note: DeliveryNote = merchant
-            .call::<(), _>(
-                reqwest::Method::POST,
-                &format!("/v1/purchases/{}/delivered", offer.purchase),
-                None,
-                &[],
-            )
-            .await?;
+        let (checksum, len) = self.download(resp, &merchant, &offer.goods, report).await?;
+        netbill_http::crash_point("wallet.after_receive_goods");
         if let Err(e) = rec
             .purchase
-            .delivered(checksum, len, note.clone(), now_ms())
+            .delivered(checksum, len, offer.note.clone(), now_ms())
         {
             rec.purchase.abort()?;
-            self.save(&rec)?;
+            // Nothing was signed: kept only as a record of what the merchant sent.
+            self.save_quick(&rec)?;
             return Err(e.into());
         }
         report(Step::Protocol(
-            4,
+            2,
             format!(
-                "M → C  {len} bytes encrypted under a fresh K, checksum {} verified, EPOID {}",
-                &checksum.to_hex()[..16],
-                note.epoid
+                "{described}, {len} bytes encrypted under K, checksum {} verified",
+                &checksum.to_hex()[..16]
             ),
         ));
-        // No save of the `Delivered` state on its own: the EPO's save follows at once, and a
-        // crash before it recovers as `Receiving` would (abort; nothing was signed).
-        // Step 5: sign the EPO — the point of no return. Durable before it leaves.
+        // Sign the EPO — the point of no return. Durable before it leaves: the one write
+        // of the customer's on the critical path (her record of which ciphertext she holds
+        // and what she signed for it).
         let epo = rec.purchase.sign_epo(
             &RealCrypto,
             &self.signer,
@@ -510,17 +493,18 @@ impl Wallet {
         }
         netbill_http::crash_point("wallet.before_send_epo");
         report(Step::Protocol(
-            5,
+            3,
             format!(
-                "C → M  EPO signed for {} (point of no return)",
+                "C → M  EPO signed for {} over the checksum received (point of no return)",
                 rec.purchase.quote.body_unverified().price
             ),
         ));
+        // Round trip 2: the EPO for the receipt.
         let answer: Result<StatusAnswer, CallError> = merchant
             .call(
                 reqwest::Method::POST,
-                &format!("/v1/purchases/{}/pay", offer.purchase),
-                Some(&epo),
+                "/v2/pay",
+                Some(&Payment { offer, epo }),
                 &[],
             )
             .await;
@@ -530,18 +514,18 @@ impl Wallet {
             }) => {
                 netbill_http::crash_point("wallet.after_receive_receipt");
                 report(Step::Protocol(
-                    6,
+                    4,
                     "M → N  EPO endorsed with K (sealed to N)".into(),
                 ));
                 report(Step::Protocol(
-                    7,
+                    5,
                     format!(
                         "N → M  signed receipt: {}",
                         r.body_unverified().result.describe()
                     ),
                 ));
                 report(Step::Protocol(
-                    8,
+                    6,
                     "M → C  receipt forwarded; K opened from its sealed part".into(),
                 ));
                 self.finish(&mut rec, r)
@@ -550,7 +534,7 @@ impl Wallet {
                 reason: "the merchant has no receipt yet".into(),
             }),
             Err(e) => {
-                report(Step::Protocol(8, format!("M → C  no receipt: {e}")));
+                report(Step::Protocol(6, format!("M → C  no receipt: {e}")));
                 Ok(Outcome::Pending {
                     reason: e.to_string(),
                 })
@@ -558,17 +542,16 @@ impl Wallet {
         }
     }
 
-    /// Downloads the ciphertext to the purchase's goods file, hashing it on the way.
+    /// Streams the 402 answer's ciphertext to the purchase's goods file, hashing it on the
+    /// way; never more than the offer announced.
     async fn download(
         &self,
+        mut resp: reqwest::Response,
         merchant: &Client,
         offer: &GoodsOffer,
         report: &mut dyn FnMut(Step),
     ) -> Result<(Digest, u64), WalletError> {
         let path = self.goods_path(&offer.purchase);
-        let mut resp = merchant
-            .get_stream(&format!("/v1/purchases/{}/goods", offer.purchase))
-            .await?;
         let mut file =
             fs::File::create(&path).map_err(io(format!("creating {}", path.display())))?;
         let mut hash = Sha256::new();
@@ -725,22 +708,42 @@ impl Wallet {
     }
 
     /// Re-sends a purchase's signed EPO to its merchant; the receipt, if one comes back.
+    /// A v2 purchase goes back with its offer (the merchant stored nothing); a v1 one, to
+    /// the purchase the merchant stored.
     async fn resend_epo(
         &self,
         rec: &PurchaseRecord,
     ) -> Option<Signed<netbill_proto::messages::Receipt>> {
-        let epo = rec.purchase.epo.as_ref()?;
+        let p = &rec.purchase;
+        let epo = p.epo.clone()?;
         let merchant = Client::new(&rec.merchant_url).ok()?;
-        merchant
-            .call::<_, StatusAnswer>(
-                reqwest::Method::POST,
-                &format!("/v1/purchases/{}/pay", rec.purchase.offer.purchase),
-                Some(epo),
-                &[],
-            )
-            .await
-            .ok()
-            .and_then(|a| a.receipt)
+        let answer = match (rec.ticket, &p.delivery) {
+            (Some(ticket), Some(note)) => {
+                let payment = Payment {
+                    offer: PurchaseOffer {
+                        quote: p.quote.clone(),
+                        goods: p.offer.clone(),
+                        note: note.clone(),
+                        ticket,
+                    },
+                    epo,
+                };
+                merchant
+                    .call::<_, StatusAnswer>(reqwest::Method::POST, "/v2/pay", Some(&payment), &[])
+                    .await
+            }
+            _ => {
+                merchant
+                    .call::<_, StatusAnswer>(
+                        reqwest::Method::POST,
+                        &format!("/v1/purchases/{}/pay", p.offer.purchase),
+                        Some(&epo),
+                        &[],
+                    )
+                    .await
+            }
+        };
+        answer.ok().and_then(|a| a.receipt)
     }
 
     /// Finds a purchase by its wallet id or its EPOID.
@@ -863,7 +866,15 @@ impl Wallet {
     }
 }
 
-/// `GET` a priced resource: a `402` answer carries the offer (and quote).
-async fn merchant_402(merchant: &Client, path: &str) -> Result<PaymentRequired, WalletError> {
-    Ok(merchant.get_payment_required(path).await?)
+/// The [`PurchaseOffer`] of a v2 402 answer (its `NetBill-Offer` header).
+fn read_offer(resp: &reqwest::Response) -> Result<PurchaseOffer, WalletError> {
+    let bad = |why: &str| WalletError::BadOffer(why.to_string());
+    let raw = resp
+        .headers()
+        .get(OFFER_HEADER)
+        .ok_or_else(|| bad("the 402 answer has no NetBill-Offer header"))?;
+    let bytes = B64
+        .decode(raw.as_bytes())
+        .map_err(|_| bad("the NetBill-Offer header is not base64url"))?;
+    serde_json::from_slice(&bytes).map_err(|e| bad(&format!("the offer does not parse: {e}")))
 }

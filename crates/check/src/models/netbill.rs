@@ -614,7 +614,6 @@ impl NetBill {
                     (**epo).clone(),
                     "",
                     now,
-                    [0; 32],
                 );
                 let Ok(endorsement) = endorsed else {
                     return; // refused: C gets an error (she times out and recovers)
