@@ -74,7 +74,7 @@ impl fmt::Display for Fault {
 /// One schedule: one purchase with one fault at one step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Schedule {
-    /// The protocol step (1–8) whose message or processing the fault hits.
+    /// The message of the purchase (1–6, [`STEPS`]) whose sending or handling the fault hits.
     pub step: u8,
     /// The party the fault hits (for a lost, duplicated or delayed message: its sender).
     pub party: Party,
@@ -95,16 +95,15 @@ impl fmt::Display for Schedule {
     }
 }
 
-/// The eight messages of the protocol, as the proxy sees them.
-pub const STEPS: [(u8, &str, Party, Party); 8] = [
-    (1, "C→M price request", Party::Customer, Party::Merchant),
-    (2, "M→C signed quote", Party::Merchant, Party::Customer),
-    (3, "C→M goods request", Party::Customer, Party::Merchant),
-    (4, "M→C goods + EPOID", Party::Merchant, Party::Customer),
-    (5, "C→M signed EPO", Party::Customer, Party::Merchant),
-    (6, "M→N endorsed EPO", Party::Merchant, Party::Billing),
-    (7, "N→M signed receipt", Party::Billing, Party::Merchant),
-    (8, "M→C receipt", Party::Merchant, Party::Customer),
+/// The six messages of a v2 purchase, as the proxies see them: two customer–merchant
+/// round trips (1–2, 3 and 6) around one merchant–billing round trip (4–5).
+pub const STEPS: [(u8, &str, Party, Party); 6] = [
+    (1, "C→M purchase request", Party::Customer, Party::Merchant),
+    (2, "M→C 402 offer + goods", Party::Merchant, Party::Customer),
+    (3, "C→M signed EPO", Party::Customer, Party::Merchant),
+    (4, "M→N endorsed EPO", Party::Merchant, Party::Billing),
+    (5, "N→M signed receipt", Party::Billing, Party::Merchant),
+    (6, "M→C receipt", Party::Merchant, Party::Customer),
 ];
 
 /// A step's one-line name.
@@ -113,21 +112,19 @@ pub fn step_name(step: u8) -> &'static str {
 }
 
 /// Every crash point in the shells: (name, step, party). Documented in docs/reliability.md.
-pub const CRASH_POINTS: [(&str, u8, Party); 14] = [
-    ("wallet.after_persist_offer", 4, Party::Customer),
-    ("wallet.before_persist_epo", 5, Party::Customer),
-    ("wallet.before_send_epo", 5, Party::Customer),
-    ("wallet.after_receive_receipt", 8, Party::Customer),
-    ("wallet.after_persist_receipt", 8, Party::Customer),
-    ("merchant.before_persist_k", 4, Party::Merchant),
-    ("merchant.after_persist_k", 4, Party::Merchant),
-    ("merchant.before_persist_endorsement", 6, Party::Merchant),
-    ("merchant.before_send_endorsement", 6, Party::Merchant),
-    ("merchant.after_receive_receipt", 7, Party::Merchant),
-    ("merchant.before_send_receipt", 8, Party::Merchant),
-    ("server.before_commit", 7, Party::Billing),
-    ("server.mid_batch", 7, Party::Billing),
-    ("server.after_commit_before_reply", 7, Party::Billing),
+pub const CRASH_POINTS: [(&str, u8, Party); 12] = [
+    ("wallet.after_receive_goods", 2, Party::Customer),
+    ("wallet.before_persist_epo", 3, Party::Customer),
+    ("wallet.before_send_epo", 3, Party::Customer),
+    ("wallet.after_receive_receipt", 6, Party::Customer),
+    ("wallet.after_persist_receipt", 6, Party::Customer),
+    ("merchant.before_send_offer", 2, Party::Merchant),
+    ("merchant.before_send_endorsement", 4, Party::Merchant),
+    ("merchant.after_receive_receipt", 5, Party::Merchant),
+    ("merchant.before_send_receipt", 6, Party::Merchant),
+    ("server.before_commit", 5, Party::Billing),
+    ("server.mid_batch", 5, Party::Billing),
+    ("server.after_commit_before_reply", 5, Party::Billing),
 ];
 
 /// The full matrix: every step × {drop, duplicate, delay} for its sender, every step ×
@@ -217,8 +214,8 @@ mod tests {
     #[test]
     fn the_matrix_covers_every_step_with_every_message_fault_and_every_crash_point() {
         let m = matrix();
-        assert_eq!(m.len(), 8 * 7 + CRASH_POINTS.len());
-        for step in 1..=8 {
+        assert_eq!(m.len(), STEPS.len() * 7 + CRASH_POINTS.len());
+        for step in 1..=6 {
             for f in [
                 Fault::Drop,
                 Fault::Duplicate,

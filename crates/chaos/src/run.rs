@@ -57,14 +57,12 @@ pub struct Runner {
 fn plan(step: u8, fault: Fault, party: Party) -> Option<(bool, Plan)> {
     // (via the merchant→billing proxy, method, path prefix, suffix, response)
     let (mn, method, prefix, suffix, response) = match step {
-        1 => (false, "GET", "/goods/", "", false),
-        2 => (false, "GET", "/goods/", "", true),
-        3 => (false, "POST", "/v1/purchases", "/v1/purchases", false),
-        4 => (false, "POST", "/v1/purchases/", "/delivered", true),
-        5 => (false, "POST", "/v1/purchases/", "/pay", false),
-        6 => (true, "POST", "/v1/endorsements", "", false),
-        7 => (true, "POST", "/v1/endorsements", "", true),
-        8 => (false, "POST", "/v1/purchases/", "/pay", true),
+        1 => (false, "POST", "/v2/purchases", "/v2/purchases", false),
+        2 => (false, "POST", "/v2/purchases", "/v2/purchases", true),
+        3 => (false, "POST", "/v2/pay", "/v2/pay", false),
+        4 => (true, "POST", "/v1/endorsements", "", false),
+        5 => (true, "POST", "/v1/endorsements", "", true),
+        6 => (false, "POST", "/v2/pay", "/v2/pay", true),
         _ => return None,
     };
     let action = match fault {
