@@ -135,18 +135,86 @@ struct E2eReport {
     /// Where a purchase's time goes, from the wallet's side: mean milliseconds between the
     /// protocol steps it reports.
     phases_ms_mean: Vec<(String, f64)>,
+    /// What a purchase costs, counted over a separate pass of [`E2E_COUNTED`] purchases.
+    counted: Option<E2eCounts>,
+}
+
+/// Round trips and durable writes of a whole purchase, counted (not derived from the code).
+#[derive(Serialize, Debug)]
+struct E2eCounts {
+    purchases: usize,
+    /// Requests the wallet sent to the merchant, per purchase.
+    customer_merchant_round_trips: f64,
+    /// Endorsements N answered, per purchase (N's `netbill_receipts_total`).
+    merchant_billing_round_trips: f64,
+    /// `fsync`s the wallet made, per purchase (its own counter).
+    customer_fsyncs: f64,
+    /// `fsync` + `fdatasync` system calls of the merchant's and N's processes, per purchase,
+    /// counted by `strace -c` attached to them; `None` without strace.
+    merchant_fsyncs: Option<f64>,
+    billing_fsyncs: Option<f64>,
+}
+
+/// Counts a running process's `fsync` and `fdatasync` calls, all threads, from the kernel's
+/// side: `strace -f -c` attached for the duration.
+struct SyncCounter {
+    child: std::process::Child,
+    out: std::path::PathBuf,
+}
+
+impl SyncCounter {
+    /// `None` if strace is not installed or cannot attach.
+    fn attach(pid: u32, out: std::path::PathBuf) -> Option<SyncCounter> {
+        let child = std::process::Command::new("strace")
+            .args(["-f", "-qq", "-c", "-e", "trace=fsync,fdatasync", "-p"])
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(&out)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        Some(SyncCounter { child, out })
+    }
+
+    /// Detaches and returns the calls counted.
+    fn finish(mut self) -> Option<u64> {
+        // SIGINT makes strace detach and write its summary. SAFETY: kill(2) on the pid of
+        // our own child, which has not been waited for, so the pid is still ours.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait().ok()?;
+        let text = std::fs::read_to_string(&self.out).ok()?;
+        Some(
+            text.lines()
+                .filter(|l| l.ends_with(" fsync") || l.ends_with(" fdatasync"))
+                .filter_map(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok())
+                .sum(),
+        )
+    }
+}
+
+/// The sum of N's `netbill_receipts_total` counters.
+async fn receipts_answered(target: &Target) -> anyhow::Result<u64> {
+    let c = Client::new(&target.url)?;
+    let resp = reqwest::get(c.url("/metrics")).await?.text().await?;
+    Ok(resp
+        .lines()
+        .filter(|l| l.starts_with("netbill_receipts_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum())
 }
 
 /// The stretches of a whole purchase, between the steps the wallet reports (a stretch ends
 /// when the step is reported; "finish" ends when `buy` returns).
-const E2E_PHASES: [(u8, &str); 6] = [
-    (1, "quote (402)"),
-    (2, "merchant key + quote check"),
-    (3, "goods request"),
-    (4, "download + delivery note"),
-    (5, "sign EPO + durable save"),
-    (8, "pay: merchant endorses, N commits"),
+const E2E_PHASES: [(u8, &str); 4] = [
+    (1, "purchase request"),
+    (2, "402: offer + ciphertext, checks"),
+    (3, "sign EPO + durable save"),
+    (4, "pay: merchant endorses, N commits"),
 ];
+
+/// Purchases of the counting pass (under strace, so not timed).
+const E2E_COUNTED: usize = 50;
 
 const TOKEN: &str = "bench-admin-token-0123456789abcdef";
 
@@ -752,7 +820,7 @@ async fn e2e(
     let product = ProductCode::new("article")?;
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let b = bar(n, "e2e (steps 1-8)", quiet);
+    let b = bar(n, "e2e (two round trips)", quiet);
     let mut phase_us = [0u64; E2E_PHASES.len() + 1];
     let start = Instant::now();
     for i in 0..n {
@@ -787,6 +855,40 @@ async fn e2e(
     }
     b.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
+    let counted = if n == 0 {
+        None
+    } else {
+        let m_count = SyncCounter::attach(merchant.pid(), dir.join("strace-merchant.txt"));
+        let n_count = server
+            .pid
+            .and_then(|pid| SyncCounter::attach(pid, dir.join("strace-server.txt")));
+        // strace needs a moment to attach to every thread.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let requests = wallet.merchant_requests();
+        let fsyncs = netbill_wallet::fsyncs_so_far();
+        let receipts = receipts_answered(server).await?;
+        for i in 0..E2E_COUNTED {
+            let opts = netbill_wallet::BuyOptions {
+                out: Some(dir.join(format!("goods-{}", i % 4))),
+                ..Default::default()
+            };
+            let o = wallet
+                .buy(&merchant.url, &product, &opts, &mut |_| {})
+                .await?;
+            if !matches!(o, netbill_wallet::Outcome::Paid { .. }) {
+                bail!("counted purchase {i} was not paid: {o:?}");
+            }
+        }
+        let per = |x: u64| x as f64 / E2E_COUNTED as f64;
+        Some(E2eCounts {
+            purchases: E2E_COUNTED,
+            customer_merchant_round_trips: per(wallet.merchant_requests() - requests),
+            merchant_billing_round_trips: per(receipts_answered(server).await? - receipts),
+            customer_fsyncs: per(netbill_wallet::fsyncs_so_far() - fsyncs),
+            merchant_fsyncs: m_count.and_then(SyncCounter::finish).map(per),
+            billing_fsyncs: n_count.and_then(SyncCounter::finish).map(per),
+        })
+    };
     Ok(E2eReport {
         purchases: n,
         seconds,
@@ -800,6 +902,7 @@ async fn e2e(
             .zip(phase_us)
             .map(|(name, us)| (name, us as f64 / 1000.0 / n.max(1) as f64))
             .collect(),
+        counted,
     })
 }
 
@@ -1074,7 +1177,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             println!("whole purchase through the merchant: not measured (--e2e 0)");
         } else {
             println!(
-                "whole purchase through the merchant (steps 1-8, sequential): {} purchases, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
+                "whole purchase through the merchant (v2, sequential): {} purchases, {:.0}/s, p50 {:.2} ms, p99 {:.2} ms",
                 e.purchases, e.purchases_per_s, e.latency_ms_p50, e.latency_ms_p99
             );
             println!(
@@ -1085,6 +1188,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
+            if let Some(c) = &e.counted {
+                let opt = |x: Option<f64>| {
+                    x.map(|v| format!("{v:.2}"))
+                        .unwrap_or_else(|| "not counted (strace missing)".into())
+                };
+                println!(
+                    "  counted over {} more purchases: C↔M round trips {:.2}, M↔N round trips {:.2}; fsyncs C {:.2}, M {}, N {}",
+                    c.purchases,
+                    c.customer_merchant_round_trips,
+                    c.merchant_billing_round_trips,
+                    c.customer_fsyncs,
+                    opt(c.merchant_fsyncs),
+                    opt(c.billing_fsyncs)
+                );
+            }
         }
         match (
             report.server_rss_kib_after_setup,

@@ -224,7 +224,11 @@ fn a_merchant_that_dies_before_its_endorsement_leaves_loses_nothing() {
     );
     assert!(!d.alive(Party::Merchant), "the merchant crashed");
     let db = netbill_chaos::check::open_db(&d.ledger_db()).expect("ledger");
-    assert!(netbill_chaos::check::outcomes(&db).expect("outcomes").is_empty());
+    assert!(
+        netbill_chaos::check::outcomes(&db)
+            .expect("outcomes")
+            .is_empty()
+    );
     d.start_merchant(None).expect("restarting the merchant");
     let merchant = d.path("merchant");
     let text = d

@@ -18,6 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use netbill_crypto::{
     Ed25519Signer, RealCrypto, load_secret_key, random_bytes, random_seal_secret, save_secret_key,
@@ -163,6 +164,8 @@ pub struct Wallet {
     signer: Ed25519Signer,
     /// The static sealing secret: every v2 EPO's reply key is its public half.
     seal: SealSecret,
+    /// Requests `buy` has sent to merchants (two per purchase in v2).
+    merchant_requests: AtomicU64,
     billing: Client,
     /// Merchants' keys as N answered them recently: a wallet buying again from the same
     /// merchant saves a round trip to N. Kept [`MERCHANT_KEY_TTL`] at most, so a key the
@@ -184,6 +187,20 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
 /// always synced before the rename, so a crash leaves either the old or the new file, never
 /// a torn one; with `durable_rename` the directory is synced too, so the new file is the
 /// one that survives.
+/// `fsync`s (of files and directories) this process's wallets have made: counted so that
+/// the benchmark can print the durable writes a purchase costs the customer.
+static FSYNCS: AtomicU64 = AtomicU64::new(0);
+
+/// How many `fsync`s this process's wallets have made so far.
+pub fn fsyncs_so_far() -> u64 {
+    FSYNCS.load(Ordering::Relaxed)
+}
+
+fn sync(f: &fs::File) -> std::io::Result<()> {
+    FSYNCS.fetch_add(1, Ordering::Relaxed);
+    f.sync_all()
+}
+
 fn write_private_with(path: &Path, bytes: &[u8], durable_rename: bool) -> Result<(), WalletError> {
     let tmp = path.with_extension("tmp");
     {
@@ -196,15 +213,14 @@ fn write_private_with(path: &Path, bytes: &[u8], durable_rename: bool) -> Result
             .map_err(io(format!("writing {}", tmp.display())))?;
         f.write_all(bytes)
             .map_err(io(format!("writing {}", tmp.display())))?;
-        f.sync_all()
-            .map_err(io(format!("syncing {}", tmp.display())))?;
+        sync(&f).map_err(io(format!("syncing {}", tmp.display())))?;
     }
     fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))?;
     if durable_rename
         && let Some(parent) = path.parent()
         && let Ok(d) = fs::File::open(parent)
     {
-        let _ = d.sync_all();
+        let _ = sync(&d);
     }
     Ok(())
 }
@@ -296,9 +312,15 @@ impl Wallet {
             config,
             signer,
             seal,
+            merchant_requests: AtomicU64::new(0),
             billing,
             merchant_keys: Default::default(),
         })
+    }
+
+    /// Requests `buy` has sent to merchants so far (v2: two per purchase).
+    pub fn merchant_requests(&self) -> u64 {
+        self.merchant_requests.load(Ordering::Relaxed)
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -404,6 +426,7 @@ impl Wallet {
             ),
         ));
         // Round trip 1: the offer (quote, EPOID, checksum) and the ciphertext.
+        self.merchant_requests.fetch_add(1, Ordering::Relaxed);
         let resp = merchant
             .stream(
                 reqwest::Method::POST,
@@ -500,6 +523,7 @@ impl Wallet {
             ),
         ));
         // Round trip 2: the EPO for the receipt.
+        self.merchant_requests.fetch_add(1, Ordering::Relaxed);
         let answer: Result<StatusAnswer, CallError> = merchant
             .call(
                 reqwest::Method::POST,
@@ -571,8 +595,7 @@ impl Wallet {
                 .map_err(io(format!("writing {}", path.display())))?;
             report(Step::Download(len, offer.ciphertext_len));
         }
-        file.sync_all()
-            .map_err(io(format!("syncing {}", path.display())))?;
+        sync(&file).map_err(io(format!("syncing {}", path.display())))?;
         Ok((Digest(hash.finalize().into()), len))
     }
 
