@@ -41,7 +41,7 @@ pub struct BenchArgs {
     /// Endorsements per request in the batched run (1–256).
     #[arg(long, default_value_t = 64)]
     batch: usize,
-    /// Whole purchases through a merchant (steps 1–8), one after another.
+    /// Whole purchases through a merchant (v2: two round trips), one after another; then 50 more, counted under strace.
     #[arg(long, default_value_t = 200)]
     e2e: usize,
     /// The ledger: `sqlite` (a file in a temporary directory), `postgres` (a throwaway

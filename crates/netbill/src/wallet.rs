@@ -40,13 +40,15 @@ enum WalletCommand {
     },
     /// Print the wallet's public key (for the operator to register).
     Key,
-    /// Buy a product from a merchant: the whole protocol, steps 1–8.
+    /// Buy a product from a merchant: two round trips (the offer with the encrypted goods, then the EPO for the receipt).
     Buy {
         /// The merchant's URL.
         merchant: String,
         /// The product code.
         product: ProductCode,
-        /// Refuse to pay more than this (e.g. USD:0.05).
+        /// Refuse to pay more than this (e.g. USD:0.05). Sent to the merchant as the bid, so
+        /// a higher price is refused before any goods are sent; without it the wallet accepts
+        /// the price the merchant quotes.
         #[arg(long)]
         max_price: Option<Amount>,
         /// A group credential file (from `netbill group issue`), for a group price.

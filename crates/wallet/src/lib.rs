@@ -26,7 +26,7 @@ use netbill_crypto::{
 use netbill_http::client::{CallError, Client};
 use netbill_http::now_ms;
 use netbill_proto::crypto::SealSecret;
-use netbill_proto::crypto::{Digest, PublicKey, Signer};
+use netbill_proto::crypto::{Digest, GoodsKey, PublicKey, Signer};
 use netbill_proto::customer::{
     self, CustomerError, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
 };
@@ -196,9 +196,17 @@ pub fn fsyncs_so_far() -> u64 {
     FSYNCS.load(Ordering::Relaxed)
 }
 
+/// Makes a file's data (and the metadata needed to read it back, such as its length)
+/// durable: `fdatasync`, which skips the timestamps `fsync` would also write.
 fn sync(f: &fs::File) -> std::io::Result<()> {
     FSYNCS.fetch_add(1, Ordering::Relaxed);
-    f.sync_all()
+    f.sync_data()
+}
+
+/// Makes a directory's entries durable (`fsync` of the directory).
+fn sync_dir(d: &fs::File) -> std::io::Result<()> {
+    FSYNCS.fetch_add(1, Ordering::Relaxed);
+    d.sync_all()
 }
 
 fn write_private_with(path: &Path, bytes: &[u8], durable_rename: bool) -> Result<(), WalletError> {
@@ -220,7 +228,7 @@ fn write_private_with(path: &Path, bytes: &[u8], durable_rename: bool) -> Result
         && let Some(parent) = path.parent()
         && let Ok(d) = fs::File::open(parent)
     {
-        let _ = sync(&d);
+        let _ = sync_dir(&d);
     }
     Ok(())
 }
@@ -611,38 +619,23 @@ impl Wallet {
             &self.config.billing.seal_key,
             receipt,
         )?;
-        // The receipt is N's and can be fetched again: if a crash loses this record, the
-        // durable EPO record is back and `recover` settles it again.
-        self.save_quick(rec)?;
-        netbill_http::crash_point("wallet.after_persist_receipt");
+        // The receipt is N's and can be fetched again: if a crash loses the record saved
+        // below, the durable EPO record is back and `recover` settles it again. So one
+        // quick save, once the outcome is complete, is enough.
         match settlement {
             Settlement::Paid {
                 goods_key,
                 balance_minor,
                 low_balance,
             } => {
-                let id = rec.purchase.offer.purchase.clone();
-                let src = self.goods_path(&id);
-                let tmp = rec.out.with_extension("netbill-partial");
-                let stats = {
-                    let input =
-                        fs::File::open(&src).map_err(io(format!("reading {}", src.display())))?;
-                    let output = fs::File::create(&tmp)
-                        .map_err(io(format!("creating {}", tmp.display())))?;
-                    netbill_crypto::decrypt_stream(
-                        &goods_key,
-                        std::io::BufReader::new(input),
-                        std::io::BufWriter::new(output),
-                    )
-                    .map_err(|e| WalletError::Undecryptable(e.to_string()))?
-                };
-                if stats.plaintext_digest != rec.purchase.quote.body_unverified().goods_digest {
-                    let _ = fs::remove_file(&tmp);
-                    return Err(WalletError::NotAsPromised(src));
+                if let Err(e) = self.decrypt(rec, &goods_key) {
+                    // Kept as evidence for a dispute: the receipt with the K that failed.
+                    self.save_quick(rec)?;
+                    return Err(e);
                 }
-                fs::rename(&tmp, &rec.out).map_err(io(format!("writing {}", rec.out.display())))?;
                 rec.delivered_to = Some(rec.out.clone());
                 self.save_quick(rec)?;
+                netbill_http::crash_point("wallet.after_persist_receipt");
                 Ok(Outcome::Paid {
                     path: rec.out.clone(),
                     price: rec.purchase.quote.body_unverified().price,
@@ -653,11 +646,39 @@ impl Wallet {
             Settlement::NotPaid {
                 result,
                 balance_minor,
-            } => Ok(Outcome::NotPaid {
-                result,
-                balance_minor,
-            }),
+            } => {
+                self.save_quick(rec)?;
+                netbill_http::crash_point("wallet.after_persist_receipt");
+                Ok(Outcome::NotPaid {
+                    result,
+                    balance_minor,
+                })
+            }
         }
+    }
+
+    /// Decrypts a paid purchase's ciphertext to its `out` path, checked against the quote's
+    /// plaintext digest.
+    fn decrypt(&self, rec: &PurchaseRecord, goods_key: &GoodsKey) -> Result<(), WalletError> {
+        let src = self.goods_path(&rec.purchase.offer.purchase);
+        let tmp = rec.out.with_extension("netbill-partial");
+        let stats = {
+            let input = fs::File::open(&src).map_err(io(format!("reading {}", src.display())))?;
+            let output =
+                fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+            netbill_crypto::decrypt_stream(
+                goods_key,
+                std::io::BufReader::new(input),
+                std::io::BufWriter::new(output),
+            )
+            .map_err(|e| WalletError::Undecryptable(e.to_string()))?
+        };
+        if stats.plaintext_digest != rec.purchase.quote.body_unverified().goods_digest {
+            let _ = fs::remove_file(&tmp);
+            return Err(WalletError::NotAsPromised(src));
+        }
+        fs::rename(&tmp, &rec.out).map_err(io(format!("writing {}", rec.out.display())))?;
+        Ok(())
     }
 
     /// Finishes every unfinished purchase: an uncommitted one is aborted (nothing was paid);
