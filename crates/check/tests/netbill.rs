@@ -35,6 +35,8 @@ fn counterexample(report: &ModelReport, property: PropertyKind) -> (String, Stri
         .counterexample
         .as_ref()
         .unwrap_or_else(|| panic!("{property:?}: a counterexample"));
+    // Shown with `--nocapture`: the charts docs/atomicity.md describes.
+    println!("{property:?}: {}\n{}", cx.violation, cx.chart);
     (cx.violation.clone(), cx.chart.clone())
 }
 

@@ -192,7 +192,7 @@ pub const OFFER_HEADER: &str = "netbill-offer";
 /// sent together with the ciphertext (the answer's body). The customer sends it back
 /// unchanged with her EPO; the `ticket` lets the merchant trust it without having stored
 /// anything (JSON, in the `NetBill-Offer` header as base64url).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PurchaseOffer {
     pub quote: Signed<Quote>,
@@ -205,7 +205,7 @@ pub struct PurchaseOffer {
 
 /// v2, C → M: the signed EPO for an offer (steps 5 and 6 of the 1995 protocol in one
 /// request); answered with the receipt (JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Payment {
     pub offer: PurchaseOffer,

@@ -6,22 +6,32 @@
 //! (`crates/wallet`, `crates/merchant` `api.rs`, `crates/server` `writer.rs` and `api.rs`), with
 //! the symbolic implementation of the crypto interface:
 //!
-//! 3. C → M: goods request (the quote C accepted). 4. M → C: the goods encrypted under K, their
-//!    checksum and the EPOID (M persists the purchase first).
-//! 5. C → M: the signed EPO — C's point of no return (the wallet persists it before sending).
-//! 6. M → N: the endorsement with K sealed to N — M's point of no return (persisted first).
-//! 7. N → M: the receipt, released only once the outcome is durable. 8. M → C: the receipt.
+//! The v2 purchase, two customer–merchant round trips:
 //!
-//! Recovery, as in production except that C asks N directly (production asks M first, then N:
-//! one more way to reach the same receipt, which multiplied the state space by thirty): C asks N
-//! for the receipt (status query); M asks N and re-sends its persisted endorsement; N records an abort for an EPOID with no outcome once no EPO
-//! for it can still be valid ([`billing::may_abort`]), and an endorsement that arrives after the
-//! EPO's expiry gets a signed "expired" receipt.
+//! 1. C → M: the purchase request (accepting the quoted price).
+//! 2. M → C: the 402 offer — the quote, the EPOID, the checksum of the goods encrypted under a
+//!    K that M derives from its seal secret and the EPOID ([`merchant::derive_goods_key`]), and
+//!    M's ticket ([`merchant::make_offer`]). M persists nothing.
+//! 3. C → M: the offer back with the signed EPO — C's point of no return (the wallet persists
+//!    it, with the offer, before sending). M checks the ticket
+//!    ([`MerchantPurchase::from_offer`]) and endorses.
+//! 4. M → N: the endorsement with K sealed to N — M's point of no return; M holds it in memory
+//!    only (the endorsement is deterministic: a retry makes the same bytes).
+//! 5. N → M: the receipt, released only once the outcome is durable. 6. M → C: the receipt
+//!    (M records the settled purchase).
 //!
-//! Abstractions: steps 1–2 (price request and signed quote) happened before the run: the model
-//! starts with a quote made by [`merchant::make_quote`] and accepted by [`customer::check_quote`];
-//! one purchase at price 1 (one minor unit) from an account holding exactly 1; the ciphertext is
-//! its checksum and length; the crypto is symbolic (perfect). Time is a logical clock with two
+//! Recovery, as in production except that C asks N before M (production asks M's status first,
+//! then N, then re-sends: one more way to reach the same receipt): C asks N for the receipt
+//! (status query) and may re-send her offer and EPO to M (`Repay`); M re-sends an endorsement
+//! it still holds in memory when its call to N times out, and after a crash has nothing to
+//! recover; N records an abort for an EPOID with no outcome once no EPO for it can still be
+//! valid ([`billing::may_abort`]), and an endorsement that arrives after the EPO's expiry gets
+//! a signed "expired" receipt.
+//!
+//! Abstractions: the quote is made once, before the run, by [`merchant::make_quote`] (the
+//! merchant's answer to every purchase request carries it; [`customer::check_quote`] checks it
+//! on arrival); one purchase at price 1 (one minor unit) from an account holding exactly 1; the
+//! ciphertext is its checksum (a function of K) and length; the crypto is symbolic (perfect). Time is a logical clock with two
 //! values — before and after the longest allowed expiry — per party: N's clock passes the expiry
 //! by its own `Expire` step (once), C's by her `Wait` step (once, while she recovers), and every
 //! message carries its sender's clock, which the receiver's clock catches up with (clocks are
@@ -38,14 +48,16 @@ use netbill_proto::billing::{
     self, AccountKind, BillingPolicy, Decision, LedgerView, MemoryLedger,
 };
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
-use netbill_proto::crypto::{Crypto, GoodsKey, SealKey, SealSecret, Signer, goods_key_digest};
+use netbill_proto::crypto::{
+    Crypto, Digest, GoodsKey, SealKey, SealSecret, Signer, goods_key_digest,
+};
 use netbill_proto::customer::{
     self, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
 };
-use netbill_proto::merchant::{self, MerchantPurchase, MerchantState, Offer};
+use netbill_proto::merchant::{self, MerchantPurchase, Offer};
 use netbill_proto::messages::{
-    DeliveryNote, Endorsement, Epo, GoodsOffer, PriceRequest, Quote, Receipt, ResultCode,
-    StatusAnswer,
+    DeliveryNote, Endorsement, GoodsOffer, Payment, PriceRequest, PurchaseOffer, Quote, Receipt,
+    ResultCode, StatusAnswer,
 };
 use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
 
@@ -62,12 +74,13 @@ const T0: u64 = 1_700_000_000_000;
 const EPO_EXPIRY_MS: u64 = 10 * 60 * 1000;
 /// N's longest allowed expiry.
 const EXPIRY_MAX_MS: u64 = 60 * 60 * 1000;
-/// How many more times C asks N after her first status query (for lost queries and answers).
+/// How many more times C asks N, or re-sends her offer and EPO to M, after her first status
+/// query (for lost queries and answers).
 const CUSTOMER_RETRIES: u8 = 1;
 /// How many times M re-sends its endorsement on its own (its call to N timed out).
 const MERCHANT_RESENDS: u8 = 1;
-/// The wallet's purchase handle at the merchant.
-const PURCHASE: &str = "p1";
+/// The merchant's purchase handle in its offer.
+const PURCHASE: &str = "00000000000000000000000000000001";
 
 /// A party's clock: before or after the longest allowed expiry of the purchase's EPO.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,22 +118,17 @@ pub enum NetBillMutant {
 /// Message bodies: the production messages.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Body {
-    /// 3. C → M: the accepted quote.
-    GoodsRequest(Arc<Signed<Quote>>),
-    /// 4. M → C: the encrypted goods (their checksum and length) and the EPOID.
-    Goods {
-        /// Checksum and length of the ciphertext.
-        offer: Arc<GoodsOffer>,
-        /// The EPOID, stamped at the end of delivery, and the EPO's expiry.
-        note: Arc<DeliveryNote>,
-    },
-    /// 5. C → M: the signed EPO.
-    Epo(Arc<Signed<Epo>>),
-    /// 6. M → N: the endorsed EPO with K sealed to N.
+    /// 1. C → M: the purchase request (its price request is the quote's).
+    PurchaseRequest,
+    /// 2. M → C: the 402 offer (quote, EPOID, checksum and length of the ciphertext, ticket).
+    Offer(Arc<PurchaseOffer>),
+    /// 3. C → M: the offer back with the signed EPO.
+    Payment(Arc<Payment>),
+    /// 4. M → N: the endorsed EPO with K sealed to N.
     Endorsement(Arc<Signed<Endorsement>>),
-    /// Status query (C → M, C → N, M → N).
+    /// Status query (C → N).
     Status(EpoId),
-    /// 7, 8 and status answers: the receipt, or "no outcome yet".
+    /// 5, 6 and status answers: the receipt, or "no outcome yet".
     Answer(Arc<StatusAnswer>),
     /// M → C: K itself (only the mutant that releases it before N commits).
     Key([u8; 32]),
@@ -138,9 +146,9 @@ pub struct Msg {
 /// A party's own steps.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Step {
-    /// C asks for the goods (step 3).
+    /// C sends the purchase request (step 1).
     Buy,
-    /// C stops waiting for the goods (nothing recorded, nothing paid).
+    /// C stops waiting for the offer (nothing recorded, nothing paid).
     GiveUp,
     /// C stops waiting for the receipt and asks N (status query).
     ReceiptTimeout,
@@ -148,7 +156,9 @@ pub enum Step {
     Wait,
     /// C asks N again (a query or its answer was lost).
     Retry,
-    /// M's call to N timed out: it re-sends its persisted endorsement.
+    /// C re-sends her offer and EPO to M (wallet recovery).
+    Repay,
+    /// M's call to N timed out: it re-sends the endorsement it holds in memory.
     Resend,
     /// N's clock passes the longest allowed expiry.
     Expire,
@@ -161,7 +171,7 @@ pub enum Step {
 pub enum CPhase {
     /// Has not asked for the goods yet.
     Start,
-    /// Goods request sent.
+    /// Purchase request sent.
     AwaitGoods,
     /// EPO sent; waiting for M's answer (the receipt).
     AwaitReceipt,
@@ -183,6 +193,8 @@ pub struct Customer {
     pub clock: Clock,
     /// The purchase record as last persisted.
     pub saved: Option<Arc<CustomerPurchase>>,
+    /// The merchant's offer, persisted with the signed EPO (sent back with it on a retry).
+    pub offer: Option<Arc<PurchaseOffer>>,
     /// The record in memory when it is ahead of the persisted one (only in the mutant that
     /// sends the EPO before persisting it).
     pub unsaved: Option<Arc<CustomerPurchase>>,
@@ -203,8 +215,10 @@ impl Customer {
 pub struct Merchant {
     /// Its clock.
     pub clock: Clock,
-    /// The purchase record as persisted (written before every message that depends on it).
+    /// The settled purchase, recorded once N's receipt is in (the merchant's books).
     pub saved: Option<Arc<MerchantPurchase>>,
+    /// The endorsed purchase waiting for N (volatile: nothing is written before endorsing).
+    pub pending: Option<Arc<MerchantPurchase>>,
     /// C waits for an answer (to her EPO or her status query): forward N's receipt (volatile).
     pub customer_waiting: bool,
     /// Endorsement re-sends left (volatile).
@@ -263,9 +277,21 @@ struct Setup {
     policy: BillingPolicy,
     customer_account: AccountId,
     quote: Arc<Signed<Quote>>,
-    goods_key: GoodsKey,
-    offer: GoodsOffer,
     ledger: MemoryLedger,
+}
+
+impl Setup {
+    /// The K of the purchase with this EPOID, as the merchant derives it.
+    fn goods_key(&self, epoid: &EpoId) -> GoodsKey {
+        merchant::derive_goods_key(&self.crypto, &self.merchant_seal, &self.quote, epoid)
+    }
+
+    /// The checksum of the article's ciphertext under `key` (the ciphertext is a function of
+    /// K and the plaintext).
+    fn checksum(&self, key: &GoodsKey) -> Digest {
+        self.crypto
+            .digest(&[b"the article, encrypted under ", &key.0])
+    }
 }
 
 impl Setup {
@@ -341,12 +367,6 @@ impl Setup {
             },
             customer_account,
             quote: Arc::new(quote),
-            goods_key: GoodsKey([7; 32]),
-            offer: GoodsOffer {
-                purchase: PURCHASE.into(),
-                checksum: crypto.digest(&[b"the article, encrypted under K"]),
-                ciphertext_len: 11,
-            },
             ledger,
         }
     }
@@ -382,8 +402,15 @@ impl NetBill {
     // ------------------------------------------------------------------------------------
     // C, the wallet.
 
-    /// Step 5: sign the EPO and send it, persisting it first (the mutant wallet does not).
-    fn customer_sign(&self, c: &mut Customer, mut p: CustomerPurchase, out: &mut Out<Msg>) {
+    /// Step 3: sign the EPO and send it with the offer, persisting both first (the mutant
+    /// wallet does not).
+    fn customer_sign(
+        &self,
+        c: &mut Customer,
+        mut p: CustomerPurchase,
+        offer: &Arc<PurchaseOffer>,
+        out: &mut Out<Msg>,
+    ) {
         let s = &self.setup;
         let signed = p.sign_epo(
             &s.crypto,
@@ -401,8 +428,13 @@ impl NetBill {
                     c.unsaved = Some(Arc::new(p));
                 } else {
                     c.saved = Some(Arc::new(p));
+                    c.offer = Some(offer.clone());
                 }
-                Self::send(out, M, c.clock, Body::Epo(Arc::new(epo)));
+                let payment = Payment {
+                    offer: (**offer).clone(),
+                    epo,
+                };
+                Self::send(out, M, c.clock, Body::Payment(Arc::new(payment)));
                 c.phase = CPhase::AwaitReceipt;
             }
             Err(_) => {
@@ -416,23 +448,31 @@ impl NetBill {
     fn customer_msg(&self, c: &mut Customer, body: &Body, out: &mut Out<Msg>) {
         let s = &self.setup;
         match body {
-            Body::Goods { offer, note } if c.phase == CPhase::AwaitGoods => {
+            Body::Offer(offer) if c.phase == CPhase::AwaitGoods => {
+                let expect = QuoteExpectation {
+                    merchant_key: &s.merchant.public_key(),
+                    customer_key: &s.customer.public_key(),
+                    product: &s.quote.body_unverified().product,
+                    max_price: Some(s.quote.body_unverified().price),
+                };
+                if customer::check_quote(&s.crypto, &offer.quote, &expect, c.clock.ms()).is_err() {
+                    c.phase = CPhase::Finished;
+                    return;
+                }
                 let mut p =
-                    CustomerPurchase::new((*s.quote).clone(), (**offer).clone(), reply_secret());
-                // The shell computed the checksum and length while storing the ciphertext; it
-                // persists the record, then signs at once.
+                    CustomerPurchase::new(offer.quote.clone(), offer.goods.clone(), reply_secret());
+                // The shell computed the checksum and length of the ciphertext while storing
+                // it (what M sent: the model's network does not alter bytes); nothing is
+                // persisted before the EPO is signed.
                 let delivered = p.delivered(
-                    offer.checksum,
-                    offer.ciphertext_len,
-                    (**note).clone(),
+                    offer.goods.checksum,
+                    offer.goods.ciphertext_len,
+                    offer.note.clone(),
                     c.clock.ms(),
                 );
                 if delivered.is_ok() {
-                    c.saved = Some(Arc::new(p.clone()));
-                    self.customer_sign(c, p, out);
+                    self.customer_sign(c, p, offer, out);
                 } else {
-                    let _ = p.abort();
-                    c.saved = Some(Arc::new(p));
                     c.phase = CPhase::Finished;
                 }
             }
@@ -487,6 +527,9 @@ impl NetBill {
                 }
                 if retries > 0 {
                     steps.push(Step::Retry);
+                    if c.offer.is_some() {
+                        steps.push(Step::Repay);
+                    }
                 }
             }
             CPhase::Finished | CPhase::NoOutcome => {}
@@ -494,11 +537,10 @@ impl NetBill {
     }
 
     fn customer_step(&self, c: &mut Customer, step: &Step, out: &mut Out<Msg>) {
-        let s = &self.setup;
         let epoid = c.record().and_then(Self::epoid);
         match (step, c.phase) {
             (Step::Buy, CPhase::Start) => {
-                Self::send(out, M, c.clock, Body::GoodsRequest(s.quote.clone()));
+                Self::send(out, M, c.clock, Body::PurchaseRequest);
                 c.phase = CPhase::AwaitGoods;
             }
             (Step::GiveUp, CPhase::AwaitGoods) => c.phase = CPhase::Finished,
@@ -519,6 +561,19 @@ impl NetBill {
             (Step::Retry, CPhase::AskBilling { retries }) if retries > 0 => {
                 if let Some(epoid) = epoid {
                     Self::send(out, N, c.clock, Body::Status(epoid));
+                    c.phase = CPhase::AskBilling {
+                        retries: retries - 1,
+                    };
+                }
+            }
+            (Step::Repay, CPhase::AskBilling { retries }) if retries > 0 => {
+                let epo = c.saved.as_ref().and_then(|p| p.epo.clone());
+                if let (Some(offer), Some(epo)) = (&c.offer, epo) {
+                    let payment = Payment {
+                        offer: (**offer).clone(),
+                        epo,
+                    };
+                    Self::send(out, M, c.clock, Body::Payment(Arc::new(payment)));
                     c.phase = CPhase::AskBilling {
                         retries: retries - 1,
                     };
@@ -579,39 +634,54 @@ impl NetBill {
         let s = &self.setup;
         let now = m.clock.ms();
         match body {
-            Body::GoodsRequest(quote) => {
-                if merchant::check_goods_request(&s.crypto, &s.merchant.public_key(), quote, now)
-                    .is_err()
-                {
-                    return;
-                }
-                // K drawn fresh and the purchase persisted before any ciphertext is sent; the
-                // EPOID is stamped (and persisted) at the end of delivery.
-                let mut p = match &m.saved {
-                    Some(p) => (**p).clone(),
-                    None => MerchantPurchase::new(
-                        (**quote).clone(),
-                        s.goods_key.clone(),
-                        s.offer.clone(),
-                    ),
+            Body::PurchaseRequest => {
+                // As `purchase_request` in crates/merchant: the EPOID stamped now, K derived,
+                // the goods encrypted under it, the offer made; nothing written.
+                let note = DeliveryNote {
+                    epoid: EpoId {
+                        merchant: s.quote.body_unverified().merchant.clone(),
+                        delivered_at_ms: now,
+                        serial: 1,
+                    },
+                    expires_at_ms: now.saturating_add(EPO_EXPIRY_MS),
                 };
-                let note = p.deliver(1, now, EPO_EXPIRY_MS);
-                let offer = Arc::new(p.offer.clone());
-                m.saved = Some(Arc::new(p));
-                let note = Arc::new(note);
-                Self::send(out, C, m.clock, Body::Goods { offer, note });
+                let key = s.goods_key(&note.epoid);
+                let goods = GoodsOffer {
+                    purchase: PURCHASE.into(),
+                    checksum: s.checksum(&key),
+                    ciphertext_len: 11,
+                };
+                let offer = merchant::make_offer(
+                    &s.crypto,
+                    &s.merchant_seal,
+                    (*s.quote).clone(),
+                    goods,
+                    note,
+                );
+                Self::send(out, C, m.clock, Body::Offer(Arc::new(offer)));
             }
-            Body::Epo(epo) => {
-                let Some(saved) = &m.saved else {
+            Body::Payment(payment) => {
+                // As `pay` in crates/merchant: the offer's ticket checked and K derived again;
+                // a purchase already settled is answered from its record.
+                let Ok(fresh) = MerchantPurchase::from_offer(
+                    &s.crypto,
+                    &s.merchant_seal,
+                    payment.offer.clone(),
+                ) else {
                     return;
                 };
-                let mut p = (**saved).clone();
+                let mut p = match &m.saved {
+                    Some(saved) if saved.quote == fresh.quote && saved.offer == fresh.offer => {
+                        (**saved).clone()
+                    }
+                    _ => fresh,
+                };
                 let endorsed = p.endorse(
                     &s.crypto,
                     &s.merchant,
                     &s.merchant_seal,
                     &s.billing_seal_key,
-                    (**epo).clone(),
+                    payment.epo.clone(),
                     "",
                     now,
                 );
@@ -619,22 +689,24 @@ impl NetBill {
                     return; // refused: C gets an error (she times out and recovers)
                 };
                 if let Some(receipt) = &p.receipt {
-                    Self::answer(out, C, m.clock, &epo.body_unverified().epoid, Some(receipt));
+                    let epoid = &payment.epo.body_unverified().epoid;
+                    Self::answer(out, C, m.clock, epoid, Some(receipt));
                     return;
                 }
-                // Persisted (with K) before it leaves: the merchant's point of no return.
+                // The point of no return, with nothing persisted: a retry endorses the same
+                // bytes again.
                 if self.is(NetBillMutant::KeyBeforeCommit) {
                     Self::send(out, C, m.clock, Body::Key(p.goods_key.0));
                 }
-                m.saved = Some(Arc::new(p));
+                m.pending = Some(Arc::new(p));
                 Self::send(out, N, m.clock, Body::Endorsement(Arc::new(endorsement)));
                 m.customer_waiting = true;
             }
             Body::Answer(answer) if from == N => {
-                let Some(saved) = &m.saved else {
+                let Some(pending) = &m.pending else {
                     return;
                 };
-                let mut p = (**saved).clone();
+                let mut p = (**pending).clone();
                 match &answer.receipt {
                     Some(r) => {
                         if p.settle(&s.crypto, &s.billing.public_key(), r.clone())
@@ -643,6 +715,7 @@ impl NetBill {
                             return;
                         }
                         m.saved = Some(Arc::new(p));
+                        m.pending = None;
                         if m.customer_waiting {
                             Self::send(out, C, m.clock, Body::Answer(answer.clone()));
                             m.customer_waiting = false;
@@ -650,7 +723,7 @@ impl NetBill {
                     }
                     None => {
                         // No outcome yet: re-send the very same endorsement.
-                        if let (None, Some(e)) = (&p.receipt, &p.endorsement) {
+                        if let Some(e) = &p.endorsement {
                             Self::send(out, N, m.clock, Body::Endorsement(Arc::new(e.clone())));
                         }
                     }
@@ -660,37 +733,27 @@ impl NetBill {
         }
     }
 
-    fn merchant_unsettled(m: &Merchant) -> bool {
-        m.saved
-            .as_ref()
-            .is_some_and(|p| p.state() == MerchantState::Endorsed)
-    }
-
     fn merchant_steps(&self, m: &Merchant, steps: &mut Vec<Step>) {
-        if Self::merchant_unsettled(m) && m.resends > 0 {
+        if m.pending.is_some() && m.resends > 0 {
             steps.push(Step::Resend);
         }
     }
 
     fn merchant_step(&self, m: &mut Merchant, step: &Step, out: &mut Out<Msg>) {
-        if *step != Step::Resend || m.resends == 0 || !Self::merchant_unsettled(m) {
+        if *step != Step::Resend || m.resends == 0 {
             return;
         }
-        if let Some(e) = m.saved.as_ref().and_then(|p| p.endorsement.clone()) {
+        if let Some(e) = m.pending.as_ref().and_then(|p| p.endorsement.clone()) {
             Self::send(out, N, m.clock, Body::Endorsement(Arc::new(e)));
             m.resends -= 1;
         }
     }
 
-    /// The merchant restarts from its store and settles every endorsed purchase that has no
-    /// receipt: it asks N (and re-sends the endorsement if N has no outcome).
-    fn merchant_crash(&self, m: &mut Merchant, out: &mut Out<Msg>) {
+    /// The merchant restarts from its store: a v2 merchant stored nothing before N's
+    /// receipt, so there is nothing to recover (the customer's retry drives the purchase).
+    fn merchant_crash(&self, m: &mut Merchant) {
         m.customer_waiting = false;
-        if Self::merchant_unsettled(m)
-            && let Some(epoid) = m.saved.as_ref().and_then(|p| p.epoid().cloned())
-        {
-            Self::send(out, N, m.clock, Body::Status(epoid));
-        }
+        m.pending = None;
     }
 
     // ------------------------------------------------------------------------------------
@@ -840,13 +903,14 @@ impl NetBill {
         if let Ok(body) = e.verify(&s.crypto, &merchant_key) {
             let epo = body.epo.body_unverified();
             let key = netbill_proto::sealing::open_goods_key(&s.crypto, &s.billing_secret, body);
+            let goods_key = s.goods_key(epoid);
             records.push(SignedRecord {
                 signer: Role::Merchant,
                 binds: Binds {
                     price: epo.price == quote.price,
-                    goods_digest: epo.goods_checksum == s.offer.checksum,
-                    goods_key: key.as_ref() == Some(&s.goods_key)
-                        && body.key_digest == goods_key_digest(&s.crypto, &s.goods_key),
+                    goods_digest: epo.goods_checksum == s.checksum(&goods_key),
+                    goods_key: key.as_ref() == Some(&goods_key)
+                        && body.key_digest == goods_key_digest(&s.crypto, &goods_key),
                 },
             });
         }
@@ -858,7 +922,7 @@ impl NetBill {
                 signer: Role::Customer,
                 binds: Binds {
                     price: epo.price == quote.price,
-                    goods_digest: epo.goods_checksum == s.offer.checksum,
+                    goods_digest: epo.goods_checksum == s.checksum(&s.goods_key(epoid)),
                     goods_key: false,
                 },
             });
@@ -927,6 +991,7 @@ impl Protocol for NetBill {
             Party::Customer(Customer {
                 clock: Clock::Early,
                 saved: None,
+                offer: None,
                 unsaved: None,
                 goods_key: None,
                 phase: CPhase::Start,
@@ -934,6 +999,7 @@ impl Protocol for NetBill {
             Party::Merchant(Merchant {
                 clock: Clock::Early,
                 saved: None,
+                pending: None,
                 customer_waiting: false,
                 resends: MERCHANT_RESENDS,
             }),
@@ -1001,7 +1067,7 @@ impl Protocol for NetBill {
         let mut next = state.clone();
         match &mut next {
             Party::Customer(c) => self.customer_crash(c, out),
-            Party::Merchant(m) => self.merchant_crash(m, out),
+            Party::Merchant(m) => self.merchant_crash(m),
             Party::Billing(n) => n.unpersisted = None,
         }
         next
@@ -1010,7 +1076,8 @@ impl Protocol for NetBill {
     fn is_done(&self, _me: PartyId, state: &Party) -> bool {
         match state {
             Party::Customer(c) => matches!(c.phase, CPhase::Finished | CPhase::NoOutcome),
-            Party::Merchant(m) => !Self::merchant_unsettled(m),
+            // A merchant still holding an endorsement in memory may re-send it.
+            Party::Merchant(m) => m.pending.is_none() || m.resends == 0,
             Party::Billing(n) => n.unpersisted.is_none(),
         }
     }
@@ -1042,11 +1109,13 @@ impl Protocol for NetBill {
             .map_or(0, |a| a.balance_minor);
         let debited = balance < deposited;
         // The customer has the goods: the ciphertext she checked and the K that decrypts it.
+        let epoid = c.record().and_then(Self::epoid);
+        let key = epoid.as_ref().map(|e| s.goods_key(e));
         let ciphertext = c
             .record()
-            .is_some_and(|p| p.received_checksum == Some(s.offer.checksum));
-        let goods = ciphertext && c.goods_key.as_ref() == Some(&s.goods_key);
-        let epoid = c.record().and_then(Self::epoid);
+            .zip(key.as_ref())
+            .is_some_and(|(p, k)| p.received_checksum == Some(s.checksum(k)));
+        let goods = ciphertext && c.goods_key.is_some() && c.goods_key == key;
         let records = epoid.map_or_else(Vec::new, |id| self.records(&n.books, &id));
         Observation {
             money_total,
@@ -1063,9 +1132,9 @@ impl Protocol for NetBill {
 
     fn label(&self, msg: &Msg) -> String {
         let body = match &msg.body {
-            Body::GoodsRequest(_) => "GoodsRequest".to_string(),
-            Body::Goods { .. } => "Goods+EPOID".to_string(),
-            Body::Epo(_) => "EPO".to_string(),
+            Body::PurchaseRequest => "PurchaseRequest".to_string(),
+            Body::Offer(_) => "402(Quote+EPOID+Goods)".to_string(),
+            Body::Payment(_) => "Offer+EPO".to_string(),
             Body::Endorsement(_) => "Endorsement(K)".to_string(),
             Body::Status(_) => "Status?".to_string(),
             Body::Answer(a) => match &a.receipt {
