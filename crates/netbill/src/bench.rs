@@ -1194,7 +1194,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                         .unwrap_or_else(|| "not counted (strace missing)".into())
                 };
                 println!(
-                    "  counted over {} more purchases: C↔M round trips {:.2}, M↔N round trips {:.2}; fsyncs C {:.2}, M {}, N {}",
+                    "  counted over {} more purchases: C↔M round trips {:.2}, M↔N round trips {:.2}; fsyncs by each party's process C {:.2}, M {}, N {} (a PostgreSQL server's are its own)",
                     c.purchases,
                     c.customer_merchant_round_trips,
                     c.merchant_billing_round_trips,
