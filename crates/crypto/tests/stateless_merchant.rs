@@ -193,6 +193,12 @@ fn an_offer_changed_in_any_field_or_made_by_another_merchant_is_refused() {
         o.ticket.0[bit / 8] ^= 1 << (bit % 8);
         altered.push(("ticket", o));
     }
+    // Two bytes changed alike: a comparison that folds differences with XOR would let
+    // them cancel.
+    let mut o = offer.clone();
+    o.ticket.0[0] ^= 1;
+    o.ticket.0[1] ^= 1;
+    altered.push(("ticket, two bytes", o));
     for (what, o) in altered {
         assert_eq!(
             w.endorse(o, epo.clone()).unwrap_err(),
@@ -269,4 +275,26 @@ fn no_two_purchases_share_a_goods_key() {
         derive_goods_key(&C, &w.merchant_seal, &q1, &e(1)).0,
         keys[0].0
     );
+}
+
+#[test]
+fn every_purchase_seals_its_key_to_n_under_a_nonce_of_its_own() {
+    // The pair key of a merchant and N is the same for all their purchases: the nonce of the
+    // seal of K must differ from one purchase to the next (here: its first 24 bytes).
+    let w = World::new();
+    let nonce = |serial| {
+        let (offer, ciphertext) = w.offer(serial);
+        let epo = w.sign(&offer, &ciphertext);
+        let e = w.endorse(offer, epo).unwrap();
+        match &e.body_unverified().sealed_key {
+            netbill_proto::messages::SealedKey::Pair { sealed, .. } => sealed[..24].to_vec(),
+            other => panic!("a v2 endorsement pair-seals K, not {other:?}"),
+        }
+    };
+    let nonces: Vec<Vec<u8>> = (1..=4).map(nonce).collect();
+    for i in 0..nonces.len() {
+        for j in i + 1..nonces.len() {
+            assert_ne!(nonces[i], nonces[j], "purchases {i} and {j}");
+        }
+    }
 }

@@ -67,6 +67,14 @@ pub struct BenchArgs {
     /// resident memory after each round.
     #[arg(long, value_name = "SECONDS")]
     soak: Option<u64>,
+    /// Before the runs, fill the bench's own ledger with this many filler accounts (loaded
+    /// in bulk by the database, not over the API), to see whether a purchase costs more in a
+    /// large ledger.
+    #[arg(long, default_value_t = 0)]
+    preload_accounts: u64,
+    /// …and this many filler outcomes (aborts).
+    #[arg(long, default_value_t = 0)]
+    preload_outcomes: u64,
     /// Print the results as JSON.
     #[arg(long)]
     json: bool,
@@ -92,6 +100,9 @@ struct RunReport {
 struct Report {
     store: String,
     machine_cores: usize,
+    /// Filler rows loaded into the ledger before the runs (`--preload-*`).
+    preloaded_accounts: u64,
+    preloaded_outcomes: u64,
     /// What no design can avoid: the customers' EPO signatures checked in batches, and a hash.
     irreducible_ceiling_per_s: f64,
     crypto_ceiling_per_s: f64,
@@ -955,8 +966,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                     url,
                 )
             }
-            url => (netbill_ledger::redact_url(url), url.to_string()),
+            url => {
+                if args.preload_accounts + args.preload_outcomes > 0 {
+                    bail!(
+                        "--preload-accounts and --preload-outcomes fill only the bench's own \
+                         ledger (--store sqlite or postgres), never a store you name"
+                    );
+                }
+                (netbill_ledger::redact_url(url), url.to_string())
+            }
         };
+        if args.preload_accounts + args.preload_outcomes > 0 {
+            let total = args.preload_accounts + args.preload_outcomes;
+            let b = bar(total as usize, "preloading filler rows", quiet);
+            let t = Instant::now();
+            let (url, accounts, outcomes) = (
+                store_url.clone(),
+                args.preload_accounts,
+                args.preload_outcomes,
+            );
+            let bb = b.clone();
+            tokio::task::spawn_blocking(move || {
+                netbill_ledger::filler::preload(&url, accounts, outcomes, &mut |n| {
+                    bb.set_position(n)
+                })
+            })
+            .await??;
+            b.finish_and_clear();
+            if !quiet {
+                println!(
+                    "preloaded {} accounts and {} outcomes in {:.0} s (filler rows, loaded by the database)",
+                    args.preload_accounts,
+                    args.preload_outcomes,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+        }
         let billing_dir = d("billing");
         let process = NetbillProcess::start(&[
             "server",
@@ -1110,6 +1155,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let report = Report {
         store: store_name,
         machine_cores: std::thread::available_parallelism().map_or(0, |c| c.get()),
+        preloaded_accounts: args.preload_accounts,
+        preloaded_outcomes: args.preload_outcomes,
         irreducible_ceiling_per_s: irreducible,
         crypto_ceiling_per_s: ceiling,
         crypto_ceiling_batch_verify_per_s: ceiling_batch_verify,
