@@ -48,6 +48,9 @@ pub struct WriterStats {
     pub batches: std::sync::atomic::AtomicU64,
     /// Purchases decided in them.
     pub purchases: std::sync::atomic::AtomicU64,
+    /// Ed25519 signatures made over purchase and abort receipts: one per batch that made new
+    /// receipts (and one more if a batch runs again after contention), one per abort.
+    pub receipt_signatures: std::sync::atomic::AtomicU64,
 }
 
 /// The writer thread stopped (the server is shutting down or the store failed).
@@ -78,7 +81,8 @@ impl Writer {
                     match first {
                         Job::Run(f) => f(store.as_mut()),
                         Job::Abort(epoid, reply) => {
-                            let _ = reply.send(abort(store.as_mut(), &keys.signer, &epoid));
+                            let _ =
+                                reply.send(abort(store.as_mut(), &keys.signer, &epoid, &counters));
                         }
                         Job::Purchase(v, reply) => {
                             let mut batch = vec![(v, reply)];
@@ -93,7 +97,7 @@ impl Writer {
                                 }
                             }
                             let n = batch.len() as u64;
-                            if commit_batch(store.as_mut(), &keys, batch) {
+                            if commit_batch(store.as_mut(), &keys, batch, &counters) {
                                 use std::sync::atomic::Ordering::Relaxed;
                                 counters.batches.fetch_add(1, Relaxed);
                                 counters.purchases.fetch_add(n, Relaxed);
@@ -167,7 +171,12 @@ type Waiting = (
 );
 
 /// Decides and commits one batch; answers every waiter. Returns whether it committed.
-fn commit_batch(store: &mut dyn Store, keys: &BillingKeys, batch: Vec<Waiting>) -> bool {
+fn commit_batch(
+    store: &mut dyn Store,
+    keys: &BillingKeys,
+    batch: Vec<Waiting>,
+    stats: &WriterStats,
+) -> bool {
     let now = netbill_http::now_ms();
     let mut answers: Vec<PurchaseAnswer> = Vec::with_capacity(batch.len());
     netbill_http::crash_point("server.before_commit");
@@ -236,6 +245,11 @@ fn commit_batch(store: &mut dyn Store, keys: &BillingKeys, batch: Vec<Waiting>) 
                 },
             };
             plans.push(plan);
+        }
+        if !bodies.is_empty() {
+            stats
+                .receipt_signatures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         let receipts = Signed::sign_batch(bodies, &RealCrypto, &keys.signer);
         for (v, plan) in batch.iter().zip(plans) {
@@ -306,6 +320,7 @@ fn abort(
     store: &mut dyn Store,
     signer: &Ed25519Signer,
     epoid: &EpoId,
+    stats: &WriterStats,
 ) -> Result<Signed<Receipt>, String> {
     let now = netbill_http::now_ms();
     let mut out = None;
@@ -315,6 +330,9 @@ fn abort(
                 Some(done) => done.receipt,
                 None => {
                     let r = billing::make_abort_receipt(signer, epoid, now);
+                    stats
+                        .receipt_signatures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tx.record_abort(epoid, &r)?;
                     r
                 }

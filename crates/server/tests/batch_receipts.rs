@@ -221,6 +221,11 @@ async fn the_receipts_of_one_durable_write_share_one_root_signature() {
     use std::sync::atomic::Ordering::Relaxed;
     assert_eq!(writer.stats().batches.load(Relaxed), 1, "one durable write");
     assert_eq!(writer.stats().purchases.load(Relaxed), 8);
+    assert_eq!(
+        writer.stats().receipt_signatures.load(Relaxed),
+        1,
+        "one signature for the batch's seven receipts"
+    );
 
     // The customer accepts a batch-signed receipt and gets K; and its JSON round trip
     // keeps the proof.
