@@ -706,3 +706,110 @@ fn nbg1_known_answer_vectors() {
         assert_eq!(decrypt(&key, &ct).expect("decrypt").0, pt);
     }
 }
+
+// ---------------------------------------------------------------- batch signatures
+
+/// Computed independently (Python hashlib + pyca/cryptography Ed25519) from the construction
+/// in `docs/protocol.md` ("Batch signatures"); the same vector is printed there.
+#[test]
+fn batch_signature_vector() {
+    use netbill_proto::batch;
+    use netbill_proto::codec::{Codec, DecodeError, Reader, Writer};
+    use netbill_proto::signed::{SignatureForm, Signed, SignedBody};
+
+    /// Signed bytes taken as they are, under the receipt's domain: `B` is the raw string
+    /// (its first byte standing for the version), so the vector need not be a receipt.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Raw(Vec<u8>);
+    impl Codec for Raw {
+        fn encode(&self, w: &mut Writer) {
+            w.fixed(&self.0[1..]);
+        }
+        fn decode(_: &mut Reader<'_>) -> Result<Self, DecodeError> {
+            unreachable!("decoded through decode_version")
+        }
+    }
+    impl SignedBody for Raw {
+        const DOMAIN: &'static [u8] = b"netbill/v1/receipt";
+        const BATCH_SIGNED: bool = true;
+        fn version(&self) -> u8 {
+            self.0[0]
+        }
+        fn decode_version(version: u8, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+            let mut out = vec![version];
+            while let Ok(b) = r.u8() {
+                out.push(b);
+            }
+            Ok(Raw(out))
+        }
+    }
+
+    let n = Ed25519Signer::from_bytes(&[0x55; 32]);
+    assert_eq!(
+        n.public_key().to_hex(),
+        "c6822637c7d310ec57627be00ba259d253749f4aaf644470cffbe53a35f73242"
+    );
+    let bodies: Vec<Raw> = [b"receipt 0", b"receipt 1", b"receipt 2"]
+        .iter()
+        .map(|b| Raw(b.to_vec()))
+        .collect();
+    let leaves: Vec<String> = bodies
+        .iter()
+        .map(|b| batch::leaf_hash(&RealCrypto, Raw::DOMAIN, &b.0).to_hex())
+        .collect();
+    let (l0, l1, l2, n01) = (
+        "625c8eb9b199c400e81c6ebe6f8ab7abb14a7ad8bffdc4a25d2196edb8bb8122",
+        "bebbf8ea4a7b3e0a371bcbfae464a97458de7dcc44d171e1ef3c67ba80fd3548",
+        "5c5c143bf95eb20e0ae96bd50c12473f9b62c1561613734b52ef2d094ec34c59",
+        "5230fe48b3550c9d99f888055b2e669e19c552f2ebf77850aef5b6f07265d48a",
+    );
+    assert_eq!(leaves, [l0, l1, l2]);
+    let root = "fbc1ee9c1659a66ca92cd2d8d9a8493495138fcc5bf5f5ca39c9c1ce2507f15a";
+    let leaf_digests: Vec<Digest> = leaves.iter().map(|h| h.parse().unwrap()).collect();
+    let (r, _) = batch::tree(&RealCrypto, &leaf_digests).unwrap();
+    assert_eq!(r.to_hex(), root);
+    assert_eq!(
+        hex::encode(batch::root_message(&r, 3)),
+        "6e657462696c6c2f76322f62617463682d726f6f7400\
+         fbc1ee9c1659a66ca92cd2d8d9a8493495138fcc5bf5f5ca39c9c1ce2507f15a00000003"
+    );
+    let sig = "e420872bb7a10305ad36893f78012a0fa7dc3a0ac9a77fc50eea410003a3382f\
+               fc81e80feba0c2cc6a7d36083f08638ae58eafd4c04d4590d788b1910993fb03";
+
+    // The real code path: one signature, the paths, and each object verifying alone.
+    let signed = Signed::sign_batch(bodies, &RealCrypto, &n);
+    let expected_paths = [vec![l1, l2], vec![l0, l2], vec![n01]];
+    for (i, s) in signed.iter().enumerate() {
+        let SignatureForm::Batch {
+            root_signature,
+            proof,
+        } = s.form()
+        else {
+            panic!("batch-signed");
+        };
+        assert_eq!(root_signature.to_hex(), sig);
+        assert_eq!((proof.index(), proof.count()), (i as u32, 3));
+        let path: Vec<String> = proof.path().iter().map(|d| d.to_hex()).collect();
+        assert_eq!(path, expected_paths[i]);
+        assert!(s.verify(&RealCrypto, &n.public_key()).is_ok());
+    }
+    // The stored form of the third, and its JSON.
+    let form = "e420872bb7a10305ad36893f78012a0fa7dc3a0ac9a77fc50eea410003a3382f\
+                fc81e80feba0c2cc6a7d36083f08638ae58eafd4c04d4590d788b1910993fb03\
+                0000000200000003\
+                01\
+                5230fe48b3550c9d99f888055b2e669e19c552f2ebf77850aef5b6f07265d48a";
+    assert_eq!(hex::encode(signed[2].form().to_bytes()), form);
+    assert_eq!(
+        SignatureForm::from_bytes(&hex::decode(form).unwrap()).as_ref(),
+        Ok(signed[2].form())
+    );
+    assert_eq!(
+        serde_json::to_value(&signed[2]).unwrap(),
+        serde_json::json!({
+            "body": "cmVjZWlwdCAy",
+            "sig": "5CCHK7ehAwWtNok_eAEqD6fcOgrJp3_FDupBAAOjOC_8gegP66DCzGp9Ngg_CGOK5Y6v1MBNRZDXiLGRCZP7Aw",
+            "batch": {"index": 2, "count": 3, "path": [n01]}
+        })
+    );
+}

@@ -819,7 +819,7 @@ impl LedgerTx for PgTx<'_> {
             digest: Some(v.endorsement_digest.0.to_vec()),
             endorsement: Some(serde_json::to_string(&v.endorsement).unwrap_or_default()),
             receipt: receipt.bytes().to_vec(),
-            receipt_sig: receipt.signature().0.to_vec(),
+            receipt_sig: receipt.form().to_bytes(),
             decided_ms: ms(r.time_ms),
         };
         let stored = StoredOutcome {
@@ -874,7 +874,7 @@ impl LedgerTx for PgTx<'_> {
             digest: None,
             endorsement: None,
             receipt: receipt.bytes().to_vec(),
-            receipt_sig: receipt.signature().0.to_vec(),
+            receipt_sig: receipt.form().to_bytes(),
             decided_ms: ms(receipt.body_unverified().time_ms),
         };
         let stored = StoredOutcome {

@@ -8,10 +8,11 @@ use netbill_proto::billing::{
     self, AccountKind, AccountView, LedgerView, RefundError, RefundFacts, StoredOutcome,
     VerifiedPurchase,
 };
-use netbill_proto::crypto::{Digest, PublicKey, Signature};
+use netbill_proto::crypto::{Digest, PublicKey};
 use netbill_proto::messages::{
     Checkpoint, Endorsement, Receipt, RefundReceipt, RefundRequest, ResultCode,
 };
+use netbill_proto::signed::SignatureForm;
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
@@ -488,7 +489,7 @@ impl LedgerTx for SqliteTx<'_> {
                 v.endorsement_digest.0.to_vec(),
                 endorsement_json,
                 receipt.bytes(),
-                receipt.signature().0.to_vec(),
+                receipt.form().to_bytes(),
                 r.time_ms as i64,
             ])?;
         if inserted != 1 {
@@ -546,7 +547,7 @@ impl LedgerTx for SqliteTx<'_> {
                 epoid.to_string(),
                 epoid.merchant.as_str(),
                 receipt.bytes(),
-                receipt.signature().0.to_vec(),
+                receipt.form().to_bytes(),
                 receipt.body_unverified().time_ms as i64,
             ])?;
         if inserted != 1 {
@@ -952,7 +953,7 @@ impl Store for SqliteStore {
                 request.signature().0.to_vec(),
                 request_digest.0.to_vec(),
                 receipt.bytes(),
-                receipt.signature().0.to_vec(),
+                receipt.form().to_bytes(),
                 now_ms as i64,
             ])?;
             journal_append(
@@ -1114,13 +1115,14 @@ pub(crate) fn parse_endorsement(json: &str) -> Result<Signed<Endorsement>, Store
     serde_json::from_str(json).map_err(|e| corrupt(format!("stored endorsement: {e}")))
 }
 
-/// A signed object from its stored bytes and signature.
+/// A signed object from its stored bytes and signature form (64 bytes: a single signature,
+/// as every row written before batch signing holds; longer: a batch signature and path).
 pub(crate) fn signed_from<T: netbill_proto::signed::SignedBody>(
     body: Vec<u8>,
     sig: Vec<u8>,
 ) -> Result<Signed<T>, StoreError> {
-    let sig = Signature(sig.try_into().map_err(|_| corrupt("signature length"))?);
-    Signed::from_parts(body, sig).map_err(|e| corrupt(e.to_string()))
+    let form = SignatureForm::from_bytes(&sig).map_err(|e| corrupt(format!("signature: {e}")))?;
+    Signed::from_form(body, form).map_err(|e| corrupt(e.to_string()))
 }
 
 /// What the ledger holds about the purchase a refund names, with its earlier refunds.

@@ -15,6 +15,7 @@ use netbill_proto::crypto::{Crypto, GoodsKey, PublicKey, Signer};
 use netbill_proto::customer::CustomerPurchase;
 use netbill_proto::merchant::{MerchantPurchase, Offer, make_quote};
 use netbill_proto::messages::{GoodsOffer, PriceRequest, RefundReceipt, RefundRequest, ResultCode};
+use netbill_proto::signed::SignatureForm;
 use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
 
 const C: SymbolicCrypto = SymbolicCrypto;
@@ -75,6 +76,7 @@ conformance!(
     history_is_newest_first_within_the_window,
     refunds_never_exceed_what_was_paid_and_a_replay_refunds_once,
     checkpoints_sign_the_head_and_adjustments_never_break_conservation,
+    batch_signed_receipts_are_stored_whole_and_single_signed_ones_still_read,
 );
 
 fn store_with_accounts(db: &Db) -> Box<dyn Store> {
@@ -646,6 +648,78 @@ fn reopening_keeps_everything(db: &Db) {
     assert_eq!(s.check_conservation().unwrap().deposits_minor, 300_000);
     // bob's key and his deposit.
     assert_eq!(verify_journal(s.as_mut()).unwrap(), 2);
+}
+
+fn batch_signed_receipts_are_stored_whole_and_single_signed_ones_still_read(db: &Db) {
+    let n = SymbolicSigner::new("netbill");
+    let mut s = store_with_accounts(db);
+    s.transfer(&id("alice"), Transfer::Deposit, usd("USD:1"), None, NOW)
+        .unwrap();
+    // A receipt signed alone, as every receipt before batch signing was.
+    let old = verified_purchase(1, "USD:0.01");
+    commit(s.as_mut(), &old);
+    // Three receipts under one signature, decided and signed before the write.
+    let purchases: Vec<_> = (2..=4).map(|i| verified_purchase(i, "USD:0.01")).collect();
+    let mut signed = Vec::new();
+    s.batch(&mut |tx| {
+        let refs: Vec<_> = purchases.iter().collect();
+        let bodies: Vec<_> = billing::decide_batch(&refs, &*tx, NOW + 1)
+            .into_iter()
+            .zip(&purchases)
+            .map(|(d, v)| {
+                let billing::BatchDecision::Decided(Decision::Commit {
+                    customer_balance_minor,
+                    low_balance,
+                    ..
+                }) = d
+                else {
+                    panic!("should commit: {d:?}");
+                };
+                billing::receipt_body(
+                    &C,
+                    &seal_secret("netbill"),
+                    v,
+                    ResultCode::Committed,
+                    customer_balance_minor,
+                    low_balance,
+                    NOW + 1,
+                    [0; 32],
+                )
+            })
+            .collect();
+        signed = Signed::sign_batch(bodies, &C, &n);
+        for (v, r) in purchases.iter().zip(&signed) {
+            tx.record_purchase(v, r, NOW + 1)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    drop(s);
+    let mut s = db.open();
+    let root_signature = *signed[0].signature();
+    for (v, r) in purchases.iter().zip(&signed) {
+        let stored = s.outcome(&v.epo().epoid).unwrap().unwrap().receipt;
+        assert_eq!(&stored, r, "the whole signature form comes back");
+        assert!(matches!(stored.form(), SignatureForm::Batch { .. }));
+        assert_eq!(*stored.signature(), root_signature);
+        assert!(stored.verify(&C, &n.public_key()).is_ok());
+    }
+    let single = s.outcome(&old.epo().epoid).unwrap().unwrap().receipt;
+    assert!(matches!(single.form(), SignatureForm::Single(_)));
+    assert!(single.verify(&C, &n.public_key()).is_ok());
+    // The audit's listing carries the same records.
+    let listed = s.purchases(None, 10).unwrap();
+    assert_eq!(listed.len(), 4);
+    for p in &listed {
+        assert!(p.receipt.verify(&C, &n.public_key()).is_ok(), "{}", p.epoid);
+    }
+    assert_eq!(
+        listed
+            .iter()
+            .filter(|p| matches!(p.receipt.form(), SignatureForm::Batch { .. }))
+            .count(),
+        3
+    );
 }
 
 /// What one purchase came to in [`decide_batch`].

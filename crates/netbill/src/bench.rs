@@ -92,6 +92,8 @@ struct RunReport {
     latency_ms_p99: f64,
     latency_ms_p999: f64,
     purchases_per_durable_write: f64,
+    /// N's receipt signatures per purchase (one per durable write since batch signing).
+    receipt_signatures_per_purchase: f64,
     server_cpu_s: f64,
     generator_cpu_s: f64,
 }
@@ -765,6 +767,11 @@ async fn run_one(
         latency_ms_p99: ms(&hist, 0.99),
         latency_ms_p999: ms(&hist, 0.999),
         purchases_per_durable_write: (after.purchases - before.purchases) as f64 / writes as f64,
+        receipt_signatures_per_purchase: after
+            .receipt_signatures
+            .saturating_sub(before.receipt_signatures)
+            as f64
+            / (after.purchases - before.purchases).max(1) as f64,
         server_cpu_s: server.cpu_s().zip(cpu_s0).map_or(0.0, |(a, b)| a - b),
         generator_cpu_s: cpu_self_s() - cpu_g0,
     })
@@ -1193,7 +1200,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         println!();
         println!(
-            "{:<30} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>8}",
+            "{:<30} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8}",
             "run",
             "purch/s",
             "of ceil",
@@ -1201,12 +1208,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "p99 ms",
             "p99.9 ms",
             "per write",
+            "sigs/purch",
             "srv cpu",
             "gen cpu"
         );
         for r in &report.runs {
             println!(
-                "{:<30} {:>10.0} {:>8.0}% {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>7.1}s {:>7.1}s",
+                "{:<30} {:>10.0} {:>8.0}% {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>10.3} {:>7.1}s {:>7.1}s",
                 r.name,
                 r.purchases_per_s,
                 100.0 * r.purchases_per_s / ceiling,
@@ -1214,6 +1222,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 r.latency_ms_p99,
                 r.latency_ms_p999,
                 r.purchases_per_durable_write,
+                r.receipt_signatures_per_purchase,
                 r.server_cpu_s,
                 r.generator_cpu_s
             );

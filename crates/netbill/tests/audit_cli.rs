@@ -397,7 +397,7 @@ fn purchase_without_valid_epo(postgres: bool) {
              UPDATE accounts SET balance_minor = balance_minor + 30000 WHERE id = 'acme';",
             endorsement.replace('\'', "''"),
             blob(url, receipt.bytes()),
-            blob(url, &receipt.signature().0),
+            blob(url, &receipt.form().to_bytes()),
             forged.seq,
             blob(url, &hash),
         ),

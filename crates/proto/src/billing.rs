@@ -7,7 +7,10 @@
 //!    one outcome per EPOID, expiry, keys, account status, funds.
 //!
 //! The caller applies the [`Decision`] in one atomic transaction, stores the receipt made
-//! by [`make_receipt`] with it, and releases the receipt only once that is durable.
+//! by [`make_receipt`] with it, and releases the receipt only once that is durable. A
+//! server that decides many purchases per transaction uses [`decide_batch`] instead, makes
+//! the receipts' bodies with [`receipt_body`] and signs them all at once
+//! ([`Signed::sign_batch`]) before the write.
 
 use thiserror::Error;
 
@@ -288,6 +291,34 @@ pub fn make_receipt(
     now_ms: u64,
     entropy: [u8; 32],
 ) -> Signed<Receipt> {
+    Signed::sign(
+        receipt_body(
+            crypto,
+            billing_secret,
+            v,
+            result,
+            balance_minor,
+            low_balance,
+            now_ms,
+            entropy,
+        ),
+        signer,
+    )
+}
+
+/// The body of N's receipt for a decided purchase, to be signed (alone or in a batch).
+/// Arguments as for [`make_receipt`].
+#[allow(clippy::too_many_arguments)]
+pub fn receipt_body(
+    crypto: &dyn Crypto,
+    billing_secret: &SealSecret,
+    v: &VerifiedPurchase,
+    result: ResultCode,
+    balance_minor: i64,
+    low_balance: bool,
+    now_ms: u64,
+    entropy: [u8; 32],
+) -> Receipt {
     let epo = v.epo();
     let committed = result == ResultCode::Committed;
     let part = CustomerPart {
@@ -298,25 +329,96 @@ pub fn make_receipt(
         goods_key: committed.then_some(v.goods_key.0),
     };
     let customer_part = sealing::seal_customer_part(crypto, billing_secret, epo, &part, entropy);
-    Signed::sign(
-        Receipt {
-            result,
-            epoid: epo.epoid.clone(),
-            identity: epo.identity.clone(),
-            merchant: epo.merchant.clone(),
-            description: epo.description.clone(),
-            price: epo.price,
-            epo_digest: v.epo_digest,
-            key_digest: if committed {
-                v.endorsement.body_unverified().key_digest
-            } else {
-                Digest([0; 32])
-            },
-            customer_part,
-            time_ms: now_ms,
+    Receipt {
+        result,
+        epoid: epo.epoid.clone(),
+        identity: epo.identity.clone(),
+        merchant: epo.merchant.clone(),
+        description: epo.description.clone(),
+        price: epo.price,
+        epo_digest: v.epo_digest,
+        key_digest: if committed {
+            v.endorsement.body_unverified().key_digest
+        } else {
+            Digest([0; 32])
         },
-        signer,
-    )
+        customer_part,
+        time_ms: now_ms,
+    }
+}
+
+/// How one purchase of a batch decided together ([`decide_batch`]) is to be answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BatchDecision {
+    /// As [`decide`] says, against the ledger and the batch's earlier purchases.
+    Decided(Decision),
+    /// The same endorsement as the batch's purchase at this index (which was decided with
+    /// a new outcome): the same receipt.
+    SameAs(usize),
+}
+
+/// [`decide`] for each purchase of `batch`, in order, as if each earlier one's decision had
+/// already been applied to `ledger`, before any receipt exists: so that N can sign all the
+/// batch's receipts at once, and only then write them.
+pub fn decide_batch(
+    batch: &[&VerifiedPurchase],
+    ledger: &dyn LedgerView,
+    now_ms: u64,
+) -> Vec<BatchDecision> {
+    let mut view = BatchView {
+        base: ledger,
+        deltas: std::collections::HashMap::new(),
+    };
+    let mut decided: std::collections::HashMap<&EpoId, (usize, Digest)> =
+        std::collections::HashMap::new();
+    let mut out = Vec::with_capacity(batch.len());
+    for (i, v) in batch.iter().enumerate() {
+        let epoid = &v.epo().epoid;
+        if let Some(&(first, digest)) = decided.get(epoid) {
+            out.push(if digest == v.endorsement_digest {
+                BatchDecision::SameAs(first)
+            } else {
+                BatchDecision::Decided(Decision::Conflict)
+            });
+            continue;
+        }
+        let d = decide(v, &view, now_ms);
+        match &d {
+            Decision::Commit {
+                customer,
+                merchant,
+                price,
+                ..
+            } => {
+                *view.deltas.entry(customer.clone()).or_default() -= price.signed();
+                *view.deltas.entry(merchant.clone()).or_default() += price.signed();
+                decided.insert(epoid, (i, v.endorsement_digest));
+            }
+            Decision::Fail { .. } => {
+                decided.insert(epoid, (i, v.endorsement_digest));
+            }
+            Decision::Settled(_) | Decision::Conflict => {}
+        }
+        out.push(BatchDecision::Decided(d));
+    }
+    out
+}
+
+/// A ledger as seen with a batch's earlier commits applied to its balances.
+struct BatchView<'a> {
+    base: &'a dyn LedgerView,
+    deltas: std::collections::HashMap<AccountId, i64>,
+}
+
+impl LedgerView for BatchView<'_> {
+    fn account(&self, id: &AccountId) -> Option<AccountView> {
+        let mut a = self.base.account(id)?;
+        a.balance_minor += self.deltas.get(id).copied().unwrap_or(0);
+        Some(a)
+    }
+    fn outcome(&self, epoid: &EpoId) -> Option<StoredOutcome> {
+        self.base.outcome(epoid)
+    }
 }
 
 /// May N record an abort for `epoid` (which has no outcome) at `now_ms`? Only once no EPO

@@ -5,6 +5,7 @@
 //! the clock or a random source: callers pass time, randomness and keys in, and carry out
 //! the effects the state machines ask for.
 
+pub mod batch;
 pub mod billing;
 pub mod codec;
 pub mod crypto;

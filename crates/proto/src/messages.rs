@@ -536,6 +536,8 @@ pub struct Receipt {
 
 impl SignedBody for Receipt {
     const DOMAIN: &'static [u8] = b"netbill/v1/receipt";
+    /// N signs the receipts of one durable write together (see [`crate::batch`]).
+    const BATCH_SIGNED: bool = true;
 }
 
 impl Codec for Receipt {
@@ -721,6 +723,8 @@ pub struct RefundReceipt {
 
 impl SignedBody for RefundReceipt {
     const DOMAIN: &'static [u8] = b"netbill/v1/refund-receipt";
+    /// N signs the receipts of one durable write together (see [`crate::batch`]).
+    const BATCH_SIGNED: bool = true;
 }
 
 impl Codec for RefundReceipt {

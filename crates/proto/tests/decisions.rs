@@ -1034,3 +1034,99 @@ fn the_merchant_takes_a_failure_receipt_that_commits_to_no_goods_key() {
         Ok(ResultCode::InsufficientFunds)
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// N: decide_batch (all of a batch decided before any receipt is signed)
+
+/// A purchase at `price` with EPOID serial `serial`; `memo` tells endorsements apart.
+fn purchase_serial(price: u64, serial: u64, memo: &str) -> VerifiedPurchase {
+    let mut e = epo(price, NOW + 1000);
+    e.epoid.serial = serial;
+    let mut v = verified(e, acme().public_key());
+    let mut body = v.endorsement.body_unverified().clone();
+    body.memo = memo.into();
+    v.endorsement = Signed::sign(body, &acme());
+    v.endorsement_digest = v.endorsement.digest(&C);
+    v
+}
+
+#[test]
+fn decide_batch_is_deciding_one_by_one_and_applying_each() {
+    let settled = purchase_serial(10, 99, "");
+    let mut base = ledger(250, 0, 0);
+    base.apply(
+        &settled,
+        &commit(150, false),
+        &billing::make_abort_receipt(&netbill(), &settled.epo().epoid, NOW),
+    );
+    let batch = [
+        purchase_serial(100, 1, ""),   // commits: 150 → 50
+        purchase_serial(40, 2, ""),    // commits on the balance the first left: 50 → 10
+        purchase_serial(20, 3, ""),    // 10 left: insufficient funds
+        purchase_serial(100, 1, ""),   // the first again: its receipt
+        purchase_serial(40, 2, "new"), // another endorsement of 2's EPOID: conflict
+        purchase_serial(20, 3, ""),    // the failure again: its receipt
+        settled.clone(),               // decided in an earlier batch: the stored receipt
+        purchase_serial(5, 4, ""),     // still fits: 10 → 5
+    ];
+    let refs: Vec<&VerifiedPurchase> = batch.iter().collect();
+    let got = billing::decide_batch(&refs, &base, NOW);
+
+    // The reference: decide, then apply with a receipt naming the purchase, one by one.
+    let mut seq = base.clone();
+    let mut receipts = Vec::new();
+    for v in &batch {
+        let d = billing::decide(v, &seq, NOW);
+        let r =
+            billing::make_abort_receipt(&netbill(), &v.epo().epoid, NOW + receipts.len() as u64);
+        seq.apply(v, &d, &r);
+        receipts.push(r);
+    }
+    use billing::BatchDecision::{Decided, SameAs};
+    let expected = [
+        Decided(Decision::Commit {
+            customer: id("alice"),
+            merchant: id("acme"),
+            price: minor(100),
+            customer_balance_minor: 50,
+            low_balance: false,
+        }),
+        Decided(Decision::Commit {
+            customer: id("alice"),
+            merchant: id("acme"),
+            price: minor(40),
+            customer_balance_minor: 10,
+            low_balance: false,
+        }),
+        Decided(fail(ResultCode::InsufficientFunds, 10, false)),
+        SameAs(0),
+        Decided(Decision::Conflict),
+        SameAs(2),
+        Decided(Decision::Settled(Box::new(
+            base.outcomes[&settled.epo().epoid].receipt.clone(),
+        ))),
+        Decided(Decision::Commit {
+            customer: id("alice"),
+            merchant: id("acme"),
+            price: minor(5),
+            customer_balance_minor: 5,
+            low_balance: false,
+        }),
+    ];
+    assert_eq!(got, expected);
+    // And one by one agrees wherever the batch decided afresh.
+    for (i, v) in batch.iter().enumerate() {
+        let one_by_one = billing::decide(v, &seq, NOW);
+        match &got[i] {
+            SameAs(first) => assert_eq!(
+                one_by_one,
+                Decision::Settled(Box::new(receipts[*first].clone()))
+            ),
+            Decided(Decision::Conflict) => assert_eq!(one_by_one, Decision::Conflict),
+            Decided(_) => {}
+        }
+    }
+    assert_eq!(seq.accounts[&id("alice")].balance_minor, 5);
+    // Deciding changed nothing in the ledger it read.
+    assert_eq!(base.accounts[&id("alice")].balance_minor, 150);
+}

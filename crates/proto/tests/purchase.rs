@@ -645,6 +645,87 @@ mod disputes {
         );
     }
 
+    /// `receipt` signed again, as N's writer signs: in a batch of three, at `index`.
+    fn batch_signed(w: &World, receipt: &Signed<Receipt>, index: usize) -> Vec<Signed<Receipt>> {
+        let mut bodies: Vec<Receipt> = (0..3u64)
+            .map(|i| {
+                let mut b = receipt.body_unverified().clone();
+                b.time_ms += 100 + i;
+                b
+            })
+            .collect();
+        bodies[index] = receipt.body_unverified().clone();
+        Signed::sign_batch(bodies, &C, &w.billing)
+    }
+
+    #[test]
+    fn a_batch_signed_receipt_is_evidence_and_a_bad_path_is_none() {
+        use netbill_proto::signed::SignatureForm;
+        let claims = || {
+            [
+                Claim::WrongGoods,
+                Claim::NeverBought,
+                Claim::NeverGotKey,
+                Claim::MerchantNotPaid,
+                Claim::ChargedWrongAmount {
+                    agreed: usd("USD:0.01"),
+                },
+            ]
+        };
+        let (w, ev, receipt) = committed();
+        let batch = batch_signed(&w, &receipt, 1);
+        let mut batched = ev.clone();
+        batched.receipt = Some(batch[1].clone());
+        let mut missing = ev.clone();
+        missing.receipt = None;
+        // Another receipt's path, and a path of another batch under this batch's signature.
+        let other = batch_signed(&w, &receipt, 2);
+        let SignatureForm::Batch { proof, .. } = batch[0].form().clone() else {
+            panic!("batch-signed");
+        };
+        let wrong_path = Signed::from_form(
+            batch[1].bytes().to_vec(),
+            SignatureForm::Batch {
+                root_signature: *batch[1].signature(),
+                proof,
+            },
+        )
+        .unwrap();
+        let SignatureForm::Batch { proof, .. } = other[2].form().clone() else {
+            panic!("batch-signed");
+        };
+        let other_batch = Signed::from_form(
+            batch[1].bytes().to_vec(),
+            SignatureForm::Batch {
+                root_signature: *batch[1].signature(),
+                proof,
+            },
+        )
+        .unwrap();
+        for claim in claims() {
+            // The arbitrator rules on a batch-signed receipt as on one signed alone.
+            assert_eq!(
+                rule(&w, claim.clone(), &batched),
+                rule(&w, claim.clone(), &ev)
+            );
+            // A receipt whose path does not reach a root N signed is no receipt at all.
+            for forged in [&wrong_path, &other_batch] {
+                let mut bad = ev.clone();
+                bad.receipt = Some(forged.clone());
+                assert_eq!(
+                    rule(&w, claim.clone(), &bad),
+                    rule(&w, claim.clone(), &missing)
+                );
+            }
+        }
+        // (Which matters: without N's receipt some claims are ruled otherwise.)
+        assert!(
+            claims()
+                .into_iter()
+                .any(|c| rule(&w, c.clone(), &ev) != rule(&w, c, &missing))
+        );
+    }
+
     #[test]
     fn a_merchant_who_delivers_garbage_or_other_goods_loses() {
         let (w, mut ev, _) = committed();

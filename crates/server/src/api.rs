@@ -769,6 +769,10 @@ pub struct WriterCounters {
     pub batches: u64,
     /// Purchases decided in them.
     pub purchases: u64,
+    /// Ed25519 signatures N made over purchase and abort receipts (one per batch, one per
+    /// abort). Absent from servers older than batch signing.
+    #[serde(default)]
+    pub receipt_signatures: u64,
 }
 
 async fn admin_stats(
@@ -781,6 +785,7 @@ async fn admin_stats(
     Ok(ApiJson(WriterCounters {
         batches: st.batches.load(Relaxed),
         purchases: st.purchases.load(Relaxed),
+        receipt_signatures: st.receipt_signatures.load(Relaxed),
     }))
 }
 

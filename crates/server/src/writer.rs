@@ -9,7 +9,7 @@
 use crate::keys::BillingKeys;
 use netbill_crypto::{Ed25519Signer, RealCrypto, random_bytes};
 use netbill_ledger::{Store, StoreError};
-use netbill_proto::billing::{self, Decision, VerifiedPurchase};
+use netbill_proto::billing::{self, BatchDecision, Decision, VerifiedPurchase};
 use netbill_proto::messages::{Receipt, ResultCode};
 use netbill_proto::{EpoId, Signed};
 use tokio::sync::{mpsc, oneshot};
@@ -48,6 +48,9 @@ pub struct WriterStats {
     pub batches: std::sync::atomic::AtomicU64,
     /// Purchases decided in them.
     pub purchases: std::sync::atomic::AtomicU64,
+    /// Ed25519 signatures made over purchase and abort receipts: one per batch that made new
+    /// receipts (and one more if a batch runs again after contention), one per abort.
+    pub receipt_signatures: std::sync::atomic::AtomicU64,
 }
 
 /// The writer thread stopped (the server is shutting down or the store failed).
@@ -78,7 +81,8 @@ impl Writer {
                     match first {
                         Job::Run(f) => f(store.as_mut()),
                         Job::Abort(epoid, reply) => {
-                            let _ = reply.send(abort(store.as_mut(), &keys.signer, &epoid));
+                            let _ =
+                                reply.send(abort(store.as_mut(), &keys.signer, &epoid, &counters));
                         }
                         Job::Purchase(v, reply) => {
                             let mut batch = vec![(v, reply)];
@@ -93,7 +97,7 @@ impl Writer {
                                 }
                             }
                             let n = batch.len() as u64;
-                            if commit_batch(store.as_mut(), &keys, batch) {
+                            if commit_batch(store.as_mut(), &keys, batch, &counters) {
                                 use std::sync::atomic::Ordering::Relaxed;
                                 counters.batches.fetch_add(1, Relaxed);
                                 counters.purchases.fetch_add(n, Relaxed);
@@ -149,13 +153,30 @@ impl Writer {
     }
 }
 
+/// What the writer does for one purchase of a batch; a `usize` indexes its new receipts.
+enum Plan {
+    /// Record the outcome with this new receipt, then answer with it.
+    Record(usize),
+    /// Answer with this new receipt, recorded for an earlier purchase of the batch (or,
+    /// with the fresh-receipt test bug, not at all).
+    Reveal(usize),
+    /// Answer with the receipt stored earlier.
+    Stored(Box<Signed<Receipt>>),
+    Conflict,
+}
+
 type Waiting = (
     Box<VerifiedPurchase>,
     oneshot::Sender<Result<PurchaseAnswer, String>>,
 );
 
 /// Decides and commits one batch; answers every waiter. Returns whether it committed.
-fn commit_batch(store: &mut dyn Store, keys: &BillingKeys, batch: Vec<Waiting>) -> bool {
+fn commit_batch(
+    store: &mut dyn Store,
+    keys: &BillingKeys,
+    batch: Vec<Waiting>,
+    stats: &WriterStats,
+) -> bool {
     let now = netbill_http::now_ms();
     let mut answers: Vec<PurchaseAnswer> = Vec::with_capacity(batch.len());
     netbill_http::crash_point("server.before_commit");
@@ -172,41 +193,75 @@ fn commit_batch(store: &mut dyn Store, keys: &BillingKeys, batch: Vec<Waiting>) 
         answers.clear();
         tx.lock_accounts(&accounts)?;
         tx.prefetch_outcomes(&epoids)?;
-        for v in &batch {
-            let answer = match billing::decide(v, &*tx, now) {
-                Decision::Settled(r) if netbill_http::bug("server.fresh_receipt_on_retry") => {
+        let purchases: Vec<&VerifiedPurchase> = batch.iter().map(|v| &**v).collect();
+        let decisions = billing::decide_batch(&purchases, &*tx, now);
+        // First every new receipt's body, then one signature over them all, then the
+        // writes: N signs once per durable write, and what is stored is what is revealed.
+        let mut bodies = Vec::new();
+        let mut plans: Vec<Plan> = Vec::with_capacity(batch.len());
+        for (v, d) in batch.iter().zip(decisions) {
+            let mut fresh = |body: Receipt| {
+                bodies.push(body);
+                bodies.len() - 1
+            };
+            let plan = match d {
+                BatchDecision::Decided(Decision::Settled(r))
+                    if netbill_http::bug("server.fresh_receipt_on_retry") =>
+                {
                     let code = r.body_unverified().result;
-                    PurchaseAnswer::Receipt(Box::new(receipt(keys, v, code, 0, false, now)))
+                    Plan::Reveal(fresh(receipt_body(keys, v, code, 0, false, now)))
                 }
-                Decision::Settled(r) => PurchaseAnswer::Receipt(r),
-                Decision::Conflict => PurchaseAnswer::Conflict,
-                Decision::Commit {
+                BatchDecision::Decided(Decision::Settled(r)) => Plan::Stored(r),
+                BatchDecision::Decided(Decision::Conflict) => Plan::Conflict,
+                BatchDecision::Decided(Decision::Commit {
                     customer_balance_minor,
                     low_balance,
                     ..
-                } => {
-                    let r = receipt(
-                        keys,
-                        v,
-                        ResultCode::Committed,
-                        customer_balance_minor,
-                        low_balance,
-                        now,
-                    );
-                    tx.record_purchase(v, &r, now)?;
-                    PurchaseAnswer::Receipt(Box::new(r))
-                }
-                Decision::Fail {
+                }) => Plan::Record(fresh(receipt_body(
+                    keys,
+                    v,
+                    ResultCode::Committed,
+                    customer_balance_minor,
+                    low_balance,
+                    now,
+                ))),
+                BatchDecision::Decided(Decision::Fail {
                     code,
                     customer_balance_minor,
                     low_balance,
-                } => {
-                    let r = receipt(keys, v, code, customer_balance_minor, low_balance, now);
-                    tx.record_purchase(v, &r, now)?;
-                    PurchaseAnswer::Receipt(Box::new(r))
-                }
+                }) => Plan::Record(fresh(receipt_body(
+                    keys,
+                    v,
+                    code,
+                    customer_balance_minor,
+                    low_balance,
+                    now,
+                ))),
+                // The same endorsement as an earlier purchase of the batch, which records
+                // the outcome: the same receipt.
+                BatchDecision::SameAs(first) => match plans.get(first) {
+                    Some(Plan::Record(k)) => Plan::Reveal(*k),
+                    _ => Plan::Conflict,
+                },
             };
-            answers.push(answer);
+            plans.push(plan);
+        }
+        if !bodies.is_empty() {
+            stats
+                .receipt_signatures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let receipts = Signed::sign_batch(bodies, &RealCrypto, &keys.signer);
+        for (v, plan) in batch.iter().zip(plans) {
+            answers.push(match plan {
+                Plan::Record(k) => {
+                    tx.record_purchase(v, &receipts[k], now)?;
+                    PurchaseAnswer::Receipt(Box::new(receipts[k].clone()))
+                }
+                Plan::Reveal(k) => PurchaseAnswer::Receipt(Box::new(receipts[k].clone())),
+                Plan::Stored(r) => PurchaseAnswer::Receipt(r),
+                Plan::Conflict => PurchaseAnswer::Conflict,
+            });
         }
         if reveal_early {
             // Test-only bug: the receipts leave before the transaction is durable.
@@ -241,17 +296,16 @@ fn commit_batch(store: &mut dyn Store, keys: &BillingKeys, batch: Vec<Waiting>) 
     }
 }
 
-fn receipt(
+fn receipt_body(
     keys: &BillingKeys,
     v: &VerifiedPurchase,
     code: ResultCode,
     balance: i64,
     low: bool,
     now: u64,
-) -> Signed<Receipt> {
-    billing::make_receipt(
+) -> Receipt {
+    billing::receipt_body(
         &RealCrypto,
-        &keys.signer,
         &keys.seal,
         v,
         code,
@@ -266,6 +320,7 @@ fn abort(
     store: &mut dyn Store,
     signer: &Ed25519Signer,
     epoid: &EpoId,
+    stats: &WriterStats,
 ) -> Result<Signed<Receipt>, String> {
     let now = netbill_http::now_ms();
     let mut out = None;
@@ -275,6 +330,9 @@ fn abort(
                 Some(done) => done.receipt,
                 None => {
                     let r = billing::make_abort_receipt(signer, epoid, now);
+                    stats
+                        .receipt_signatures
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tx.record_abort(epoid, &r)?;
                     r
                 }

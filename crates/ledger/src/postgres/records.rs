@@ -169,7 +169,7 @@ pub(super) fn refund(
             &request.signature().0.as_slice(),
             &request_digest.0.as_slice(),
             &receipt.bytes(),
-            &receipt.signature().0.as_slice(),
+            &receipt.form().to_bytes(),
             &ms(now_ms),
         ],
     )?;
