@@ -357,8 +357,16 @@ fn a_v1_ledger_merchant_and_wallet_keep_working_after_the_upgrade() {
     );
     assert!(v1.path("wallet/customer-seal.key").exists());
     assert_eq!(mode(&v1.path("wallet/customer-seal.key")), 0o600);
-    // P stays a v1 EPO: nothing stored is re-signed.
+    // P stays a v1 EPO: nothing stored is re-signed; the upgraded merchant endorsed it as v2.
     assert_eq!(v1.wallet_epo(&p).version(), 1);
+    let ev: BillingEvidence =
+        serde_json::from_str(&v1.ok(&["merchant", "evidence", "--dir", &mdir, &p]))
+            .expect("N's evidence of P");
+    let receipt = ev.receipt.verify(&RealCrypto, &n_key).expect("N signed it");
+    assert_eq!(receipt.result, ResultCode::Committed);
+    let endorsement = ev.endorsement.expect("the endorsement N decided on");
+    assert_eq!(endorsement.version(), 2);
+    assert_eq!(endorsement.body_unverified().epo.version(), 1);
 
     // Balances: the v1 history, plus P; Q moved nothing. Conservation holds.
     assert_eq!(balance_minor(&v1, &n, "alice"), 93_875 - 2_000);
