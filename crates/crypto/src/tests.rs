@@ -813,3 +813,62 @@ fn batch_signature_vector() {
         })
     );
 }
+
+#[test]
+fn the_canonical_check_agrees_with_decompress_and_recompress() {
+    // The cheap check (y < p, then large order) against the definition (the point
+    // re-encodes to the same bytes), over random encodings and every edge of y near p,
+    // with both sign bits.
+    let definition = |b: &[u8; 32]| {
+        let c = curve25519_dalek::edwards::CompressedEdwardsY(*b);
+        c.decompress()
+            .is_some_and(|p| !p.is_small_order() && p.compress().as_bytes() == b)
+    };
+    let mut cases: Vec<[u8; 32]> = (0..2000).map(|_| random_bytes::<32>()).collect();
+    for low in 0xe0..=0xffu8 {
+        for top in [0x7f, 0xff] {
+            let mut b = [0xff; 32];
+            b[0] = low;
+            b[31] = top;
+            cases.push(b);
+        }
+    }
+    for y in 0..40u8 {
+        for top in [0x00, 0x80] {
+            let mut b = [0; 32];
+            b[0] = y;
+            b[31] = top;
+            cases.push(b);
+        }
+    }
+    // Real signatures' R values: canonical and of large order.
+    for _ in 0..50 {
+        let s = Ed25519Signer::generate();
+        let sig = s.sign(b"m");
+        let mut r = [0u8; 32];
+        r.copy_from_slice(&sig.0[..32]);
+        cases.push(r);
+    }
+    let mut accepted = 0;
+    for b in &cases {
+        assert_eq!(
+            super::canonical_large_order_point(b),
+            definition(b),
+            "{}",
+            hex::encode(b)
+        );
+        accepted += usize::from(definition(b));
+    }
+    assert!(accepted > 50, "the cases include valid points");
+}
+
+#[test]
+fn a_cached_key_verifies_as_a_fresh_one() {
+    let s = Ed25519Signer::generate();
+    let sig = s.sign(b"twice");
+    for _ in 0..3 {
+        assert!(RealCrypto.verify(&s.public_key(), b"twice", &sig));
+        assert!(!RealCrypto.verify(&s.public_key(), b"other", &sig));
+        assert!(batch_verify(&[(s.public_key(), b"twice".as_slice(), sig)]));
+    }
+}
