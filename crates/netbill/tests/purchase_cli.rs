@@ -128,6 +128,26 @@ fn a_group_credential_buys_at_the_group_price() {
 }
 
 #[test]
+fn goods_over_the_in_memory_limit_are_streamed_and_arrive_whole() {
+    let d = Deployment::start();
+    let out_path = d.root().join("big.out");
+    let out = d.wallet(&[
+        "buy",
+        &d.merchant.url,
+        "big",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(&out_path).unwrap(),
+        std::fs::read(d.root().join("catalog/big.bin")).unwrap()
+    );
+    assert_eq!(d.balance_minor("alice"), 100_000 - 1_000);
+    assert!(d.conservation_holds());
+}
+
+#[test]
 fn insufficient_funds_yields_a_signed_failure_receipt_and_no_debit() {
     let d = Deployment::start();
     let out = d.wallet(&[

@@ -155,6 +155,11 @@ impl Deployment {
         )
         .expect("goods");
         std::fs::write(p("catalog/dataset.bin"), vec![7u8; 200_000]).expect("goods");
+        // Over the merchant's in-memory limit (1 MiB): encrypted twice, streamed.
+        let big: Vec<u8> = (0..3 * 1024 * 1024 + 17)
+            .map(|i: u32| (i % 251) as u8)
+            .collect();
+        std::fs::write(p("catalog/big.bin"), big).expect("goods");
         std::fs::write(
             p("catalog/catalog.toml"),
             format!(
@@ -187,6 +192,12 @@ code = "dataset"
 description = "A large dataset"
 price = "USD:50"
 file = "dataset.bin"
+
+[[product]]
+code = "big"
+description = "Three mebibytes, streamed"
+price = "USD:0.01"
+file = "big.bin"
 "#
             ),
         )
