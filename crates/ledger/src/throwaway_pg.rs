@@ -84,7 +84,7 @@ impl PgServer {
                 return Err(format!("chown postgres {} failed", dir.path().display()));
             }
         }
-        let server = PgServer {
+        let mut server = PgServer {
             bin,
             dir,
             as_postgres,
@@ -107,29 +107,41 @@ impl PgServer {
                 "--no-sync".as_ref(),
             ],
         )?;
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=300",
-            server.port,
-            server.dir.path().display(),
-            if durable { "on" } else { "off" }
-        );
         let log = server.dir.path().join("log");
         server.watchdog();
-        server.run(
-            "pg_ctl",
-            &[
-                "-D".as_ref(),
-                data.as_os_str(),
-                "-l".as_ref(),
-                log.as_os_str(),
-                "-w".as_ref(),
-                "-t".as_ref(),
-                "60".as_ref(),
-                "-o".as_ref(),
-                opts.as_ref(),
-                "start".as_ref(),
-            ],
-        )?;
+        // The free port can be taken by another process between choosing it and the
+        // server binding it (tests start servers in parallel): then choose again.
+        let mut attempts = 0;
+        loop {
+            let opts = format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync={} -c max_connections=300",
+                server.port,
+                server.dir.path().display(),
+                if durable { "on" } else { "off" }
+            );
+            let started = server.run(
+                "pg_ctl",
+                &[
+                    "-D".as_ref(),
+                    data.as_os_str(),
+                    "-l".as_ref(),
+                    log.as_os_str(),
+                    "-w".as_ref(),
+                    "-t".as_ref(),
+                    "60".as_ref(),
+                    "-o".as_ref(),
+                    opts.as_ref(),
+                    "start".as_ref(),
+                ],
+            );
+            match started {
+                Err(e) if e.contains("Address already in use") && attempts < 5 => {
+                    attempts += 1;
+                    server.port = free_port()?;
+                }
+                other => break other?,
+            }
+        }
         Ok(server)
     }
 
