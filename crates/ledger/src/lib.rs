@@ -11,6 +11,7 @@
 
 pub mod filler;
 mod postgres;
+pub mod rules;
 mod sqlite;
 #[cfg(feature = "test-support")]
 pub mod throwaway_pg;
@@ -26,8 +27,9 @@ use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use serde::Serialize;
 use thiserror::Error;
 
-pub use postgres::{PostgresStore, redact_url};
-pub use sqlite::SqliteStore;
+pub use postgres::{PostgresBackend, PostgresStore, redact_url};
+pub use rules::{Backend, Ledger, MemoryBackend, MemoryStore};
+pub use sqlite::{SqliteBackend, SqliteStore};
 
 /// A throwaway PostgreSQL server with one fresh database (`netbill bench --store postgres`):
 /// the server, which runs until dropped, and the database's URL. `throwaway_pg` is a test
@@ -81,6 +83,10 @@ pub enum StoreError {
         balances_minor: i128,
         expected_minor: i128,
     },
+    /// Another server decided what this transaction saw undecided; a shared store runs the
+    /// transaction again (this error leaves the store only if it keeps happening).
+    #[error("another server got in the way: {0}")]
+    Raced(String),
     #[error("the database is corrupt: {0}")]
     Corrupt(String),
     #[error("the journal was changed: {0}")]
@@ -118,7 +124,7 @@ pub struct NewAccount {
 }
 
 /// An account as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct AccountRecord {
     pub id: AccountId,
     pub kind: AccountKind,
@@ -163,7 +169,7 @@ pub struct HistoryLine {
 }
 
 /// One journal entry: a movement of money.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct JournalEntry {
     pub seq: u64,
     /// `deposit`, `payout`, `purchase`, `refund`, `adjustment`, or `key` (an account's key

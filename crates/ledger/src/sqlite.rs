@@ -1,24 +1,19 @@
 //! The embedded store: one SQLite file, WAL mode, `synchronous=FULL` (a commit is on disk
 //! before it returns).
 
-use std::collections::HashMap;
 use std::path::Path;
 
-use netbill_proto::billing::{
-    self, AccountKind, AccountView, LedgerView, RefundError, RefundFacts, StoredOutcome,
-    VerifiedPurchase,
-};
+use netbill_proto::billing::{AccountKind, RefundFacts, StoredOutcome};
 use netbill_proto::crypto::{Digest, PublicKey};
-use netbill_proto::messages::{
-    Checkpoint, Endorsement, Receipt, RefundReceipt, RefundRequest, ResultCode,
-};
+use netbill_proto::messages::{Checkpoint, Endorsement, RefundReceipt, RefundRequest, ResultCode};
 use netbill_proto::signed::SignatureForm;
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use crate::rules::{Backend, Ledger, OutcomeRow, RefundRow, Rows, TotalsLock};
 use crate::{
-    AccountChange, AccountRecord, Adjustment, HistoryLine, JournalEntry, LedgerTx, NewAccount,
-    PurchaseRecord, RefundFilter, RefundRecord, Store, StoreError, Totals, Transfer, journal_hash,
+    AccountRecord, HistoryLine, JournalEntry, NewAccount, PurchaseRecord, RefundFilter,
+    RefundRecord, StoreError, Totals,
 };
 
 /// The newest schema version this build knows.
@@ -103,11 +98,6 @@ CREATE TABLE checkpoints (
     sig BLOB NOT NULL
 );
 ";
-
-/// The SQLite store.
-pub struct SqliteStore {
-    conn: Connection,
-}
 
 pub(crate) fn kind_str(k: AccountKind) -> &'static str {
     match k {
@@ -233,149 +223,29 @@ fn totals_row(conn: &Connection) -> Result<(i64, i64), StoreError> {
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?)
 }
 
-fn balance(conn: &Connection, id: &AccountId) -> Result<i64, StoreError> {
-    conn.prepare_cached("SELECT balance_minor FROM accounts WHERE id = ?1")?
-        .query_row([id.as_str()], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| StoreError::NoSuchAccount(id.clone()))
+/// The SQLite backend: one file, one writer (an immediate transaction holds the write lock).
+pub struct SqliteBackend {
+    conn: Connection,
 }
 
-/// Appends a journal entry chained to the previous one.
-#[allow(clippy::too_many_arguments)]
-fn journal_append(
-    conn: &Connection,
-    kind: &str,
-    debit: Option<&AccountId>,
-    credit: Option<&AccountId>,
-    amount: Amount,
-    epoid: Option<&EpoId>,
-    memo: &str,
-    at_ms: u64,
-) -> Result<(), StoreError> {
-    let (seq, prev): (u64, Vec<u8>) = conn
-        .prepare_cached("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
-        .optional()?
-        .unwrap_or((0, vec![0; 32]));
-    let seq = seq + 1;
-    let epoid_s = epoid.map(|e| e.to_string());
-    let hash = journal_hash(
-        &prev,
-        seq,
-        kind,
-        debit,
-        credit,
-        amount,
-        epoid_s.as_deref(),
-        memo,
-        at_ms,
-    );
-    conn.prepare_cached(
-        "INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, memo, at_ms, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        seq as i64,
-        kind,
-        debit.map(|a| a.as_str()),
-        credit.map(|a| a.as_str()),
-        amount.signed(),
-        epoid_s,
-        memo,
-        at_ms as i64,
-        hash
-    ])?;
-    Ok(())
-}
+/// The ledger on SQLite: the rules of [`crate::rules`] over [`SqliteBackend`].
+pub type SqliteStore = Ledger<SqliteBackend>;
 
-/// Test-only bug switch (`NETBILL_BUG=ledger.skip_journal`, docs/reliability.md): money
-/// moves unjournaled. Read once, not per purchase.
-#[cfg(feature = "test-support")]
-fn skip_journal_bug() -> bool {
-    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SKIP.get_or_init(|| {
-        std::env::var("NETBILL_BUG")
-            .is_ok_and(|b| b.split(',').any(|b| b.trim() == "ledger.skip_journal"))
-    })
-}
-
-/// Without the `test-support` feature there is no bug switch: every purchase is journaled.
-#[cfg(not(feature = "test-support"))]
-#[inline(always)]
-fn skip_journal_bug() -> bool {
-    false
-}
-
-/// Journals an account's new key (an entry that moves nothing).
-fn journal_key(
-    conn: &Connection,
-    id: &AccountId,
-    key: &PublicKey,
-    now_ms: u64,
-) -> Result<(), StoreError> {
-    journal_append(
-        conn,
-        "key",
-        None,
-        Some(id),
-        Amount::ZERO,
-        None,
-        &key.to_hex(),
-        now_ms,
-    )
-}
-
-/// Conservation for one transaction: the balances it touched changed by exactly what the
-/// totals changed by. Reads everything back from the database, so it also catches a wrong
-/// `UPDATE`.
-struct BatchCheck {
-    before: HashMap<AccountId, i64>,
-    totals_before: (i64, i64),
-}
-
-impl BatchCheck {
-    fn start(conn: &Connection) -> Result<Self, StoreError> {
-        Ok(Self {
-            before: HashMap::new(),
-            totals_before: totals_row(conn)?,
-        })
-    }
-    fn touch(&mut self, conn: &Connection, id: &AccountId) -> Result<(), StoreError> {
-        if !self.before.contains_key(id) {
-            let b = balance(conn, id)?;
-            self.before.insert(id.clone(), b);
-        }
-        Ok(())
-    }
-    fn finish(&self, conn: &Connection) -> Result<(), StoreError> {
-        let mut delta: i128 = 0;
-        for (id, before) in &self.before {
-            delta += i128::from(balance(conn, id)?) - i128::from(*before);
-        }
-        let (d, p) = totals_row(conn)?;
-        let expected = i128::from(d - self.totals_before.0) - i128::from(p - self.totals_before.1);
-        if delta != expected {
-            return Err(StoreError::ConservationViolated {
-                balances_minor: delta,
-                expected_minor: expected,
-            });
-        }
-        Ok(())
-    }
-}
-
-impl SqliteStore {
+impl Ledger<SqliteBackend> {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
-        Self::init(conn)
+        Ok(Ledger::new(SqliteBackend::init(Connection::open(path)?)?))
     }
 
-    /// An in-memory database, for tests and the simulator.
+    /// An in-memory database, for tests.
     pub fn open_in_memory() -> Result<Self, StoreError> {
-        Self::init(Connection::open_in_memory()?)
+        Ok(Ledger::new(SqliteBackend::init(
+            Connection::open_in_memory()?,
+        )?))
     }
+}
 
+impl SqliteBackend {
     fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -409,288 +279,259 @@ impl SqliteStore {
         tx.commit()?;
         Ok(Self { conn })
     }
+}
 
-    /// Runs `f` in an immediate transaction with a conservation check before commit.
-    fn write<T>(
-        &mut self,
-        f: impl FnOnce(&Transaction<'_>, &mut BatchCheck) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let mut check = BatchCheck::start(&tx)?;
-        let out = f(&tx, &mut check)?;
-        check.finish(&tx)?;
-        tx.commit()?;
+/// The rows of one SQLite transaction.
+struct SqliteRows<'a> {
+    tx: &'a Transaction<'a>,
+}
+
+impl Rows for SqliteRows<'_> {
+    fn totals(&mut self) -> Result<(i64, i64), StoreError> {
+        totals_row(self.tx)
+    }
+
+    fn add_totals(&mut self, deposits_minor: i64, payouts_minor: i64) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(
+                "UPDATE totals SET deposits_minor = deposits_minor + ?1,
+                   payouts_minor = payouts_minor + ?2 WHERE id = 1",
+            )?
+            .execute(params![deposits_minor, payouts_minor])?;
+        Ok(())
+    }
+
+    fn lock_accounts(&mut self, ids: &[&str]) -> Result<Vec<AccountRecord>, StoreError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Ok(id) = AccountId::new(id) else { continue };
+            out.extend(read_account(self.tx, &id)?);
+        }
         Ok(out)
     }
-}
 
-struct SqliteTx<'a> {
-    tx: &'a Transaction<'a>,
-    check: &'a mut BatchCheck,
-    /// The first database error met while answering a [`LedgerView`] query (which cannot
-    /// return errors); the batch fails with it.
-    view_error: std::cell::RefCell<Option<StoreError>>,
-}
-
-impl SqliteTx<'_> {
-    fn remember<T>(&self, r: Result<Option<T>, StoreError>) -> Option<T> {
-        r.unwrap_or_else(|e| {
-            self.view_error.borrow_mut().get_or_insert(e);
-            None
-        })
+    fn insert_account(&mut self, new: &NewAccount, now_ms: u64) -> Result<bool, StoreError> {
+        let n = self.tx.execute(
+            "INSERT OR IGNORE INTO accounts (id, kind, public_key, credit_limit_minor, low_water_minor, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                new.id.as_str(),
+                kind_str(new.kind),
+                new.key.0.to_vec(),
+                new.credit_limit_minor,
+                new.low_water_minor,
+                now_ms as i64
+            ],
+        )?;
+        Ok(n == 1)
     }
-}
 
-impl LedgerView for SqliteTx<'_> {
-    fn account(&self, id: &AccountId) -> Option<AccountView> {
-        self.remember(read_account(self.tx, id))
-            .map(|a| AccountView {
-                kind: a.kind,
-                key: a.key,
-                key_revoked: a.key_revoked,
-                frozen: a.frozen,
-                balance_minor: a.balance_minor,
-                credit_limit_minor: a.credit_limit_minor,
-                low_water_minor: a.low_water_minor,
-            })
+    fn update_account(&mut self, a: &AccountRecord) -> Result<(), StoreError> {
+        let n = self.tx.execute(
+            "UPDATE accounts SET public_key = ?2, key_revoked = ?3, frozen = ?4,
+               credit_limit_minor = ?5, low_water_minor = ?6 WHERE id = ?1",
+            params![
+                a.id.as_str(),
+                a.key.0.to_vec(),
+                a.key_revoked,
+                a.frozen,
+                a.credit_limit_minor,
+                a.low_water_minor
+            ],
+        )?;
+        if n != 1 {
+            return Err(StoreError::NoSuchAccount(a.id.clone()));
+        }
+        Ok(())
     }
-    fn outcome(&self, epoid: &EpoId) -> Option<StoredOutcome> {
-        self.remember(read_outcome(self.tx, epoid))
-    }
-}
 
-impl LedgerTx for SqliteTx<'_> {
-    fn record_purchase(
+    fn apply_deltas(
         &mut self,
-        v: &VerifiedPurchase,
-        receipt: &Signed<Receipt>,
-        now_ms: u64,
+        deltas: &[(&str, i64)],
+    ) -> Result<Vec<(AccountId, i64)>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "UPDATE accounts SET balance_minor = balance_minor + ?2 WHERE id = ?1
+             RETURNING balance_minor",
+        )?;
+        let mut out = Vec::with_capacity(deltas.len());
+        for (id, delta) in deltas {
+            let now: Option<i64> = stmt
+                .query_row(params![id, delta], |r| r.get(0))
+                .optional()?;
+            if let Some(now) = now {
+                out.push((account_id(id.to_string())?, now));
+            }
+        }
+        Ok(out)
+    }
+
+    fn outcomes(&mut self, epoids: &[&EpoId]) -> Result<Vec<(EpoId, StoredOutcome)>, StoreError> {
+        let mut out = Vec::new();
+        for e in epoids {
+            if let Some(o) = read_outcome(self.tx, e)? {
+                out.push(((*e).clone(), o));
+            }
+        }
+        Ok(out)
+    }
+
+    fn insert_outcomes(&mut self, rows: &[OutcomeRow]) -> Result<Vec<EpoId>, StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT OR IGNORE INTO outcomes (epoid, result, customer, merchant, description,
+               price_minor, endorsement_digest, endorsement, receipt, receipt_sig, decided_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        let mut inserted = Vec::with_capacity(rows.len());
+        for o in rows {
+            let n = stmt.execute(params![
+                o.epoid.to_string(),
+                result_str(o.result),
+                o.customer.as_ref().map(|c| c.as_str()),
+                o.merchant.as_str(),
+                o.description,
+                o.price.signed(),
+                o.endorsement_digest.map(|d| d.0.to_vec()),
+                o.endorsement,
+                o.receipt.bytes(),
+                o.receipt.form().to_bytes(),
+                o.decided_ms.min(i64::MAX as u64) as i64,
+            ])?;
+            if n == 1 {
+                inserted.push(o.epoid.clone());
+            }
+        }
+        Ok(inserted)
+    }
+
+    fn journal_head(&mut self) -> Result<(u64, Vec<u8>), StoreError> {
+        Ok(self
+            .tx
+            .prepare_cached("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1")?
+            .query_row([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()?
+            .unwrap_or((0, vec![0; 32])))
+    }
+
+    fn append_journal(&mut self, entries: &[JournalEntry]) -> Result<(), StoreError> {
+        let mut stmt = self.tx.prepare_cached(
+            "INSERT INTO journal (seq, kind, debit, credit, amount_minor, epoid, memo, at_ms, hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for e in entries {
+            let hash = hex::decode(&e.hash).map_err(|_| corrupt("journal hash"))?;
+            stmt.execute(params![
+                e.seq as i64,
+                e.kind,
+                e.debit.as_ref().map(|a| a.as_str()),
+                e.credit.as_ref().map(|a| a.as_str()),
+                e.amount.signed(),
+                e.epoid.as_ref().map(|x| x.to_string()),
+                e.memo,
+                e.at_ms.min(i64::MAX as u64) as i64,
+                hash
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn idempotency(&mut self, key: &str) -> Result<Option<(String, i64)>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT request, balance_minor FROM idempotency WHERE key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    fn insert_idempotency(
+        &mut self,
+        key: &str,
+        request: &str,
+        balance_minor: i64,
     ) -> Result<(), StoreError> {
-        let epo = v.epo();
-        let r = receipt.body_unverified();
-        // The endorsement is kept in its JSON wire form, as evidence.
-        let endorsement_json = serde_json::to_string(&v.endorsement).unwrap_or_default();
-        let inserted = self
+        self.tx.execute(
+            "INSERT INTO idempotency (key, request, balance_minor) VALUES (?1, ?2, ?3)",
+            params![key, request, balance_minor],
+        )?;
+        Ok(())
+    }
+
+    fn refund_facts(&mut self, epoid: &EpoId) -> Result<Option<RefundFacts>, StoreError> {
+        refund_facts(self.tx, epoid)
+    }
+
+    fn refund_by_id(
+        &mut self,
+        refund_id: &str,
+    ) -> Result<Option<(Signed<RefundRequest>, Signed<RefundReceipt>)>, StoreError> {
+        type Parts = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
+        let seen: Option<Parts> = self
             .tx
             .prepare_cached(
-                "INSERT OR IGNORE INTO outcomes (epoid, result, customer, merchant, description,
-                   price_minor, endorsement_digest, endorsement, receipt, receipt_sig, decided_ms)
+                "SELECT request, request_sig, receipt, receipt_sig FROM refunds WHERE refund_id = ?1",
+            )?
+            .query_row([refund_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        seen.map(|(request, request_sig, receipt, sig)| {
+            Ok((
+                signed_from(request, request_sig)?,
+                signed_from(receipt, sig)?,
+            ))
+        })
+        .transpose()
+    }
+
+    fn insert_refund(&mut self, row: &RefundRow) -> Result<bool, StoreError> {
+        let r = &row.record;
+        let n = self
+            .tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO refunds (refund_id, epoid, merchant, customer, amount_minor,
+                   request, request_sig, request_digest, receipt, receipt_sig, decided_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
-                epo.epoid.to_string(),
-                result_str(r.result),
-                v.secret.account.as_str(),
-                epo.merchant.as_str(),
-                epo.description,
-                epo.price.signed(),
-                v.endorsement_digest.0.to_vec(),
-                endorsement_json,
-                receipt.bytes(),
-                receipt.form().to_bytes(),
-                r.time_ms as i64,
+                r.refund_id,
+                r.epoid.to_string(),
+                r.merchant.as_str(),
+                r.customer.as_str(),
+                r.amount.signed(),
+                r.request.bytes(),
+                r.request.signature().0.to_vec(),
+                row.request_digest.0.to_vec(),
+                r.receipt.bytes(),
+                r.receipt.form().to_bytes(),
+                r.decided_ms.min(i64::MAX as u64) as i64,
             ])?;
-        if inserted != 1 {
-            return Err(StoreError::OutcomeExists(epo.epoid.clone()));
-        }
-        if r.result == ResultCode::Committed {
-            let customer = &v.secret.account;
-            self.check.touch(self.tx, customer)?;
-            self.check.touch(self.tx, &epo.merchant)?;
-            let price = epo.price.signed();
-            let debited = self
-                .tx
-                .prepare_cached(
-                    "UPDATE accounts SET balance_minor = balance_minor - ?2
-                     WHERE id = ?1 AND balance_minor - ?2 >= -credit_limit_minor",
-                )?
-                .execute(params![customer.as_str(), price])?;
-            let credited = self
-                .tx
-                .prepare_cached(
-                    "UPDATE accounts SET balance_minor = balance_minor + ?2 WHERE id = ?1",
-                )?
-                .execute(params![epo.merchant.as_str(), price])?;
-            if debited != 1 || credited != 1 {
-                return Err(corrupt(format!(
-                    "purchase {} could not move money",
-                    epo.epoid
-                )));
-            }
-            if !skip_journal_bug() {
-                journal_append(
-                    self.tx,
-                    "purchase",
-                    Some(customer),
-                    Some(&epo.merchant),
-                    epo.price,
-                    Some(&epo.epoid),
-                    "",
-                    now_ms,
-                )?;
-            }
-        }
-        Ok(())
+        Ok(n == 1)
     }
 
-    fn record_abort(&mut self, epoid: &EpoId, receipt: &Signed<Receipt>) -> Result<(), StoreError> {
-        let inserted = self
-            .tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO outcomes (epoid, result, customer, merchant, description,
-                   price_minor, endorsement_digest, endorsement, receipt, receipt_sig, decided_ms)
-                 VALUES (?1, 'aborted', NULL, ?2, '', 0, NULL, NULL, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                epoid.to_string(),
-                epoid.merchant.as_str(),
-                receipt.bytes(),
-                receipt.form().to_bytes(),
-                receipt.body_unverified().time_ms as i64,
-            ])?;
-        if inserted != 1 {
-            return Err(StoreError::OutcomeExists(epoid.clone()));
-        }
-        Ok(())
+    fn balances_sum(&mut self) -> Result<i64, StoreError> {
+        Ok(self.tx.query_row(
+            "SELECT COALESCE(SUM(balance_minor), 0) FROM accounts",
+            [],
+            |r| r.get(0),
+        )?)
     }
 }
 
-impl Store for SqliteStore {
-    fn create_account(&mut self, new: &NewAccount, now_ms: u64) -> Result<(), StoreError> {
-        self.write(|tx, _| {
-            let n = tx.execute(
-                "INSERT OR IGNORE INTO accounts (id, kind, public_key, credit_limit_minor, low_water_minor, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    new.id.as_str(),
-                    kind_str(new.kind),
-                    new.key.0.to_vec(),
-                    new.credit_limit_minor,
-                    new.low_water_minor,
-                    now_ms as i64
-                ],
-            )?;
-            if n == 0 {
-                return Err(StoreError::AccountExists(new.id.clone()));
-            }
-            journal_key(tx, &new.id, &new.key, now_ms)
-        })
-    }
-
-    fn change_account(
+impl Backend for SqliteBackend {
+    fn transaction(
         &mut self,
-        id: &AccountId,
-        change: &AccountChange,
-        now_ms: u64,
+        _lock: TotalsLock,
+        f: &mut dyn FnMut(&mut dyn Rows) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        self.write(|tx, _| {
-            let n = match change {
-                AccountChange::Freeze => tx.execute(
-                    "UPDATE accounts SET frozen = 1 WHERE id = ?1",
-                    [id.as_str()],
-                )?,
-                AccountChange::Unfreeze => tx.execute(
-                    "UPDATE accounts SET frozen = 0 WHERE id = ?1",
-                    [id.as_str()],
-                )?,
-                AccountChange::RevokeKey => tx.execute(
-                    "UPDATE accounts SET key_revoked = 1 WHERE id = ?1",
-                    [id.as_str()],
-                )?,
-                AccountChange::SetKey(k) => tx.execute(
-                    "UPDATE accounts SET public_key = ?2, key_revoked = 0 WHERE id = ?1",
-                    params![id.as_str(), k.0.to_vec()],
-                )?,
-                AccountChange::SetCreditLimit(c) => tx.execute(
-                    "UPDATE accounts SET credit_limit_minor = ?2 WHERE id = ?1",
-                    params![id.as_str(), c],
-                )?,
-                AccountChange::SetLowWater(l) => tx.execute(
-                    "UPDATE accounts SET low_water_minor = ?2 WHERE id = ?1",
-                    params![id.as_str(), l],
-                )?,
-            };
-            if n == 0 {
-                return Err(StoreError::NoSuchAccount(id.clone()));
-            }
-            if let AccountChange::SetKey(k) = change {
-                journal_key(tx, id, k, now_ms)?;
-            }
-            Ok(())
-        })
-    }
-
-    fn transfer(
-        &mut self,
-        id: &AccountId,
-        kind: Transfer,
-        amount: Amount,
-        idempotency_key: Option<&str>,
-        now_ms: u64,
-    ) -> Result<i64, StoreError> {
-        let request = format!("{kind:?}:{id}:{}", amount.minor());
-        self.write(|tx, check| {
-            if let Some(key) = idempotency_key {
-                let seen: Option<(String, i64)> = tx
-                    .query_row(
-                        "SELECT request, balance_minor FROM idempotency WHERE key = ?1",
-                        [key],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .optional()?;
-                if let Some((req, bal)) = seen {
-                    return if req == request {
-                        Ok(bal)
-                    } else {
-                        Err(StoreError::IdempotencyConflict(key.to_string()))
-                    };
-                }
-            }
-            check.touch(tx, id)?;
-            let before = balance(tx, id)?;
-            let (delta, kind_s) = match kind {
-                Transfer::Deposit => (amount.signed(), "deposit"),
-                Transfer::Payout => {
-                    if before < amount.signed() {
-                        return Err(StoreError::WouldOverdraw {
-                            account: id.clone(),
-                            balance: netbill_proto::money::format_minor(before),
-                            amount,
-                        });
-                    }
-                    (-amount.signed(), "payout")
-                }
-            };
-            tx.execute(
-                "UPDATE accounts SET balance_minor = balance_minor + ?2 WHERE id = ?1",
-                params![id.as_str(), delta],
-            )?;
-            match kind {
-                Transfer::Deposit => tx.execute(
-                    "UPDATE totals SET deposits_minor = deposits_minor + ?1 WHERE id = 1",
-                    [amount.signed()],
-                )?,
-                Transfer::Payout => tx.execute(
-                    "UPDATE totals SET payouts_minor = payouts_minor + ?1 WHERE id = 1",
-                    [amount.signed()],
-                )?,
-            };
-            let (debit, credit) = match kind {
-                Transfer::Deposit => (None, Some(id)),
-                Transfer::Payout => (Some(id), None),
-            };
-            journal_append(tx, kind_s, debit, credit, amount, None, "", now_ms)?;
-            let after = before + delta;
-            if let Some(key) = idempotency_key {
-                tx.execute(
-                    "INSERT INTO idempotency (key, request, balance_minor) VALUES (?1, ?2, ?3)",
-                    params![key, request, after],
-                )?;
-            }
-            Ok(after)
-        })
+        // One writer: the immediate transaction holds the database's write lock throughout.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        f(&mut SqliteRows { tx: &tx })?;
+        tx.commit()?;
+        Ok(())
     }
 
     fn account(&mut self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
@@ -786,24 +627,6 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
-    fn batch(
-        &mut self,
-        f: &mut dyn FnMut(&mut dyn LedgerTx) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        self.write(|tx, check| {
-            let mut ltx = SqliteTx {
-                tx,
-                check,
-                view_error: Default::default(),
-            };
-            f(&mut ltx)?;
-            if let Some(e) = ltx.view_error.into_inner() {
-                return Err(e);
-            }
-            Ok(())
-        })
-    }
-
     fn totals(&mut self) -> Result<Totals, StoreError> {
         let (balances, accounts): (i64, i64) = self.conn.query_row(
             "SELECT COALESCE(SUM(balance_minor), 0), COUNT(*) FROM accounts",
@@ -885,89 +708,6 @@ impl Store for SqliteStore {
             out.extend(read_account(&self.conn, &id)?);
         }
         Ok(out)
-    }
-
-    fn refund(
-        &mut self,
-        request: &Signed<RefundRequest>,
-        request_digest: Digest,
-        sign: &mut dyn FnMut(Amount, Amount) -> Signed<RefundReceipt>,
-        now_ms: u64,
-    ) -> Result<Signed<RefundReceipt>, StoreError> {
-        let req = request.body_unverified();
-        self.write(|tx, check| {
-            // The earlier request and its receipt, each as (bytes, signature).
-            type Parts = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
-            let seen: Option<Parts> = tx
-                .prepare_cached(
-                    "SELECT request, request_sig, receipt, receipt_sig FROM refunds WHERE refund_id = ?1",
-                )?
-                .query_row([&req.refund_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
-                .optional()?;
-            if let Some((request, request_sig, receipt, sig)) = seen {
-                let earlier: Signed<RefundRequest> = signed_from(request, request_sig)?;
-                return if crate::same_refund(earlier.body_unverified(), req) {
-                    signed_from(receipt, sig)
-                } else {
-                    Err(RefundError::IdConflict(req.refund_id.clone()).into())
-                };
-            }
-            let facts = refund_facts(tx, &req.epoid)?;
-            let (customer, total) = billing::decide_refund(req, facts.as_ref())?;
-            let price = facts.map_or(Amount::ZERO, |f| f.price);
-            check.touch(tx, &req.merchant)?;
-            check.touch(tx, &customer)?;
-            let debited = tx
-                .prepare_cached(
-                    "UPDATE accounts SET balance_minor = balance_minor - ?2
-                     WHERE id = ?1 AND balance_minor - ?2 >= -credit_limit_minor",
-                )?
-                .execute(params![req.merchant.as_str(), req.amount.signed()])?;
-            if debited != 1 {
-                return Err(RefundError::MerchantFunds {
-                    merchant: req.merchant.clone(),
-                    balance: netbill_proto::money::format_minor(balance(tx, &req.merchant)?),
-                    amount: req.amount,
-                }
-                .into());
-            }
-            tx.prepare_cached(
-                "UPDATE accounts SET balance_minor = balance_minor + ?2 WHERE id = ?1",
-            )?
-            .execute(params![customer.as_str(), req.amount.signed()])?;
-            let receipt = sign(total, price);
-            tx.prepare_cached(
-                "INSERT INTO refunds (refund_id, epoid, merchant, customer, amount_minor, request,
-                   request_sig, request_digest, receipt, receipt_sig, decided_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?
-            .execute(params![
-                req.refund_id,
-                req.epoid.to_string(),
-                req.merchant.as_str(),
-                customer.as_str(),
-                req.amount.signed(),
-                request.bytes(),
-                request.signature().0.to_vec(),
-                request_digest.0.to_vec(),
-                receipt.bytes(),
-                receipt.form().to_bytes(),
-                now_ms as i64,
-            ])?;
-            journal_append(
-                tx,
-                "refund",
-                Some(&req.merchant),
-                Some(&customer),
-                req.amount,
-                Some(&req.epoid),
-                &req.refund_id,
-                now_ms,
-            )?;
-            Ok(receipt)
-        })
     }
 
     fn refunds(
@@ -1067,46 +807,6 @@ impl Store for SqliteStore {
             out.push(signed_from(body, sig)?);
         }
         Ok(out)
-    }
-
-    fn adjust(&mut self, adjustments: &[Adjustment], now_ms: u64) -> Result<(), StoreError> {
-        crate::check_adjustments(adjustments)?;
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        for a in adjustments {
-            balance(&tx, &a.account)?;
-            tx.execute(
-                "UPDATE accounts SET balance_minor = balance_minor + ?2 WHERE id = ?1",
-                params![a.account.as_str(), a.delta_minor],
-            )?;
-            let (debit, credit) = crate::adjustment_sides(a);
-            journal_append(
-                &tx,
-                "adjustment",
-                debit,
-                credit,
-                crate::adjustment_amount(a)?,
-                None,
-                &a.memo,
-                now_ms,
-            )?;
-        }
-        let balances: i64 = tx.query_row(
-            "SELECT COALESCE(SUM(balance_minor), 0) FROM accounts",
-            [],
-            |r| r.get(0),
-        )?;
-        let (d, p) = totals_row(&tx)?;
-        if i128::from(balances) != i128::from(d) - i128::from(p) {
-            return Err(StoreError::BadAdjustment(format!(
-                "afterwards balances would sum to {} but deposits - payouts = {}: an adjustment may restore conservation, never break it",
-                netbill_proto::money::format_minor(balances),
-                netbill_proto::money::format_minor(d - p)
-            )));
-        }
-        tx.commit()?;
-        Ok(())
     }
 }
 

@@ -1,19 +1,26 @@
-//! One conformance suite for every store (SQLite and PostgreSQL): accounts, transfers,
-//! idempotency, outcomes, journal, conservation. Each test runs once per store, on a fresh
-//! database; PostgreSQL is a throwaway server started from the installed binaries.
+//! One conformance suite for every backend under the one rules layer (SQLite, PostgreSQL and
+//! the in-memory rows the model checker runs): accounts, transfers, idempotency, outcomes,
+//! journal, conservation. Each test runs once per backend, on a fresh database; PostgreSQL is
+//! a throwaway server started from the installed binaries.
 //! PostgreSQL-only tests (several stores over one database, migrations) follow.
 
 use netbill_ledger::throwaway_pg as pg;
 
+use std::sync::{Arc, Mutex};
+
+use netbill_ledger::rules::{Rows, TotalsLock};
 use netbill_ledger::{
-    AccountChange, Adjustment, ChainHead, NewAccount, PostgresStore, RefundFilter, Store,
-    StoreError, Transfer, follow_chain, open_store, verify_journal,
+    AccountChange, AccountRecord, Adjustment, Backend, ChainHead, HistoryLine, JournalEntry,
+    Ledger, MemoryBackend, NewAccount, PostgresStore, PurchaseRecord, RefundFilter, RefundRecord,
+    Store, StoreError, Totals, Transfer, follow_chain, open_store, verify_journal,
 };
+use netbill_proto::billing::StoredOutcome;
 use netbill_proto::billing::{self, AccountKind, BillingPolicy, Decision, RefundError};
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
 use netbill_proto::crypto::{Crypto, GoodsKey, PublicKey, Signer};
 use netbill_proto::customer::CustomerPurchase;
 use netbill_proto::merchant::{MerchantPurchase, Offer, make_quote};
+use netbill_proto::messages::{Checkpoint, Endorsement};
 use netbill_proto::messages::{GoodsOffer, PriceRequest, RefundReceipt, RefundRequest, ResultCode};
 use netbill_proto::signed::SignatureForm;
 use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
@@ -32,10 +39,91 @@ fn usd(s: &str) -> Amount {
 struct Db {
     url: String,
     _dir: Option<tempfile::TempDir>,
+    /// The rows of an in-memory ledger, shared by every `open`.
+    memory: SharedMemory,
+}
+
+/// In-memory rows shared by several handles, so that "reopening" an in-memory ledger finds
+/// what an earlier handle committed.
+#[derive(Clone, Default)]
+struct SharedMemory(Arc<Mutex<MemoryBackend>>);
+
+impl SharedMemory {
+    fn rows(&self) -> std::sync::MutexGuard<'_, MemoryBackend> {
+        self.0.lock().unwrap()
+    }
+}
+
+impl Backend for SharedMemory {
+    fn transaction(
+        &mut self,
+        lock: TotalsLock,
+        f: &mut dyn FnMut(&mut dyn Rows) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.rows().transaction(lock, f)
+    }
+    fn account(&mut self, id: &AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        self.rows().account(id)
+    }
+    fn outcome(&mut self, epoid: &EpoId) -> Result<Option<StoredOutcome>, StoreError> {
+        self.rows().outcome(epoid)
+    }
+    fn history(
+        &mut self,
+        id: &AccountId,
+        from_ms: u64,
+        to_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<HistoryLine>, StoreError> {
+        self.rows().history(id, from_ms, to_ms, limit)
+    }
+    fn journal(&mut self, after: u64, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
+        self.rows().journal(after, limit)
+    }
+    fn totals(&mut self) -> Result<Totals, StoreError> {
+        Backend::totals(&mut *self.rows())
+    }
+    fn endorsement(&mut self, epoid: &EpoId) -> Result<Option<Signed<Endorsement>>, StoreError> {
+        self.rows().endorsement(epoid)
+    }
+    fn purchases(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<PurchaseRecord>, StoreError> {
+        self.rows().purchases(after, limit)
+    }
+    fn accounts(
+        &mut self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AccountRecord>, StoreError> {
+        self.rows().accounts(after, limit)
+    }
+    fn refunds(
+        &mut self,
+        filter: RefundFilter<'_>,
+        limit: usize,
+    ) -> Result<Vec<RefundRecord>, StoreError> {
+        self.rows().refunds(filter, limit)
+    }
+    fn add_checkpoint(&mut self, c: &Signed<Checkpoint>) -> Result<bool, StoreError> {
+        self.rows().add_checkpoint(c)
+    }
+    fn checkpoints(
+        &mut self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Signed<Checkpoint>>, StoreError> {
+        self.rows().checkpoints(after, limit)
+    }
 }
 
 impl Db {
     fn open(&self) -> Box<dyn Store> {
+        if self.url == "memory:" {
+            return Box::new(Ledger::new(self.memory.clone()));
+        }
         open_store(&self.url).unwrap_or_else(|e| panic!("opening {}: {e}", self.url))
     }
 }
@@ -45,6 +133,7 @@ fn sqlite_db() -> Db {
     Db {
         url: format!("sqlite://{}", dir.path().join("ledger.db").display()),
         _dir: Some(dir),
+        memory: SharedMemory::default(),
     }
 }
 
@@ -52,10 +141,22 @@ fn postgres_db() -> Db {
     Db {
         url: pg::fresh_database(),
         _dir: None,
+        memory: SharedMemory::default(),
     }
 }
 
-/// Runs each named test against SQLite (`sqlite::…`) and PostgreSQL (`postgres::…`).
+/// A ledger in memory: the same rules over the checker's backend. "Reopening" it hands out
+/// the same rows again (what the checker's N keeps across a crash).
+fn memory_db() -> Db {
+    Db {
+        url: "memory:".into(),
+        _dir: None,
+        memory: SharedMemory::default(),
+    }
+}
+
+/// Runs each named test against SQLite (`sqlite::…`), PostgreSQL (`postgres::…`) and the
+/// in-memory backend (`memory::…`): one rules layer, three row stores.
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod sqlite {
@@ -63,6 +164,9 @@ macro_rules! conformance {
         }
         mod postgres {
             $(#[test] fn $test() { super::$test(&super::postgres_db()) })*
+        }
+        mod memory {
+            $(#[test] fn $test() { super::$test(&super::memory_db()) })*
         }
     };
 }

@@ -670,7 +670,7 @@ pub const REFUND_ID_LEN_MAX: usize = 64;
 
 /// M → N: the merchant returns `amount` of a committed purchase to its customer. The
 /// merchant chooses `refund_id`; the same request sent again is the same refund.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RefundRequest {
     pub refund_id: String,
     pub epoid: EpoId,
@@ -706,7 +706,7 @@ impl Codec for RefundRequest {
 }
 
 /// N → M (and to the customer on request): N's signed statement that a refund moved money.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RefundReceipt {
     pub refund_id: String,
     pub epoid: EpoId,
@@ -758,7 +758,7 @@ impl Codec for RefundReceipt {
 /// N's signed statement of the journal's head: entry `seq` has chain hash `hash`, and the
 /// money that entered and left the system up to it. An auditor holding a checkpoint can
 /// tell whether any entry at or before `seq` was later deleted, altered or reordered.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Checkpoint {
     pub seq: u64,
     pub hash: Digest,

@@ -1,14 +1,14 @@
 //! The signed records beside the money: evidence, refunds, checkpoints and adjustments.
 
-use netbill_proto::billing::{self, RefundError, RefundFacts};
-use netbill_proto::crypto::Digest;
+use netbill_proto::billing::RefundFacts;
 use netbill_proto::messages::{Checkpoint, Endorsement, RefundReceipt, RefundRequest};
-use netbill_proto::{AccountId, Amount, EpoId, Signed};
+use netbill_proto::{Amount, EpoId, Signed};
 use postgres::{Client, GenericClient};
 
-use super::{ACCOUNT_COLUMNS, PendingEntry, PgTx, account_from_row_at, ms, nonneg, totals_row};
+use super::{ACCOUNT_COLUMNS, account_from_row_at, ms, nonneg};
+use crate::rules::RefundRow;
 use crate::sqlite::{account_id, corrupt, parse_endorsement, parse_result, signed_from};
-use crate::{AccountRecord, Adjustment, PurchaseRecord, RefundFilter, RefundRecord, StoreError};
+use crate::{AccountRecord, PurchaseRecord, RefundFilter, RefundRecord, StoreError};
 
 fn limit_i64(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
@@ -80,7 +80,7 @@ pub(super) fn accounts(
 }
 
 /// The purchase a refund names, locked so that refunds of one purchase run one at a time.
-fn refund_facts(
+pub(super) fn refund_facts(
     tx: &mut impl GenericClient,
     epoid: &EpoId,
 ) -> Result<Option<RefundFacts>, StoreError> {
@@ -109,86 +109,50 @@ fn refund_facts(
     }))
 }
 
-pub(super) fn refund(
-    t: &mut PgTx<'_>,
-    request: &Signed<RefundRequest>,
-    request_digest: Digest,
-    sign: &mut dyn FnMut(Amount, Amount) -> Signed<RefundReceipt>,
-    now_ms: u64,
-) -> Result<Signed<RefundReceipt>, StoreError> {
-    let req = request.body_unverified();
-    let facts = refund_facts(t.tx.get_mut(), &req.epoid)?;
-    // Under the purchase's lock: an earlier refund with this id has committed or not begun.
-    if let Some(r) = t.tx.get_mut().query_opt(
+/// The refund stored under an id: its request and receipt.
+pub(super) fn refund_by_id(
+    tx: &mut impl GenericClient,
+    refund_id: &str,
+) -> Result<Option<(Signed<RefundRequest>, Signed<RefundReceipt>)>, StoreError> {
+    tx.query_opt(
         "SELECT request, request_sig, receipt, receipt_sig FROM refunds WHERE refund_id = $1",
-        &[&req.refund_id],
-    )? {
-        let earlier: Signed<RefundRequest> = signed_from(r.try_get(0)?, r.try_get(1)?)?;
-        return if crate::same_refund(earlier.body_unverified(), req) {
-            signed_from(r.try_get(2)?, r.try_get(3)?)
-        } else {
-            Err(RefundError::IdConflict(req.refund_id.clone()).into())
-        };
-    }
-    let (customer, total) = billing::decide_refund(req, facts.as_ref())?;
-    let price = facts.map_or(Amount::ZERO, |f| f.price);
-    crate::LedgerTx::lock_accounts(t, &[req.merchant.clone(), customer.clone()])?;
-    let balance = t.touch(&req.merchant)?;
-    t.touch(&customer)?;
-    let limit = t
-        .accounts
-        .get_mut()
-        .get(&req.merchant)
-        .map_or(0, |a| a.rec.credit_limit_minor);
-    if balance
-        .checked_sub(req.amount.signed())
-        .is_none_or(|after| after < -limit)
-    {
-        return Err(RefundError::MerchantFunds {
-            merchant: req.merchant.clone(),
-            balance: netbill_proto::money::format_minor(balance),
-            amount: req.amount,
-        }
-        .into());
-    }
-    t.add(&req.merchant, -req.amount.signed())?;
-    t.add(&customer, req.amount.signed())?;
-    let receipt = sign(total, price);
-    let inserted = t.tx.get_mut().execute(
+        &[&refund_id],
+    )?
+    .map(|r| {
+        Ok((
+            signed_from(r.try_get(0)?, r.try_get(1)?)?,
+            signed_from(r.try_get(2)?, r.try_get(3)?)?,
+        ))
+    })
+    .transpose()
+}
+
+/// Inserts a refund; `false` if its id exists.
+pub(super) fn insert_refund(
+    tx: &mut impl GenericClient,
+    row: &RefundRow,
+) -> Result<bool, StoreError> {
+    let r = &row.record;
+    let n = tx.execute(
         "INSERT INTO refunds (refund_id, epoid, merchant, customer, amount_minor, request,
            request_sig, request_digest, receipt, receipt_sig, decided_ms)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (refund_id) DO NOTHING",
         &[
-            &req.refund_id,
-            &req.epoid.to_string(),
-            &req.merchant.as_str(),
-            &customer.as_str(),
-            &req.amount.signed(),
-            &request.bytes(),
-            &request.signature().0.as_slice(),
-            &request_digest.0.as_slice(),
-            &receipt.bytes(),
-            &receipt.form().to_bytes(),
-            &ms(now_ms),
+            &r.refund_id,
+            &r.epoid.to_string(),
+            &r.merchant.as_str(),
+            &r.customer.as_str(),
+            &r.amount.signed(),
+            &r.request.bytes(),
+            &r.request.signature().0.as_slice(),
+            &row.request_digest.0.as_slice(),
+            &r.receipt.bytes(),
+            &r.receipt.form().to_bytes(),
+            &ms(r.decided_ms),
         ],
     )?;
-    if inserted != 1 {
-        // Another server used this id for a refund of another purchase meanwhile: run
-        // again, and answer from what it stored.
-        t.raced = true;
-        return Err(RefundError::IdConflict(req.refund_id.clone()).into());
-    }
-    t.journal.push(PendingEntry {
-        kind: "refund",
-        debit: Some(req.merchant.clone()),
-        credit: Some(customer),
-        amount: req.amount,
-        epoid: Some(req.epoid.clone()),
-        memo: req.refund_id.clone(),
-        at_ms: now_ms,
-    });
-    Ok(receipt)
+    Ok(n == 1)
 }
 
 pub(super) fn refunds(
@@ -265,48 +229,4 @@ pub(super) fn checkpoints(
     rows.iter()
         .map(|r| signed_from(r.try_get(0)?, r.try_get(1)?))
         .collect()
-}
-
-pub(super) fn adjust(
-    t: &mut PgTx<'_>,
-    adjustments: &[Adjustment],
-    now_ms: u64,
-) -> Result<(), StoreError> {
-    t.check_all = true;
-    let ids: Vec<AccountId> = adjustments.iter().map(|a| a.account.clone()).collect();
-    crate::LedgerTx::lock_accounts(t, &ids)?;
-    for a in adjustments {
-        t.touch(&a.account)?;
-        t.add(&a.account, a.delta_minor)?;
-        let (debit, credit) = crate::adjustment_sides(a);
-        t.journal.push(PendingEntry {
-            kind: "adjustment",
-            debit: debit.cloned(),
-            credit: credit.cloned(),
-            amount: crate::adjustment_amount(a)?,
-            epoid: None,
-            memo: a.memo.clone(),
-            at_ms: now_ms,
-        });
-    }
-    Ok(())
-}
-
-/// Conservation over all accounts, for a transaction that may restore it.
-pub(super) fn check_all(tx: &mut impl GenericClient) -> Result<(), StoreError> {
-    let balances: i64 = tx
-        .query_one(
-            "SELECT COALESCE(SUM(balance_minor), 0)::BIGINT FROM accounts",
-            &[],
-        )?
-        .try_get(0)?;
-    let (d, p) = totals_row(tx, "")?;
-    if i128::from(balances) != i128::from(d) - i128::from(p) {
-        return Err(StoreError::BadAdjustment(format!(
-            "afterwards balances would sum to {} but deposits - payouts = {}: an adjustment may restore conservation, never break it",
-            netbill_proto::money::format_minor(balances),
-            netbill_proto::money::format_minor(d - p)
-        )));
-    }
-    Ok(())
 }
