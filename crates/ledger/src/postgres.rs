@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use netbill_proto::billing::{AccountKind, RefundFacts, StoredOutcome};
 use netbill_proto::crypto::PublicKey;
-use netbill_proto::messages::{Checkpoint, Endorsement, RefundReceipt, RefundRequest};
+use netbill_proto::messages::{Checkpoint, Endorsement};
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use postgres::error::SqlState;
 use postgres::{Client, GenericClient, IsolationLevel, NoTls, Row, Statement, Transaction};
 
-use crate::rules::{Backend, Ledger, OutcomeRow, RefundRow, Rows, TotalsLock};
+use crate::rules::{Backend, Ledger, OutcomeRow, RefundRow, Rows, StoredRefund, TotalsLock};
 use crate::sqlite::{account_id, corrupt, kind_str, parse_result, result_str};
 use crate::{
     AccountRecord, HistoryLine, JournalEntry, NewAccount, PurchaseRecord, RefundFilter,
@@ -598,10 +598,7 @@ impl Rows for PgRows<'_> {
         records::refund_facts(&mut self.tx, epoid)
     }
 
-    fn refund_by_id(
-        &mut self,
-        refund_id: &str,
-    ) -> Result<Option<(Signed<RefundRequest>, Signed<RefundReceipt>)>, StoreError> {
+    fn refund_by_id(&mut self, refund_id: &str) -> Result<Option<StoredRefund>, StoreError> {
         records::refund_by_id(&mut self.tx, refund_id)
     }
 

@@ -72,6 +72,9 @@ pub struct RefundRow {
     pub request_digest: Digest,
 }
 
+/// A refund as stored: the merchant's request and N's receipt.
+pub type StoredRefund = (Signed<RefundRequest>, Signed<RefundReceipt>);
+
 /// The rows of one transaction. A backend stores and fetches; it decides nothing: every
 /// check of money, every journal hash and every conservation check is the rules layer's.
 pub trait Rows {
@@ -111,10 +114,7 @@ pub trait Rows {
     /// purchase run one at a time).
     fn refund_facts(&mut self, epoid: &EpoId) -> Result<Option<RefundFacts>, StoreError>;
     /// The refund stored under an id: its request and receipt.
-    fn refund_by_id(
-        &mut self,
-        refund_id: &str,
-    ) -> Result<Option<(Signed<RefundRequest>, Signed<RefundReceipt>)>, StoreError>;
+    fn refund_by_id(&mut self, refund_id: &str) -> Result<Option<StoredRefund>, StoreError>;
     /// Inserts a refund; `false` if its id exists.
     fn insert_refund(&mut self, row: &RefundRow) -> Result<bool, StoreError>;
     /// The sum of all balances.
@@ -1056,10 +1056,7 @@ impl Rows for MemoryBackend {
             refunded: Amount::from_minor(refunded).map_err(|_| corrupt("refunded"))?,
         }))
     }
-    fn refund_by_id(
-        &mut self,
-        refund_id: &str,
-    ) -> Result<Option<(Signed<RefundRequest>, Signed<RefundReceipt>)>, StoreError> {
+    fn refund_by_id(&mut self, refund_id: &str) -> Result<Option<StoredRefund>, StoreError> {
         Ok(self
             .refunds
             .get(refund_id)

@@ -5,12 +5,12 @@ use std::path::Path;
 
 use netbill_proto::billing::{AccountKind, RefundFacts, StoredOutcome};
 use netbill_proto::crypto::{Digest, PublicKey};
-use netbill_proto::messages::{Checkpoint, Endorsement, RefundReceipt, RefundRequest, ResultCode};
+use netbill_proto::messages::{Checkpoint, Endorsement, ResultCode};
 use netbill_proto::signed::SignatureForm;
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use crate::rules::{Backend, Ledger, OutcomeRow, RefundRow, Rows, TotalsLock};
+use crate::rules::{Backend, Ledger, OutcomeRow, RefundRow, Rows, StoredRefund, TotalsLock};
 use crate::{
     AccountRecord, HistoryLine, JournalEntry, NewAccount, PurchaseRecord, RefundFilter,
     RefundRecord, StoreError, Totals,
@@ -462,10 +462,7 @@ impl Rows for SqliteRows<'_> {
         refund_facts(self.tx, epoid)
     }
 
-    fn refund_by_id(
-        &mut self,
-        refund_id: &str,
-    ) -> Result<Option<(Signed<RefundRequest>, Signed<RefundReceipt>)>, StoreError> {
+    fn refund_by_id(&mut self, refund_id: &str) -> Result<Option<StoredRefund>, StoreError> {
         type Parts = (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>);
         let seen: Option<Parts> = self
             .tx

@@ -1,12 +1,12 @@
 //! The signed records beside the money: evidence, refunds, checkpoints and adjustments.
 
 use netbill_proto::billing::RefundFacts;
-use netbill_proto::messages::{Checkpoint, Endorsement, RefundReceipt, RefundRequest};
+use netbill_proto::messages::{Checkpoint, Endorsement};
 use netbill_proto::{Amount, EpoId, Signed};
 use postgres::{Client, GenericClient};
 
 use super::{ACCOUNT_COLUMNS, account_from_row_at, ms, nonneg};
-use crate::rules::RefundRow;
+use crate::rules::{RefundRow, StoredRefund};
 use crate::sqlite::{account_id, corrupt, parse_endorsement, parse_result, signed_from};
 use crate::{AccountRecord, PurchaseRecord, RefundFilter, RefundRecord, StoreError};
 
@@ -113,7 +113,7 @@ pub(super) fn refund_facts(
 pub(super) fn refund_by_id(
     tx: &mut impl GenericClient,
     refund_id: &str,
-) -> Result<Option<(Signed<RefundRequest>, Signed<RefundReceipt>)>, StoreError> {
+) -> Result<Option<StoredRefund>, StoreError> {
     tx.query_opt(
         "SELECT request, request_sig, receipt, receipt_sig FROM refunds WHERE refund_id = $1",
         &[&refund_id],
