@@ -9,6 +9,7 @@
 //!   updated or deleted.
 //! - **Journal**: every change of a balance has a journal entry, chained by SHA-256.
 
+pub mod commit;
 pub mod filler;
 mod postgres;
 pub mod rules;

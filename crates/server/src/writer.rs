@@ -8,20 +8,13 @@
 
 use crate::keys::BillingKeys;
 use netbill_crypto::{Ed25519Signer, RealCrypto, random_bytes};
-use netbill_ledger::{Store, StoreError};
-use netbill_proto::billing::{self, BatchDecision, Decision, VerifiedPurchase};
-use netbill_proto::messages::{Receipt, ResultCode};
+use netbill_ledger::{Store, commit};
+use netbill_proto::billing::VerifiedPurchase;
+use netbill_proto::messages::Receipt;
 use netbill_proto::{EpoId, Signed};
 use tokio::sync::{mpsc, oneshot};
 
-/// What became of one endorsement.
-#[derive(Debug)]
-pub enum PurchaseAnswer {
-    /// The receipt (new, or stored earlier for this same endorsement).
-    Receipt(Box<Signed<Receipt>>),
-    /// The EPOID has an outcome for a different endorsement.
-    Conflict,
-}
+pub use netbill_ledger::commit::PurchaseAnswer;
 
 type StoreJob = Box<dyn FnOnce(&mut dyn Store) + Send>;
 
@@ -153,24 +146,13 @@ impl Writer {
     }
 }
 
-/// What the writer does for one purchase of a batch; a `usize` indexes its new receipts.
-enum Plan {
-    /// Record the outcome with this new receipt, then answer with it.
-    Record(usize),
-    /// Answer with this new receipt, recorded for an earlier purchase of the batch (or,
-    /// with the fresh-receipt test bug, not at all).
-    Reveal(usize),
-    /// Answer with the receipt stored earlier.
-    Stored(Box<Signed<Receipt>>),
-    Conflict,
-}
-
 type Waiting = (
     Box<VerifiedPurchase>,
     oneshot::Sender<Result<PurchaseAnswer, String>>,
 );
 
-/// Decides and commits one batch; answers every waiter. Returns whether it committed.
+/// Decides and commits one batch with [`commit::commit_purchases`]; answers every waiter
+/// once the transaction is durable. Returns whether it committed.
 fn commit_batch(
     store: &mut dyn Store,
     keys: &BillingKeys,
@@ -178,108 +160,48 @@ fn commit_batch(
     stats: &WriterStats,
 ) -> bool {
     let now = netbill_http::now_ms();
-    let mut answers: Vec<PurchaseAnswer> = Vec::with_capacity(batch.len());
     netbill_http::crash_point("server.before_commit");
     let reveal_early = netbill_http::bug("server.reveal_before_commit");
+    let faults = commit::Faults {
+        fresh_receipt_on_retry: netbill_http::bug("server.fresh_receipt_on_retry"),
+    };
     let (batch, mut replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|(v, r)| (v, Some(r))).unzip();
-    // Every account the batch may touch, so that a shared store can lock them in one order.
-    let accounts: Vec<_> = batch
-        .iter()
-        .flat_map(|v| [v.secret.account.clone(), v.epo().merchant.clone()])
-        .collect();
-    let epoids: Vec<_> = batch.iter().map(|v| v.epo().epoid.clone()).collect();
-    let result = store.batch(&mut |tx| {
-        answers.clear();
-        tx.lock_accounts(&accounts)?;
-        tx.prefetch_outcomes(&epoids)?;
-        let purchases: Vec<&VerifiedPurchase> = batch.iter().map(|v| &**v).collect();
-        let decisions = billing::decide_batch(&purchases, &*tx, now);
-        // First every new receipt's body, then one signature over them all, then the
-        // writes: N signs once per durable write, and what is stored is what is revealed.
-        let mut bodies = Vec::new();
-        let mut plans: Vec<Plan> = Vec::with_capacity(batch.len());
-        for (v, d) in batch.iter().zip(decisions) {
-            let mut fresh = |body: Receipt| {
-                bodies.push(body);
-                bodies.len() - 1
-            };
-            let plan = match d {
-                BatchDecision::Decided(Decision::Settled(r))
-                    if netbill_http::bug("server.fresh_receipt_on_retry") =>
-                {
-                    let code = r.body_unverified().result;
-                    Plan::Reveal(fresh(receipt_body(keys, v, code, 0, false, now)))
+    let purchases: Vec<&VerifiedPurchase> = batch.iter().map(|v| &**v).collect();
+    let n = commit::Billing {
+        crypto: &RealCrypto,
+        signer: &keys.signer,
+        seal: &keys.seal,
+    };
+    let result = commit::commit_purchases(
+        store,
+        &n,
+        &purchases,
+        now,
+        &mut random_bytes,
+        faults,
+        &mut |answers| {
+            if reveal_early {
+                // Test-only bug: the receipts leave before the transaction is durable.
+                for (reply, answer) in replies.iter_mut().zip(answers) {
+                    if let Some(reply) = reply.take() {
+                        let _ = reply.send(Ok(answer.clone()));
+                    }
                 }
-                BatchDecision::Decided(Decision::Settled(r)) => Plan::Stored(r),
-                BatchDecision::Decided(Decision::Conflict) => Plan::Conflict,
-                BatchDecision::Decided(Decision::Commit {
-                    customer_balance_minor,
-                    low_balance,
-                    ..
-                }) => Plan::Record(fresh(receipt_body(
-                    keys,
-                    v,
-                    ResultCode::Committed,
-                    customer_balance_minor,
-                    low_balance,
-                    now,
-                ))),
-                BatchDecision::Decided(Decision::Fail {
-                    code,
-                    customer_balance_minor,
-                    low_balance,
-                }) => Plan::Record(fresh(receipt_body(
-                    keys,
-                    v,
-                    code,
-                    customer_balance_minor,
-                    low_balance,
-                    now,
-                ))),
-                // The same endorsement as an earlier purchase of the batch, which records
-                // the outcome: the same receipt.
-                BatchDecision::SameAs(first) => match plans.get(first) {
-                    Some(Plan::Record(k)) => Plan::Reveal(*k),
-                    _ => Plan::Conflict,
-                },
-            };
-            plans.push(plan);
-        }
-        if !bodies.is_empty() {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            netbill_http::crash_point("server.mid_batch");
+            Ok(())
+        },
+    );
+    match result {
+        Ok(done) => {
             stats
                 .receipt_signatures
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        let receipts = Signed::sign_batch(bodies, &RealCrypto, &keys.signer);
-        for (v, plan) in batch.iter().zip(plans) {
-            answers.push(match plan {
-                Plan::Record(k) => {
-                    tx.record_purchase(v, &receipts[k], now)?;
-                    PurchaseAnswer::Receipt(Box::new(receipts[k].clone()))
-                }
-                Plan::Reveal(k) => PurchaseAnswer::Receipt(Box::new(receipts[k].clone())),
-                Plan::Stored(r) => PurchaseAnswer::Receipt(r),
-                Plan::Conflict => PurchaseAnswer::Conflict,
-            });
-        }
-        if reveal_early {
-            // Test-only bug: the receipts leave before the transaction is durable.
-            for (reply, answer) in replies.iter_mut().zip(answers.drain(..)) {
-                if let Some(reply) = reply.take() {
-                    let _ = reply.send(Ok(answer));
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_millis(300));
-        }
-        netbill_http::crash_point("server.mid_batch");
-        Ok(())
-    });
-    match result {
-        Ok(()) => {
+                .fetch_add(done.signatures, std::sync::atomic::Ordering::Relaxed);
             netbill_http::crash_point("server.after_commit_before_reply");
             tracing::debug!(purchases = batch.len(), "batch committed");
-            for (reply, answer) in replies.into_iter().zip(answers) {
+            for (reply, answer) in replies.into_iter().zip(done.answers) {
                 if let Some(reply) = reply {
                     let _ = reply.send(Ok(answer));
                 }
@@ -296,49 +218,18 @@ fn commit_batch(
     }
 }
 
-fn receipt_body(
-    keys: &BillingKeys,
-    v: &VerifiedPurchase,
-    code: ResultCode,
-    balance: i64,
-    low: bool,
-    now: u64,
-) -> Receipt {
-    billing::receipt_body(
-        &RealCrypto,
-        &keys.seal,
-        v,
-        code,
-        balance,
-        low,
-        now,
-        random_bytes(),
-    )
-}
-
 fn abort(
     store: &mut dyn Store,
     signer: &Ed25519Signer,
     epoid: &EpoId,
     stats: &WriterStats,
 ) -> Result<Signed<Receipt>, String> {
-    let now = netbill_http::now_ms();
-    let mut out = None;
-    store
-        .batch(&mut |tx| {
-            out = Some(match tx.outcome(epoid) {
-                Some(done) => done.receipt,
-                None => {
-                    let r = billing::make_abort_receipt(signer, epoid, now);
-                    stats
-                        .receipt_signatures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tx.record_abort(epoid, &r)?;
-                    r
-                }
-            });
-            Ok(())
-        })
-        .map_err(|e: StoreError| e.to_string())?;
-    out.ok_or_else(|| "abort produced no receipt".to_string())
+    let (receipt, signed) =
+        commit::abort(store, signer, epoid, netbill_http::now_ms()).map_err(|e| e.to_string())?;
+    if signed {
+        stats
+            .receipt_signatures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(receipt)
 }
