@@ -3,8 +3,9 @@
 //! accepted and settled, and a sealed part moved to another purchase opens nowhere.
 
 use netbill_crypto::{Ed25519Signer, RealCrypto, random_bytes, random_seal_secret};
+use netbill_ledger::{MemoryStore, NewAccount, Store, Transfer, commit};
 use netbill_proto::billing::{
-    self, AccountKind, BillingPolicy, Decision, EndorsementError, MemoryLedger, VerifiedPurchase,
+    self, AccountKind, BillingPolicy, EndorsementError, VerifiedPurchase,
 };
 use netbill_proto::codec::Codec;
 use netbill_proto::crypto::{Crypto, GoodsKey, SealKey, SealSecret, Signer, goods_key_digest};
@@ -26,7 +27,7 @@ struct World {
     billing: Ed25519Signer,
     billing_secret: SealSecret,
     billing_seal_key: SealKey,
-    ledger: MemoryLedger,
+    ledger: MemoryStore,
 }
 
 fn id(s: &str) -> AccountId {
@@ -44,14 +45,30 @@ impl World {
             billing: Ed25519Signer::generate(),
             billing_seal_key: C.seal_key(&billing_secret),
             billing_secret,
-            ledger: MemoryLedger::default(),
+            ledger: MemoryStore::in_memory(),
         };
+        for (name, kind, key) in [
+            ("alice", AccountKind::Customer, w.customer.public_key()),
+            ("acme", AccountKind::Merchant, w.merchant.public_key()),
+        ] {
+            let new = NewAccount {
+                id: id(name),
+                kind,
+                key,
+                credit_limit_minor: 0,
+                low_water_minor: 0,
+            };
+            w.ledger.create_account(&new, NOW).unwrap();
+        }
         w.ledger
-            .open(id("alice"), AccountKind::Customer, w.customer.public_key());
-        w.ledger
-            .open(id("acme"), AccountKind::Merchant, w.merchant.public_key());
-        w.ledger
-            .deposit(&id("alice"), Amount::from_minor(10_000).unwrap());
+            .transfer(
+                &id("alice"),
+                Transfer::Deposit,
+                Amount::from_minor(10_000).unwrap(),
+                None,
+                NOW,
+            )
+            .unwrap();
         w
     }
 
@@ -128,32 +145,32 @@ impl World {
         billing::verify_endorsement(&C, &self.billing_secret, &BillingPolicy::default(), e)
     }
 
-    /// N: verify, decide, apply, sign.
+    /// N: verify, then the billing server's own commit over the ledger's rules in memory.
     fn bill(&mut self, e: Signed<Endorsement>) -> Signed<Receipt> {
         let v = self.verify(e).unwrap();
-        let d = billing::decide(&v, &self.ledger, NOW + 1);
-        let Decision::Commit {
-            customer_balance_minor,
-            low_balance,
-            ..
-        } = d
-        else {
-            panic!("expected a commit, got {d:?}");
+        let n = commit::Billing {
+            crypto: &C,
+            signer: &self.billing,
+            seal: &self.billing_secret,
         };
-        let r = billing::make_receipt(
-            &C,
-            &self.billing,
-            &self.billing_secret,
-            &v,
-            ResultCode::Committed,
-            customer_balance_minor,
-            low_balance,
+        let done = commit::commit_purchases(
+            &mut self.ledger,
+            &n,
+            &[&v],
             NOW + 1,
-            random_bytes(),
-        );
-        self.ledger.apply(&v, &d, &r);
-        assert!(self.ledger.conserved());
-        r
+            &mut random_bytes,
+            commit::Faults::default(),
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        self.ledger.check_conservation().unwrap();
+        match done.answers.into_iter().next() {
+            Some(commit::PurchaseAnswer::Receipt(r)) => {
+                assert_eq!(r.body_unverified().result, ResultCode::Committed);
+                *r
+            }
+            other => panic!("expected a commit, got {other:?}"),
+        }
     }
 }
 

@@ -1269,3 +1269,41 @@ impl Backend for MemoryBackend {
             .collect())
     }
 }
+
+/// Read-only looks into the rows, for a model checker's observations (which may not change
+/// what they observe).
+impl MemoryBackend {
+    /// An account as stored.
+    pub fn peek_account(&self, id: &AccountId) -> Option<&AccountRecord> {
+        self.accounts.get(id)
+    }
+
+    /// An outcome row as stored.
+    pub fn peek_outcome(&self, epoid: &EpoId) -> Option<&OutcomeRow> {
+        self.outcomes.get(epoid)
+    }
+
+    /// The endorsement stored with an outcome.
+    pub fn peek_endorsement(&self, epoid: &EpoId) -> Option<Signed<Endorsement>> {
+        self.outcomes
+            .get(epoid)
+            .and_then(|o| o.endorsement.as_deref())
+            .and_then(|j| crate::sqlite::parse_endorsement(j).ok())
+    }
+
+    /// The sum of all balances, and deposits and payouts.
+    pub fn peek_totals(&self) -> (i64, i64, i64) {
+        (
+            self.accounts.values().map(|a| a.balance_minor).sum(),
+            self.deposits_minor,
+            self.payouts_minor,
+        )
+    }
+}
+
+impl Ledger<MemoryBackend> {
+    /// The rows, to look at without changing them.
+    pub fn rows(&self) -> &MemoryBackend {
+        &self.backend
+    }
+}

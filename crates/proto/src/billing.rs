@@ -590,8 +590,10 @@ pub fn make_refund_receipt(
     )
 }
 
-/// A ledger in memory: for simulation, model checking and tests. The production stores
-/// (SQLite, PostgreSQL) implement the same [`LedgerView`] inside their transactions.
+/// A [`LedgerView`] for the decision functions' own tests (`test-support` only). It is not
+/// N's ledger: the billing server, the simulator and the model checker all run the one rules
+/// layer of `netbill-ledger` (`MemoryStore` in memory), which this crate cannot depend on.
+#[cfg(feature = "test-support")]
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct MemoryLedger {
     pub accounts: std::collections::BTreeMap<AccountId, AccountView>,
@@ -600,6 +602,7 @@ pub struct MemoryLedger {
     pub payouts_minor: i64,
 }
 
+#[cfg(feature = "test-support")]
 impl LedgerView for MemoryLedger {
     fn account(&self, id: &AccountId) -> Option<AccountView> {
         self.accounts.get(id).cloned()
@@ -609,6 +612,7 @@ impl LedgerView for MemoryLedger {
     }
 }
 
+#[cfg(feature = "test-support")]
 impl MemoryLedger {
     /// Opens an account with a zero balance.
     pub fn open(&mut self, id: AccountId, kind: AccountKind, key: PublicKey) {

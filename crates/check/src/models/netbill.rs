@@ -1,10 +1,12 @@
 //! NetBill (Cox, Tygar and Sirbu 1995), built from the production protocol core.
 //!
 //! The parties are the state machines of `netbill-proto` — [`CustomerPurchase`] (the wallet's
-//! record), [`MerchantPurchase`] (the merchant's record) and N's decision functions over a
-//! [`MemoryLedger`] — driven through the same calls, in the same order, as the production shells
-//! (`crates/wallet`, `crates/merchant` `api.rs`, `crates/server` `writer.rs` and `api.rs`), with
-//! the symbolic implementation of the crypto interface:
+//! record), [`MerchantPurchase`] (the merchant's record) — and N's production commit: the
+//! billing server's own [`commit::commit_purchases`] and [`commit::abort`] over the ledger's one
+//! rules layer ([`MemoryStore`]: the rules of SQLite and PostgreSQL over in-memory rows). The
+//! customer and merchant are driven through the same calls, in the same order, as the
+//! production shells (`crates/wallet`, `crates/merchant` `api.rs`), with the symbolic
+//! implementation of the crypto interface:
 //!
 //! The v2 purchase, two customer–merchant round trips:
 //!
@@ -41,12 +43,11 @@
 //! not its clock. Retries are bounded; a party that still owes a retry is not finished, so runs
 //! that exhaust a budget are not judged (a real party keeps retrying).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use netbill_proto::billing::{
-    self, AccountKind, BillingPolicy, Decision, LedgerView, MemoryLedger,
-};
+use netbill_ledger::commit::{self, PurchaseAnswer};
+use netbill_ledger::{MemoryStore, NewAccount, Store, Transfer};
+use netbill_proto::billing::{self, AccountKind, BillingPolicy};
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
 use netbill_proto::crypto::{
     Crypto, Digest, GoodsKey, SealKey, SealSecret, Signer, goods_key_digest,
@@ -57,7 +58,7 @@ use netbill_proto::customer::{
 use netbill_proto::merchant::{self, MerchantPurchase, Offer};
 use netbill_proto::messages::{
     DeliveryNote, Endorsement, GoodsOffer, Payment, PriceRequest, PurchaseOffer, Quote, Receipt,
-    ResultCode, StatusAnswer,
+    StatusAnswer,
 };
 use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
 
@@ -225,14 +226,12 @@ pub struct Merchant {
     pub resends: u8,
 }
 
-/// What N keeps durably: the ledger, and with each outcome the endorsement it decided on, as
-/// evidence (the production store's `endorsement` column).
+/// What N keeps durably: the ledger (accounts, one outcome per EPOID with the endorsement it
+/// decided on as evidence, the journal), under the production rules.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Books {
-    /// Accounts and one outcome per EPOID.
-    pub ledger: MemoryLedger,
-    /// The endorsements decided on, by EPOID.
-    pub endorsements: BTreeMap<EpoId, Signed<Endorsement>>,
+    /// The ledger's rows under the production rules.
+    pub ledger: MemoryStore,
 }
 
 /// The billing server.
@@ -277,7 +276,7 @@ struct Setup {
     policy: BillingPolicy,
     customer_account: AccountId,
     quote: Arc<Signed<Quote>>,
-    ledger: MemoryLedger,
+    ledger: MemoryStore,
 }
 
 impl Setup {
@@ -342,18 +341,33 @@ impl Setup {
             max_price: Some(price),
         };
         customer::check_quote(&crypto, &quote, &expect, T0).expect("the customer accepts");
-        let mut ledger = MemoryLedger::default();
-        ledger.open(
-            customer_account.clone(),
-            AccountKind::Customer,
-            customer.public_key(),
-        );
-        ledger.open(
-            merchant_account,
-            AccountKind::Merchant,
-            merchant.public_key(),
-        );
-        ledger.deposit(&customer_account, price);
+        let mut ledger = MemoryStore::in_memory();
+        for (id, kind, key) in [
+            (
+                &customer_account,
+                AccountKind::Customer,
+                customer.public_key(),
+            ),
+            (
+                &merchant_account,
+                AccountKind::Merchant,
+                merchant.public_key(),
+            ),
+        ] {
+            let new = NewAccount {
+                id: id.clone(),
+                kind,
+                key,
+                credit_limit_minor: 0,
+                low_water_minor: 0,
+            };
+            ledger
+                .create_account(&new, T0)
+                .expect("opening an account in memory");
+        }
+        ledger
+            .transfer(&customer_account, Transfer::Deposit, price, None, T0)
+            .expect("a deposit in memory");
         Self {
             crypto,
             customer,
@@ -793,63 +807,48 @@ impl NetBill {
                 let Ok(v) = verified else {
                     return;
                 };
+                // As the server's writer thread: a batch (of one) committed by the production
+                // commit over the production rules.
                 let mut books = n.current().clone();
-                let decision = billing::decide(&v, &books.ledger, now);
-                let receipt = match &decision {
-                    Decision::Settled(r) => (**r).clone(),
-                    Decision::Conflict => return,
-                    Decision::Commit {
-                        customer_balance_minor,
-                        low_balance,
-                        ..
-                    } => billing::make_receipt(
-                        &s.crypto,
-                        &s.billing,
-                        &s.billing_secret,
-                        &v,
-                        ResultCode::Committed,
-                        *customer_balance_minor,
-                        *low_balance,
-                        now,
-                        [0; 32],
-                    ),
-                    Decision::Fail {
-                        code,
-                        customer_balance_minor,
-                        low_balance,
-                    } => billing::make_receipt(
-                        &s.crypto,
-                        &s.billing,
-                        &s.billing_secret,
-                        &v,
-                        *code,
-                        *customer_balance_minor,
-                        *low_balance,
-                        now,
-                        [0; 32],
-                    ),
+                let keys = commit::Billing {
+                    crypto: &s.crypto,
+                    signer: &s.billing,
+                    seal: &s.billing_secret,
                 };
-                if !matches!(decision, Decision::Settled(_)) {
-                    books.ledger.apply(&v, &decision, &receipt);
-                    books
-                        .endorsements
-                        .insert(v.epo().epoid.clone(), (**e).clone());
+                let Ok(done) = commit::commit_purchases(
+                    &mut books.ledger,
+                    &keys,
+                    &[&v],
+                    now,
+                    &mut || [0; 32],
+                    commit::Faults::default(),
+                    &mut |_| Ok(()),
+                ) else {
+                    return; // the store refused: M gets an error and re-sends
+                };
+                let Some(PurchaseAnswer::Receipt(receipt)) = done.answers.first() else {
+                    return; // a conflict: refused
+                };
+                if books != *n.current() {
                     self.billing_write(n, books);
                 }
-                Self::answer(out, M, n.clock, &v.epo().epoid, Some(&receipt));
+                Self::answer(out, M, n.clock, &v.epo().epoid, Some(receipt));
             }
             Body::Status(epoid) => {
-                let stored = n.current().ledger.outcome(epoid);
+                let stored = n.current().ledger.rows().peek_outcome(epoid);
                 let receipt = match stored {
-                    Some(o) => Some(o.receipt),
+                    Some(o) => Some(o.receipt.clone()),
                     None if !self.is(NetBillMutant::NoExpiry)
                         && billing::may_abort(epoid, &s.policy, now) =>
                     {
-                        let r = billing::make_abort_receipt(&s.billing, epoid, now);
                         let mut books = n.current().clone();
-                        books.ledger.abort(epoid, r.clone());
-                        self.billing_write(n, books);
-                        Some(r)
+                        match commit::abort(&mut books.ledger, &s.billing, epoid, now) {
+                            Ok((r, _)) => {
+                                self.billing_write(n, books);
+                                Some(r)
+                            }
+                            Err(_) => None,
+                        }
                     }
                     None => None,
                 };
@@ -887,10 +886,11 @@ impl NetBill {
     /// and the merchant's endorsement, each checked as a judge would check it.
     fn records(&self, books: &Books, epoid: &EpoId) -> Vec<SignedRecord> {
         let s = &self.setup;
-        let Some(outcome) = books.ledger.outcome(epoid) else {
+        let rows = books.ledger.rows();
+        let Some(outcome) = rows.peek_outcome(epoid) else {
             return Vec::new();
         };
-        let Some(e) = books.endorsements.get(epoid) else {
+        let Some(e) = rows.peek_endorsement(epoid) else {
             return Vec::new();
         };
         if outcome.endorsement_digest != Some(e.digest(&s.crypto)) {
@@ -1007,7 +1007,6 @@ impl Protocol for NetBill {
                 clock: Clock::Early,
                 books: Arc::new(Books {
                     ledger: self.setup.ledger.clone(),
-                    endorsements: BTreeMap::new(),
                 }),
                 unpersisted: None,
             }),
@@ -1087,11 +1086,11 @@ impl Protocol for NetBill {
             return Observation::default();
         };
         let s = &self.setup;
-        let ledger = &n.books.ledger;
+        let ledger = n.books.ledger.rows();
         // The balances, plus any discrepancy between them and deposits minus payouts (zero
-        // when `MemoryLedger::conserved` holds), so that either kind of loss shows.
-        let sum: i64 = ledger.accounts.values().map(|a| a.balance_minor).sum();
-        let discrepancy = sum - (ledger.deposits_minor - ledger.payouts_minor);
+        // when the ledger conserves money), so that either kind of loss shows.
+        let (sum, deposits, payouts) = ledger.peek_totals();
+        let discrepancy = sum - (deposits - payouts);
         let money_total = sum + discrepancy;
         if c.phase == CPhase::Start {
             return Observation {
@@ -1102,10 +1101,11 @@ impl Protocol for NetBill {
         }
         let deposited = s
             .ledger
-            .account(&s.customer_account)
+            .rows()
+            .peek_account(&s.customer_account)
             .map_or(0, |a| a.balance_minor);
         let balance = ledger
-            .account(&s.customer_account)
+            .peek_account(&s.customer_account)
             .map_or(0, |a| a.balance_minor);
         let debited = balance < deposited;
         // The customer has the goods: the ciphertext she checked and the K that decrypts it.
