@@ -8,6 +8,7 @@ use netbill_ledger::throwaway_pg as pg;
 
 use std::sync::{Arc, Mutex};
 
+use netbill_ledger::commit;
 use netbill_ledger::rules::{Rows, TotalsLock};
 use netbill_ledger::{
     AccountChange, AccountRecord, Adjustment, Backend, ChainHead, HistoryLine, JournalEntry,
@@ -20,7 +21,7 @@ use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secre
 use netbill_proto::crypto::{Crypto, GoodsKey, PublicKey, Signer};
 use netbill_proto::customer::CustomerPurchase;
 use netbill_proto::merchant::{MerchantPurchase, Offer, make_quote};
-use netbill_proto::messages::{Checkpoint, Endorsement};
+use netbill_proto::messages::{Checkpoint, Endorsement, Receipt};
 use netbill_proto::messages::{GoodsOffer, PriceRequest, RefundReceipt, RefundRequest, ResultCode};
 use netbill_proto::signed::SignatureForm;
 use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
@@ -181,6 +182,8 @@ conformance!(
     refunds_never_exceed_what_was_paid_and_a_replay_refunds_once,
     checkpoints_sign_the_head_and_adjustments_never_break_conservation,
     batch_signed_receipts_are_stored_whole_and_single_signed_ones_still_read,
+    the_billing_commit_answers_each_endorsement_once_and_signs_once_per_batch,
+    the_billing_abort_records_once_and_answers_the_stored_outcome_after,
 );
 
 fn store_with_accounts(db: &Db) -> Box<dyn Store> {
@@ -302,6 +305,16 @@ fn verified_purchase(serial: u64, price: &str) -> billing::VerifiedPurchase {
 
 /// A verified purchase of `price` by `who` at acme.
 fn purchase_by(who: &str, serial: u64, price: &str) -> billing::VerifiedPurchase {
+    endorsed_with_memo(who, serial, price, "")
+}
+
+/// The same, endorsed with `memo` (another memo: another endorsement of the same EPOID).
+fn endorsed_with_memo(
+    who: &str,
+    serial: u64,
+    price: &str,
+    memo: &str,
+) -> billing::VerifiedPurchase {
     let customer = SymbolicSigner::new(who);
     let merchant = SymbolicSigner::new("acme");
     let billing_secret = seal_secret("netbill");
@@ -353,7 +366,7 @@ fn purchase_by(who: &str, serial: u64, price: &str) -> billing::VerifiedPurchase
             &seal_secret("acme-seal"),
             &n_key,
             epo,
-            "",
+            memo,
             NOW,
         )
         .unwrap();
@@ -1155,4 +1168,171 @@ fn a_version_1_sqlite_ledger_migrates_and_keeps_its_chain() {
         open_store(&db.url),
         Err(StoreError::SchemaTooNew { found: 99, .. })
     ));
+}
+
+fn receipt_of(a: &commit::PurchaseAnswer) -> Signed<Receipt> {
+    match a {
+        commit::PurchaseAnswer::Receipt(r) => (**r).clone(),
+        commit::PurchaseAnswer::Conflict => panic!("expected a receipt, got a conflict"),
+    }
+}
+
+/// N's commit (the server's writer thread and the model checker run it) over every backend:
+/// one answer per endorsement in order, one signature per batch of new receipts, the same
+/// receipt for the same endorsement, a conflict for another one, nothing stored until the
+/// transaction commits, and a retry answered from what is stored.
+fn the_billing_commit_answers_each_endorsement_once_and_signs_once_per_batch(db: &Db) {
+    let signer = SymbolicSigner::new("netbill");
+    let seal = seal_secret("netbill");
+    let n = commit::Billing {
+        crypto: &C,
+        signer: &signer,
+        seal: &seal,
+    };
+    let mut s = store_with_accounts(db);
+    s.transfer(&id("alice"), Transfer::Deposit, usd("USD:0.05"), None, NOW)
+        .unwrap();
+    let p1 = verified_purchase(1, "USD:0.02");
+    let p2 = verified_purchase(2, "USD:0.02");
+    let p3 = verified_purchase(3, "USD:0.02");
+    let other = endorsed_with_memo("alice", 1, "USD:0.02", "another endorsement");
+    let mut nonces = 0u8;
+    let mut entropy = || {
+        nonces += 1;
+        [nonces; 32]
+    };
+    let mut seen_inside = 0;
+    let done = commit::commit_purchases(
+        s.as_mut(),
+        &n,
+        &[&p1, &p1, &p2, &p3, &other],
+        NOW + 1,
+        &mut entropy,
+        commit::Faults::default(),
+        &mut |answers| {
+            seen_inside = answers.len();
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        seen_inside, 5,
+        "`inside` sees every answer before the commit"
+    );
+    assert_eq!(
+        done.signatures, 1,
+        "one signature over the batch's new receipts"
+    );
+    let a = &done.answers;
+    assert_eq!(a.len(), 5);
+    let r1 = receipt_of(&a[0]);
+    assert_eq!(r1.body_unverified().result, ResultCode::Committed);
+    assert_eq!(
+        receipt_of(&a[1]),
+        r1,
+        "the same endorsement twice: the same receipt"
+    );
+    let r2 = receipt_of(&a[2]);
+    assert_eq!(r2.body_unverified().result, ResultCode::Committed);
+    let r3 = receipt_of(&a[3]);
+    assert_eq!(r3.body_unverified().result, ResultCode::InsufficientFunds);
+    assert_eq!(a[4], commit::PurchaseAnswer::Conflict);
+    for r in [&r1, &r2, &r3] {
+        r.verify(&C, &signer.public_key()).unwrap();
+        assert!(matches!(r.form(), SignatureForm::Batch { .. }));
+        assert_eq!(r.signature(), r1.signature(), "one root signature");
+    }
+    assert_eq!(
+        s.account(&id("alice")).unwrap().unwrap().balance_minor,
+        1_000
+    );
+    assert_eq!(
+        s.account(&id("acme")).unwrap().unwrap().balance_minor,
+        4_000
+    );
+    for (v, r) in [(&p1, &r1), (&p2, &r2), (&p3, &r3)] {
+        assert_eq!(&s.outcome(&v.epo().epoid).unwrap().unwrap().receipt, r);
+    }
+    s.check_conservation().unwrap();
+
+    // Sent again: answered from the ledger, nothing signed, nothing moved.
+    let again = commit::commit_purchases(
+        s.as_mut(),
+        &n,
+        &[&p3, &p1, &other],
+        NOW + 2,
+        &mut || [9; 32],
+        commit::Faults::default(),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(again.signatures, 0);
+    assert_eq!(receipt_of(&again.answers[0]), r3);
+    assert_eq!(receipt_of(&again.answers[1]), r1);
+    assert_eq!(again.answers[2], commit::PurchaseAnswer::Conflict);
+    assert_eq!(
+        s.account(&id("alice")).unwrap().unwrap().balance_minor,
+        1_000
+    );
+
+    // The test-only fault: a fresh receipt for a retry, revealed but never stored.
+    let fresh = commit::commit_purchases(
+        s.as_mut(),
+        &n,
+        &[&p1],
+        NOW + 3,
+        &mut || [7; 32],
+        commit::Faults {
+            fresh_receipt_on_retry: true,
+        },
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(fresh.signatures, 1);
+    assert_ne!(receipt_of(&fresh.answers[0]), r1);
+    assert_eq!(s.outcome(&p1.epo().epoid).unwrap().unwrap().receipt, r1);
+
+    // A failure inside the transaction (a crash before it commits): nothing is stored.
+    let p4 = verified_purchase(4, "USD:0.01");
+    let err = commit::commit_purchases(
+        s.as_mut(),
+        &n,
+        &[&p4],
+        NOW + 4,
+        &mut || [5; 32],
+        commit::Faults::default(),
+        &mut |_| Err(StoreError::Corrupt("crash before commit".into())),
+    )
+    .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)));
+    assert!(s.outcome(&p4.epo().epoid).unwrap().is_none());
+    assert_eq!(
+        s.account(&id("alice")).unwrap().unwrap().balance_minor,
+        1_000
+    );
+    s.check_conservation().unwrap();
+    verify_journal(s.as_mut()).unwrap();
+}
+
+fn the_billing_abort_records_once_and_answers_the_stored_outcome_after(db: &Db) {
+    let signer = SymbolicSigner::new("netbill");
+    let mut s = store_with_accounts(db);
+    let epoid: EpoId = "acme:1700000000000:77".parse().unwrap();
+    let (first, signed) = commit::abort(s.as_mut(), &signer, &epoid, NOW + 5).unwrap();
+    assert!(signed, "a new abort is signed");
+    assert_eq!(first.body_unverified().result, ResultCode::Aborted);
+    first.verify(&C, &signer.public_key()).unwrap();
+    let (again, signed) = commit::abort(s.as_mut(), &signer, &epoid, NOW + 6).unwrap();
+    assert!(!signed, "the stored abort is answered, not signed again");
+    assert_eq!(again, first);
+    // A committed purchase is never aborted: its receipt is the answer.
+    let v = verified_purchase(8, "USD:0.01");
+    s.transfer(&id("alice"), Transfer::Deposit, usd("USD:0.01"), None, NOW)
+        .unwrap();
+    commit(s.as_mut(), &v);
+    let stored = s.outcome(&v.epo().epoid).unwrap().unwrap().receipt;
+    let (answer, signed) = commit::abort(s.as_mut(), &signer, &v.epo().epoid, NOW + 7).unwrap();
+    assert!(!signed);
+    assert_eq!(answer, stored);
+    assert_eq!(answer.body_unverified().result, ResultCode::Committed);
 }
