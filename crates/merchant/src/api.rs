@@ -18,9 +18,10 @@ use netbill_crypto::{DEFAULT_CHUNK_SIZE, EncryptingReader, RealCrypto, random_by
 use netbill_http::client::{CallError, Client};
 use netbill_http::{ApiJson, Problem, now_ms};
 use netbill_proto::crypto::{Digest, PublicKey};
-use netbill_proto::merchant::{self, MerchantError, MerchantPurchase};
+use netbill_proto::merchant::{self, MerchantEffect, MerchantError, MerchantPurchase};
 use netbill_proto::messages::{
-    DeliveryNote, Epo, GoodsOffer, OFFER_HEADER, Payment, PriceRequest, Quote, StatusAnswer,
+    DeliveryNote, Endorsement, Epo, GoodsOffer, OFFER_HEADER, Payment, PriceRequest, Quote,
+    Receipt, StatusAnswer,
 };
 use netbill_proto::{AccountId, Amount, EpoId, GroupName, ProductCode, Signed};
 use netbill_server::BillingPublic;
@@ -392,10 +393,7 @@ async fn pay(
     let fresh = MerchantPurchase::from_offer(&RealCrypto, &s.seal, payment.offer)
         .map_err(merchant_problem)?;
     // A retry of a purchase the merchant already settled is answered from its record.
-    let p = match s.store.get(&id).map_err(internal)? {
-        Some(stored) if stored.quote == fresh.quote => stored,
-        _ => fresh,
-    };
+    let p = MerchantPurchase::for_payment(fresh, s.store.get(&id).map_err(internal)?);
     pay_epo(&s, &id, p, payment.epo).await
 }
 
@@ -409,39 +407,19 @@ async fn pay_v1(
     pay_epo(&s, &id, p, epo).await
 }
 
-/// Endorses `epo` for purchase `p`, sends it to N and takes the receipt. Nothing is written
-/// before the endorsement leaves: it is a function of the purchase and the EPO, so a retry
-/// after any crash sends N the same bytes and N answers with the same receipt.
+/// The customer's EPO for purchase `p`: the protocol core decides
+/// ([`MerchantPurchase::on_payment`]) and this shell carries out its effects. Nothing is
+/// written before the endorsement leaves: it is a function of the purchase and the EPO, so a
+/// retry after any crash sends N the same bytes and N answers with the same receipt.
 async fn pay_epo(
     s: &MerchantState,
     id: &str,
     mut p: MerchantPurchase,
     epo: Signed<Epo>,
 ) -> Result<ApiJson<StatusAnswer>, Problem> {
-    // The same EPO again for a purchase with a stored endorsement: answer with the outcome
-    // instead of endorsing twice.
-    if let Some(e) = p.endorsement.clone()
-        && e.body_unverified().epo == epo
-    {
-        if p.receipt.is_none()
-            && let Err(err) = query_billing(s, id, &mut p).await
-        {
-            tracing::warn!(purchase = %id, error = %err, "re-sent EPO: settling with N failed");
-        }
-        let epoid = epo.body_unverified().epoid.clone();
-        return match p.receipt {
-            Some(r) => Ok(ApiJson(StatusAnswer {
-                epoid,
-                receipt: Some(r),
-            })),
-            None => Err(Problem::unavailable(
-                "the purchase order is endorsed but has no outcome yet; ask again later \
-                 (netbill wallet recover)",
-            )),
-        };
-    }
-    let endorsement = p
-        .endorse(
+    let epoid = epo.body_unverified().epoid.clone();
+    let first = p
+        .on_payment(
             &RealCrypto,
             &s.signer,
             &s.seal,
@@ -451,53 +429,7 @@ async fn pay_epo(
             now_ms(),
         )
         .map_err(merchant_problem)?;
-    // The point of no return, with nothing to persist first (see above).
-    netbill_http::crash_point("merchant.before_send_endorsement");
-    let epoid = endorsement
-        .body_unverified()
-        .epo
-        .body_unverified()
-        .epoid
-        .clone();
-    let answer: StatusAnswer = match s
-        .billing
-        .call(
-            reqwest::Method::POST,
-            "/v1/endorsements",
-            Some(&endorsement),
-            &[],
-        )
-        .await
-    {
-        Ok(a) => a,
-        Err(CallError::Unreachable { reason, .. }) => {
-            return Err(Problem::unavailable(format!(
-                "the purchase order is endorsed but the billing server is unreachable ({reason}); \
-                 send the same purchase order again later (netbill wallet recover)"
-            )));
-        }
-        Err(e) => {
-            return Err(Problem::new(
-                StatusCode::BAD_GATEWAY,
-                "billing-refused",
-                format!("the billing server refused the purchase: {e}"),
-            ));
-        }
-    };
-    let receipt = answer.receipt.ok_or_else(|| {
-        Problem::new(
-            StatusCode::BAD_GATEWAY,
-            "billing-refused",
-            "the billing server answered without a receipt",
-        )
-    })?;
-    netbill_http::crash_point("merchant.after_receive_receipt");
-    p.settle(&RealCrypto, &s.billing_keys.sign_key, receipt.clone())
-        .map_err(|e| Problem::new(StatusCode::BAD_GATEWAY, "bad-receipt", e.to_string()))?;
-    // The merchant's own books, not waiting for the disk: N holds the outcome, and a
-    // status query or the customer's retry gets it again if a crash loses this record.
-    s.store.put_relaxed(id, &p, now_ms()).map_err(internal)?;
-    netbill_http::crash_point("merchant.before_send_receipt");
+    let receipt = carry_out(s, id, &mut p, first).await?;
     if s.fault.drops_receipt() {
         return Err(Problem::new(
             StatusCode::BAD_GATEWAY,
@@ -511,15 +443,95 @@ async fn pay_epo(
     }))
 }
 
-/// Asks N for the outcome of an endorsed purchase (M→N status query) and settles it.
-async fn query_billing(
+/// Most calls to N while carrying out one purchase's effects (an endorsement, a status query,
+/// one re-send); past it the customer is told to ask again later.
+const BILLING_CALLS_MAX: usize = 3;
+
+/// Carries out the core's effects for purchase `p`, feeding N's answers back to it, until
+/// it has the receipt to answer the customer with.
+async fn carry_out(
     s: &MerchantState,
     id: &str,
     p: &mut MerchantPurchase,
-) -> Result<(), String> {
-    let Some(epoid) = p.epoid().cloned() else {
-        return Ok(());
-    };
+    first: MerchantEffect,
+) -> Result<Signed<Receipt>, Problem> {
+    let mut effects = std::collections::VecDeque::from([first]);
+    let mut calls = 0;
+    let mut answer = None;
+    while let Some(effect) = effects.pop_front() {
+        let from_billing = match effect {
+            MerchantEffect::SendEndorsement(e) => {
+                calls += 1;
+                if calls > BILLING_CALLS_MAX {
+                    break;
+                }
+                // The point of no return, with nothing to persist first (see `pay_epo`).
+                netbill_http::crash_point("merchant.before_send_endorsement");
+                let a = send_endorsement(s, &e).await?;
+                netbill_http::crash_point("merchant.after_receive_receipt");
+                a
+            }
+            MerchantEffect::AskBilling(epoid) => {
+                calls += 1;
+                if calls > BILLING_CALLS_MAX {
+                    break;
+                }
+                ask_billing(s, &epoid).await.map_err(|e| {
+                    Problem::unavailable(format!(
+                        "the purchase order is endorsed but its outcome is not known yet ({e}); \
+                         ask again later (netbill wallet recover)"
+                    ))
+                })?
+            }
+            MerchantEffect::Record => {
+                // The merchant's own books, not waiting for the disk (see `MerchantEffect`).
+                s.store.put_relaxed(id, p, now_ms()).map_err(internal)?;
+                netbill_http::crash_point("merchant.before_send_receipt");
+                continue;
+            }
+            MerchantEffect::AnswerCustomer(r) => {
+                answer = Some(r);
+                continue;
+            }
+        };
+        let next = p
+            .on_billing_answer(&RealCrypto, &s.billing_keys.sign_key, &from_billing)
+            .map_err(|e| Problem::new(StatusCode::BAD_GATEWAY, "bad-receipt", e.to_string()))?;
+        effects.extend(next);
+    }
+    answer.ok_or_else(|| {
+        Problem::unavailable(
+            "the purchase order is endorsed but has no outcome yet; ask again later \
+             (netbill wallet recover)",
+        )
+    })
+}
+
+/// `POST N/v1/endorsements`.
+async fn send_endorsement(
+    s: &MerchantState,
+    e: &Signed<Endorsement>,
+) -> Result<StatusAnswer, Problem> {
+    match s
+        .billing
+        .call(reqwest::Method::POST, "/v1/endorsements", Some(e), &[])
+        .await
+    {
+        Ok(a) => Ok(a),
+        Err(CallError::Unreachable { reason, .. }) => Err(Problem::unavailable(format!(
+            "the purchase order is endorsed but the billing server is unreachable ({reason}); \
+             send the same purchase order again later (netbill wallet recover)"
+        ))),
+        Err(e) => Err(Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "billing-refused",
+            format!("the billing server refused the purchase: {e}"),
+        )),
+    }
+}
+
+/// The M→N status query for an EPOID (signed with the merchant's key).
+async fn ask_billing(s: &MerchantState, epoid: &EpoId) -> Result<StatusAnswer, String> {
     let body =
         serde_json::to_vec(&serde_json::json!({ "epoid": epoid })).map_err(|e| e.to_string())?;
     let auth = netbill_http::sign_request(
@@ -531,8 +543,7 @@ async fn query_billing(
         &body,
         now_ms(),
     );
-    let answer: StatusAnswer = s
-        .billing
+    s.billing
         .call_raw(
             reqwest::Method::POST,
             "/v1/status",
@@ -540,30 +551,7 @@ async fn query_billing(
             &[(netbill_http::AUTH_HEADER, auth)],
         )
         .await
-        .map_err(|e| e.to_string())?;
-    match answer.receipt {
-        Some(r) => {
-            p.settle(&RealCrypto, &s.billing_keys.sign_key, r)
-                .map_err(|e| e.to_string())?;
-            s.store.put(id, p, now_ms()).map_err(|e| e.to_string())?;
-        }
-        None => {
-            // No outcome yet: (re-)send the very same endorsement; N answers idempotently.
-            if let Some(e) = &p.endorsement {
-                let a: StatusAnswer = s
-                    .billing
-                    .call(reqwest::Method::POST, "/v1/endorsements", Some(e), &[])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if let Some(r) = a.receipt {
-                    p.settle(&RealCrypto, &s.billing_keys.sign_key, r)
-                        .map_err(|e| e.to_string())?;
-                    s.store.put(id, p, now_ms()).map_err(|e| e.to_string())?;
-                }
-            }
-        }
-    }
-    Ok(())
+        .map_err(|e| e.to_string())
 }
 
 /// Recovery: settle every purchase that was endorsed but has no receipt.
@@ -576,8 +564,11 @@ pub async fn settle_unsettled(s: &MerchantState) {
         }
     };
     for (id, mut p) in pending {
-        if let Err(e) = query_billing(s, &id, &mut p).await {
-            tracing::warn!(purchase = %id, error = %e, "settling an endorsed purchase; will retry");
+        let Some(epoid) = p.epoid().cloned() else {
+            continue;
+        };
+        if let Err(e) = carry_out(s, &id, &mut p, MerchantEffect::AskBilling(epoid)).await {
+            tracing::warn!(purchase = %id, error = %e.detail, "settling an endorsed purchase; will retry");
         }
     }
 }
@@ -598,9 +589,9 @@ async fn status(
     };
     if p.receipt.is_none()
         && p.endorsement.is_some()
-        && let Err(e) = query_billing(&s, &id, &mut p).await
+        && let Err(e) = carry_out(&s, &id, &mut p, MerchantEffect::AskBilling(epoid.clone())).await
     {
-        tracing::warn!(purchase = %id, error = %e, "status query to the billing server failed");
+        tracing::warn!(purchase = %id, error = %e.detail, "status query to the billing server failed");
     }
     Ok(ApiJson(StatusAnswer {
         epoid,

@@ -18,7 +18,7 @@ use crate::crypto::{
 use crate::ids::{AccountId, EpoId, GroupName, ProductCode};
 use crate::messages::{
     DeliveryNote, Endorsement, Epo, GoodsOffer, GroupCredential, IDENTITY_LEN_MAX, PRD_LEN_MAX,
-    PriceRequest, PurchaseOffer, Quote, Receipt, ResultCode,
+    PriceRequest, PurchaseOffer, Quote, Receipt, ResultCode, StatusAnswer,
 };
 use crate::money::Amount;
 use crate::signed::Signed;
@@ -264,6 +264,24 @@ pub fn make_offer(
     }
 }
 
+/// What the merchant's shell is to do for a purchase, as [`MerchantPurchase::on_payment`] and
+/// [`MerchantPurchase::on_billing_answer`] decide it: the server (`crates/merchant`) and the
+/// model checker carry out the same effects, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MerchantEffect {
+    /// Send this endorsement to N (`POST /v1/endorsements`), holding it in memory only (it is
+    /// deterministic); feed N's answer to [`MerchantPurchase::on_billing_answer`].
+    SendEndorsement(Signed<Endorsement>),
+    /// Ask N for the outcome of this EPOID (the M→N status query); feed the answer to
+    /// [`MerchantPurchase::on_billing_answer`].
+    AskBilling(EpoId),
+    /// Store the settled purchase: the merchant's books. No durable write is needed: N holds
+    /// the outcome, and a status query or the customer's retry finds it again.
+    Record,
+    /// Answer the customer's payment with this receipt.
+    AnswerCustomer(Signed<Receipt>),
+}
+
 /// Where a merchant's purchase stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -459,6 +477,75 @@ impl MerchantPurchase {
     /// The EPOID, once stamped.
     pub fn epoid(&self) -> Option<&EpoId> {
         self.delivery.as_ref().map(|d| &d.epoid)
+    }
+
+    /// The purchase a v2 payment is for: the merchant's own record of it (`stored`, under the
+    /// offer's purchase id) if that is the same quote and goods — a retry of a purchase it
+    /// settled or endorsed — else `fresh`, rebuilt from the offer by [`Self::from_offer`].
+    pub fn for_payment(fresh: Self, stored: Option<Self>) -> Self {
+        match stored {
+            Some(s) if s.quote == fresh.quote && s.offer == fresh.offer => s,
+            _ => fresh,
+        }
+    }
+
+    /// Step 5 arrives: the customer's EPO. Endorses it (the point of no return: the shell
+    /// sends the endorsement to N, [`MerchantEffect::SendEndorsement`]); for the EPO already
+    /// endorsed, answers with the receipt if the purchase is settled, else asks N for it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_payment(
+        &mut self,
+        crypto: &dyn Crypto,
+        signer: &dyn Signer,
+        merchant_seal_secret: &SealSecret,
+        billing_seal_key: &SealKey,
+        epo: Signed<Epo>,
+        memo: &str,
+        now_ms: u64,
+    ) -> Result<MerchantEffect, MerchantError> {
+        if let Some(done) = &self.endorsement
+            && done.body_unverified().epo == epo
+        {
+            return Ok(match &self.receipt {
+                Some(r) => MerchantEffect::AnswerCustomer(r.clone()),
+                None => MerchantEffect::AskBilling(epo.body_unverified().epoid.clone()),
+            });
+        }
+        self.endorse(
+            crypto,
+            signer,
+            merchant_seal_secret,
+            billing_seal_key,
+            epo,
+            memo,
+            now_ms,
+        )
+        .map(MerchantEffect::SendEndorsement)
+    }
+
+    /// Step 7 arrives: N's answer to the endorsement or to a status query. A receipt settles
+    /// the purchase (record it, answer the customer with it); "no outcome yet" sends N the
+    /// very same endorsement again (N answers idempotently).
+    pub fn on_billing_answer(
+        &mut self,
+        crypto: &dyn Crypto,
+        billing_key: &PublicKey,
+        answer: &StatusAnswer,
+    ) -> Result<Vec<MerchantEffect>, MerchantError> {
+        match &answer.receipt {
+            Some(r) => {
+                self.settle(crypto, billing_key, r.clone())?;
+                Ok(vec![
+                    MerchantEffect::Record,
+                    MerchantEffect::AnswerCustomer(r.clone()),
+                ])
+            }
+            None => Ok(self
+                .endorsement
+                .iter()
+                .map(|e| MerchantEffect::SendEndorsement(e.clone()))
+                .collect()),
+        }
     }
 }
 

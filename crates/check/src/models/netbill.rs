@@ -55,7 +55,7 @@ use netbill_proto::crypto::{
 use netbill_proto::customer::{
     self, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
 };
-use netbill_proto::merchant::{self, MerchantPurchase, Offer};
+use netbill_proto::merchant::{self, MerchantEffect, MerchantPurchase, Offer};
 use netbill_proto::messages::{
     DeliveryNote, Endorsement, GoodsOffer, Payment, PriceRequest, PurchaseOffer, Quote, Receipt,
     StatusAnswer,
@@ -684,13 +684,9 @@ impl NetBill {
                 ) else {
                     return;
                 };
-                let mut p = match &m.saved {
-                    Some(saved) if saved.quote == fresh.quote && saved.offer == fresh.offer => {
-                        (**saved).clone()
-                    }
-                    _ => fresh,
-                };
-                let endorsed = p.endorse(
+                let saved = m.saved.as_deref().cloned();
+                let mut p = MerchantPurchase::for_payment(fresh, saved);
+                let Ok(effect) = p.on_payment(
                     &s.crypto,
                     &s.merchant,
                     &s.merchant_seal,
@@ -698,52 +694,65 @@ impl NetBill {
                     payment.epo.clone(),
                     "",
                     now,
-                );
-                let Ok(endorsement) = endorsed else {
+                ) else {
                     return; // refused: C gets an error (she times out and recovers)
                 };
-                if let Some(receipt) = &p.receipt {
-                    let epoid = &payment.epo.body_unverified().epoid;
-                    Self::answer(out, C, m.clock, epoid, Some(receipt));
-                    return;
-                }
-                // The point of no return, with nothing persisted: a retry endorses the same
-                // bytes again.
-                if self.is(NetBillMutant::KeyBeforeCommit) {
-                    Self::send(out, C, m.clock, Body::Key(p.goods_key.0));
-                }
-                m.pending = Some(Arc::new(p));
-                Self::send(out, N, m.clock, Body::Endorsement(Arc::new(endorsement)));
+                // C's payment request is open until M answers it.
                 m.customer_waiting = true;
+                self.merchant_effects(m, p, vec![effect], out);
             }
             Body::Answer(answer) if from == N => {
                 let Some(pending) = &m.pending else {
                     return;
                 };
                 let mut p = (**pending).clone();
-                match &answer.receipt {
-                    Some(r) => {
-                        if p.settle(&s.crypto, &s.billing.public_key(), r.clone())
-                            .is_err()
-                        {
-                            return;
-                        }
-                        m.saved = Some(Arc::new(p));
-                        m.pending = None;
-                        if m.customer_waiting {
-                            Self::send(out, C, m.clock, Body::Answer(answer.clone()));
-                            m.customer_waiting = false;
-                        }
+                let Ok(effects) = p.on_billing_answer(&s.crypto, &s.billing.public_key(), answer)
+                else {
+                    return;
+                };
+                self.merchant_effects(m, p, effects, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Carries out the merchant core's effects for purchase `p`, as `carry_out` in
+    /// crates/merchant does (its HTTP calls to N are this model's messages to N).
+    fn merchant_effects(
+        &self,
+        m: &mut Merchant,
+        p: MerchantPurchase,
+        effects: Vec<MerchantEffect>,
+        out: &mut Out<Msg>,
+    ) {
+        let p = Arc::new(p);
+        for effect in effects {
+            match effect {
+                MerchantEffect::SendEndorsement(e) => {
+                    // The point of no return, with nothing persisted: a retry endorses the
+                    // same bytes again.
+                    if self.is(NetBillMutant::KeyBeforeCommit) {
+                        Self::send(out, C, m.clock, Body::Key(p.goods_key.0));
                     }
-                    None => {
-                        // No outcome yet: re-send the very same endorsement.
-                        if let Some(e) = &p.endorsement {
-                            Self::send(out, N, m.clock, Body::Endorsement(Arc::new(e.clone())));
-                        }
+                    m.pending = Some(p.clone());
+                    Self::send(out, N, m.clock, Body::Endorsement(Arc::new(e)));
+                }
+                MerchantEffect::AskBilling(epoid) => {
+                    m.pending = Some(p.clone());
+                    Self::send(out, N, m.clock, Body::Status(epoid));
+                }
+                MerchantEffect::Record => {
+                    m.saved = Some(p.clone());
+                    m.pending = None;
+                }
+                MerchantEffect::AnswerCustomer(r) => {
+                    if m.customer_waiting {
+                        let epoid = r.body_unverified().epoid.clone();
+                        Self::answer(out, C, m.clock, &epoid, Some(&r));
+                        m.customer_waiting = false;
                     }
                 }
             }
-            _ => {}
         }
     }
 
