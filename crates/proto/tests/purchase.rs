@@ -10,9 +10,12 @@ use netbill_proto::crypto::{Crypto, Digest, GoodsKey, SealSecret, Signer};
 use netbill_proto::customer::{
     self, CustomerError, CustomerPurchase, QuoteExpectation, Settlement,
 };
-use netbill_proto::merchant::{self, MerchantError, MerchantPurchase, Offer};
+use netbill_proto::merchant::{
+    self, MerchantEffect, MerchantError, MerchantPurchase, MerchantState, Offer,
+};
 use netbill_proto::messages::{
     Endorsement, Epo, GoodsOffer, GroupCredential, PriceRequest, Quote, Receipt, ResultCode,
+    StatusAnswer,
 };
 use netbill_proto::signed::{Signed, SignedBody};
 use netbill_proto::{AccountId, Amount, GroupName, ProductCode};
@@ -947,4 +950,133 @@ fn refund_decisions_never_exceed_the_price() {
         decide_refund(&other, Some(&facts(ResultCode::Committed, "USD:0"))),
         Err(RefundError::WrongMerchant { .. })
     ));
+}
+
+// ---------------------------------------------------------------------------------------
+// The merchant's effects: what its shells (the server, the model checker) carry out.
+
+fn pay(
+    w: &World,
+    m: &mut MerchantPurchase,
+    epo: Signed<Epo>,
+) -> Result<MerchantEffect, MerchantError> {
+    m.on_payment(
+        &C,
+        &w.merchant,
+        &seal_secret("acme-seal"),
+        &C.seal_key(&w.billing_secret),
+        epo,
+        "",
+        NOW + 8,
+    )
+}
+
+#[test]
+fn a_payment_is_endorsed_once_then_answered_from_the_outcome() {
+    let mut w = World::new("USD:1");
+    let (_c, mut m, epo) = w.through_epo();
+    let epoid = epo.body_unverified().epoid.clone();
+    // The EPO: endorse, and send the endorsement to N.
+    let MerchantEffect::SendEndorsement(e) = pay(&w, &mut m, epo.clone()).unwrap() else {
+        panic!("a new EPO is endorsed and sent to N");
+    };
+    assert_eq!(m.endorsement.as_ref(), Some(&e));
+    // The same EPO again before N answered: ask N, do not endorse twice.
+    assert_eq!(
+        pay(&w, &mut m, epo.clone()).unwrap(),
+        MerchantEffect::AskBilling(epoid.clone())
+    );
+    // N knows no outcome yet: the very same endorsement again.
+    let none = StatusAnswer {
+        epoid: epoid.clone(),
+        receipt: None,
+    };
+    assert_eq!(
+        m.on_billing_answer(&C, &w.billing.public_key(), &none)
+            .unwrap(),
+        vec![MerchantEffect::SendEndorsement(e.clone())]
+    );
+    // A receipt that is not N's changes nothing.
+    let (_, receipt) = w.bill(e, NOW + 9).unwrap();
+    let forged = StatusAnswer {
+        epoid: epoid.clone(),
+        receipt: Some(Signed::sign(receipt.body_unverified().clone(), &w.merchant)),
+    };
+    assert!(
+        m.on_billing_answer(&C, &w.billing.public_key(), &forged)
+            .is_err()
+    );
+    assert_eq!(m.state(), MerchantState::Endorsed);
+    // N's receipt: record the settled purchase, then answer the customer with it.
+    let answer = StatusAnswer {
+        epoid: epoid.clone(),
+        receipt: Some(receipt.clone()),
+    };
+    assert_eq!(
+        m.on_billing_answer(&C, &w.billing.public_key(), &answer)
+            .unwrap(),
+        vec![
+            MerchantEffect::Record,
+            MerchantEffect::AnswerCustomer(receipt.clone())
+        ]
+    );
+    assert_eq!(m.state(), MerchantState::Settled(ResultCode::Committed));
+    // The same EPO once settled: the receipt, from the record.
+    assert_eq!(
+        pay(&w, &mut m, epo).unwrap(),
+        MerchantEffect::AnswerCustomer(receipt)
+    );
+}
+
+#[test]
+fn another_epo_for_an_endorsed_purchase_is_refused() {
+    let w = World::new("USD:1");
+    let (mut c, mut m, epo) = w.through_epo();
+    pay(&w, &mut m, epo).unwrap();
+    // The customer signs again (another nonce): another EPO for the same EPOID.
+    c.epo = None;
+    let other = c
+        .sign_epo(
+            &C,
+            &w.customer,
+            &C.seal_key(&w.billing_secret),
+            &id("alice"),
+            [2; 16],
+            "another memo",
+            NOW + 7,
+            [1; 32],
+        )
+        .unwrap_or_else(|_| panic!("a second EPO"));
+    assert_eq!(pay(&w, &mut m, other), Err(MerchantError::AlreadyEndorsed));
+}
+
+#[test]
+fn a_payment_finds_the_merchants_record_only_for_the_same_quote_and_goods() {
+    let w = World::new("USD:1");
+    let (_c, mut stored, epo) = w.through_epo();
+    pay(&w, &mut stored, epo).unwrap();
+    let (_c, fresh, _) = w.through_epo();
+    assert_eq!(
+        MerchantPurchase::for_payment(fresh.clone(), Some(stored.clone())),
+        stored,
+        "a retry is answered from the record"
+    );
+    assert_eq!(MerchantPurchase::for_payment(fresh.clone(), None), fresh);
+    let mut other_goods = stored.clone();
+    other_goods.offer.ciphertext_len += 1;
+    assert_eq!(
+        MerchantPurchase::for_payment(fresh.clone(), Some(other_goods)),
+        fresh
+    );
+    let (_c, mut other_quote, _) = w.through_epo();
+    other_quote.quote = w
+        .quote(&PriceRequest {
+            prd_hex: String::new(),
+            ..w.request()
+        })
+        .unwrap();
+    assert_eq!(
+        MerchantPurchase::for_payment(fresh.clone(), Some(other_quote)),
+        fresh
+    );
 }
