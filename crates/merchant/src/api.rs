@@ -490,7 +490,7 @@ async fn carry_out(
                 continue;
             }
             MerchantEffect::AnswerCustomer(r) => {
-                answer = Some(r);
+                answer = Some(*r);
                 continue;
             }
         };

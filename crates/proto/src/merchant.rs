@@ -271,7 +271,7 @@ pub fn make_offer(
 pub enum MerchantEffect {
     /// Send this endorsement to N (`POST /v1/endorsements`), holding it in memory only (it is
     /// deterministic); feed N's answer to [`MerchantPurchase::on_billing_answer`].
-    SendEndorsement(Signed<Endorsement>),
+    SendEndorsement(Box<Signed<Endorsement>>),
     /// Ask N for the outcome of this EPOID (the M→N status query); feed the answer to
     /// [`MerchantPurchase::on_billing_answer`].
     AskBilling(EpoId),
@@ -279,7 +279,7 @@ pub enum MerchantEffect {
     /// the outcome, and a status query or the customer's retry finds it again.
     Record,
     /// Answer the customer's payment with this receipt.
-    AnswerCustomer(Signed<Receipt>),
+    AnswerCustomer(Box<Signed<Receipt>>),
 }
 
 /// Where a merchant's purchase stands.
@@ -507,7 +507,7 @@ impl MerchantPurchase {
             && done.body_unverified().epo == epo
         {
             return Ok(match &self.receipt {
-                Some(r) => MerchantEffect::AnswerCustomer(r.clone()),
+                Some(r) => MerchantEffect::AnswerCustomer(Box::new(r.clone())),
                 None => MerchantEffect::AskBilling(epo.body_unverified().epoid.clone()),
             });
         }
@@ -520,7 +520,7 @@ impl MerchantPurchase {
             memo,
             now_ms,
         )
-        .map(MerchantEffect::SendEndorsement)
+        .map(|e| MerchantEffect::SendEndorsement(Box::new(e)))
     }
 
     /// Step 7 arrives: N's answer to the endorsement or to a status query. A receipt settles
@@ -537,13 +537,13 @@ impl MerchantPurchase {
                 self.settle(crypto, billing_key, r.clone())?;
                 Ok(vec![
                     MerchantEffect::Record,
-                    MerchantEffect::AnswerCustomer(r.clone()),
+                    MerchantEffect::AnswerCustomer(Box::new(r.clone())),
                 ])
             }
             None => Ok(self
                 .endorsement
                 .iter()
-                .map(|e| MerchantEffect::SendEndorsement(e.clone()))
+                .map(|e| MerchantEffect::SendEndorsement(Box::new(e.clone())))
                 .collect()),
         }
     }

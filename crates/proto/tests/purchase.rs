@@ -980,6 +980,7 @@ fn a_payment_is_endorsed_once_then_answered_from_the_outcome() {
     let MerchantEffect::SendEndorsement(e) = pay(&w, &mut m, epo.clone()).unwrap() else {
         panic!("a new EPO is endorsed and sent to N");
     };
+    let e = *e;
     assert_eq!(m.endorsement.as_ref(), Some(&e));
     // The same EPO again before N answered: ask N, do not endorse twice.
     assert_eq!(
@@ -994,7 +995,7 @@ fn a_payment_is_endorsed_once_then_answered_from_the_outcome() {
     assert_eq!(
         m.on_billing_answer(&C, &w.billing.public_key(), &none)
             .unwrap(),
-        vec![MerchantEffect::SendEndorsement(e.clone())]
+        vec![MerchantEffect::SendEndorsement(Box::new(e.clone()))]
     );
     // A receipt that is not N's changes nothing.
     let (_, receipt) = w.bill(e, NOW + 9).unwrap();
@@ -1017,14 +1018,14 @@ fn a_payment_is_endorsed_once_then_answered_from_the_outcome() {
             .unwrap(),
         vec![
             MerchantEffect::Record,
-            MerchantEffect::AnswerCustomer(receipt.clone())
+            MerchantEffect::AnswerCustomer(Box::new(receipt.clone()))
         ]
     );
     assert_eq!(m.state(), MerchantState::Settled(ResultCode::Committed));
     // The same EPO once settled: the receipt, from the record.
     assert_eq!(
         pay(&w, &mut m, epo).unwrap(),
-        MerchantEffect::AnswerCustomer(receipt)
+        MerchantEffect::AnswerCustomer(Box::new(receipt))
     );
 }
 

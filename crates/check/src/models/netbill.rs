@@ -735,7 +735,7 @@ impl NetBill {
                         Self::send(out, C, m.clock, Body::Key(p.goods_key.0));
                     }
                     m.pending = Some(p.clone());
-                    Self::send(out, N, m.clock, Body::Endorsement(Arc::new(e)));
+                    Self::send(out, N, m.clock, Body::Endorsement(Arc::new(*e)));
                 }
                 MerchantEffect::AskBilling(epoid) => {
                     m.pending = Some(p.clone());
