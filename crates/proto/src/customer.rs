@@ -19,6 +19,35 @@ use crate::money::Amount;
 use crate::sealing;
 use crate::signed::Signed;
 
+/// Who pays, as signing the EPO needs it.
+pub struct Payer<'a> {
+    pub signer: &'a dyn Signer,
+    /// N's sealing key (the EPO's part only N reads is sealed to it).
+    pub billing_seal_key: &'a SealKey,
+    /// The customer's true account (sealed to N).
+    pub account: &'a AccountId,
+    /// The customer's memo to N.
+    pub memo: &'a str,
+}
+
+/// What the customer's shell is to do for a purchase, as [`CustomerPurchase::on_goods`],
+/// [`CustomerPurchase::on_receipt`] and [`CustomerPurchase::recover`] decide it: the wallet
+/// and the model checker carry out the same effects, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CustomerEffect {
+    /// Write the purchase record durably (fsync) before the next effect: it holds the
+    /// signed EPO, which may be paid.
+    PersistDurably,
+    /// Write the purchase record; no fsync needed (what it adds can be fetched again).
+    Persist,
+    /// Send the signed EPO to the merchant (v2: with the offer, `POST /v2/pay`).
+    SendEpo(Box<Signed<Epo>>),
+    /// Decrypt the ciphertext with K, checked against the quote's plaintext digest.
+    Decrypt(GoodsKey),
+    /// Ask for the receipt of this EPOID: the merchant's status, N's, or the EPO re-sent.
+    AskForReceipt(crate::ids::EpoId),
+}
+
 /// Why the customer refuses to go on (or cannot use a receipt).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum CustomerError {
@@ -330,5 +359,87 @@ impl CustomerPurchase {
         };
         self.receipt = Some(receipt);
         Ok(settlement)
+    }
+
+    /// Steps 4–5 in one: the shell received the ciphertext (its checksum and length as it
+    /// arrived, and the merchant's delivery note). Checks it and signs the EPO — the
+    /// customer's point of no return: persist durably, then send. On a refusal the purchase
+    /// is aborted (nothing was signed, nothing can be paid) and kept as a record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_goods(
+        &mut self,
+        crypto: &dyn Crypto,
+        payer: &Payer<'_>,
+        received: (Digest, u64),
+        note: DeliveryNote,
+        now_ms: u64,
+        account_nonce: [u8; 16],
+        entropy: [u8; 32],
+    ) -> Result<Vec<CustomerEffect>, (CustomerError, Vec<CustomerEffect>)> {
+        let signed = self
+            .delivered(received.0, received.1, note, now_ms)
+            .and_then(|()| {
+                self.sign_epo(
+                    crypto,
+                    payer.signer,
+                    payer.billing_seal_key,
+                    payer.account,
+                    account_nonce,
+                    payer.memo,
+                    now_ms,
+                    entropy,
+                )
+            });
+        match signed {
+            Ok(epo) => Ok(vec![
+                CustomerEffect::PersistDurably,
+                CustomerEffect::SendEpo(Box::new(epo)),
+            ]),
+            Err(e) => {
+                // Not signed: abort always succeeds here (no EPO exists).
+                let _ = self.abort();
+                Err((e, vec![CustomerEffect::Persist]))
+            }
+        }
+    }
+
+    /// Step 8 (or a status answer): N's receipt. Settles the purchase; if paid, decrypt with
+    /// K; then record it (a quick write: the receipt can be fetched from N again, and the
+    /// durable EPO record recovers it after a crash).
+    pub fn on_receipt(
+        &mut self,
+        crypto: &dyn Crypto,
+        billing_key: &PublicKey,
+        billing_seal_key: &SealKey,
+        receipt: Signed<Receipt>,
+    ) -> Result<(Settlement, Vec<CustomerEffect>), CustomerError> {
+        let settlement = self.settle(crypto, billing_key, billing_seal_key, receipt)?;
+        let effects = match &settlement {
+            Settlement::Paid { goods_key, .. } => vec![
+                CustomerEffect::Decrypt(goods_key.clone()),
+                CustomerEffect::Persist,
+            ],
+            Settlement::NotPaid { .. } => vec![CustomerEffect::Persist],
+        };
+        Ok((settlement, effects))
+    }
+
+    /// After a restart, from the persisted record: a purchase not signed is aborted (nothing
+    /// was paid); a signed one asks for its receipt (it may have been paid); a finished one
+    /// needs nothing.
+    pub fn recover(&mut self) -> Vec<CustomerEffect> {
+        match self.state() {
+            CustomerState::Receiving | CustomerState::Delivered => {
+                let _ = self.abort();
+                vec![CustomerEffect::Persist]
+            }
+            CustomerState::Committed => self
+                .epo
+                .as_ref()
+                .map(|e| CustomerEffect::AskForReceipt(e.body_unverified().epoid.clone()))
+                .into_iter()
+                .collect(),
+            CustomerState::Settled(_) | CustomerState::Aborted => Vec::new(),
+        }
     }
 }

@@ -8,14 +8,15 @@ use netbill_proto::codec::Codec;
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
 use netbill_proto::crypto::{Crypto, Digest, GoodsKey, SealSecret, Signer};
 use netbill_proto::customer::{
-    self, CustomerError, CustomerPurchase, QuoteExpectation, Settlement,
+    self, CustomerEffect, CustomerError, CustomerPurchase, CustomerState, Payer, QuoteExpectation,
+    Settlement,
 };
 use netbill_proto::merchant::{
     self, MerchantEffect, MerchantError, MerchantPurchase, MerchantState, Offer,
 };
 use netbill_proto::messages::{
-    Endorsement, Epo, GoodsOffer, GroupCredential, PriceRequest, Quote, Receipt, ResultCode,
-    StatusAnswer,
+    DeliveryNote, Endorsement, Epo, GoodsOffer, GroupCredential, PriceRequest, Quote, Receipt,
+    ResultCode, StatusAnswer,
 };
 use netbill_proto::signed::{Signed, SignedBody};
 use netbill_proto::{AccountId, Amount, GroupName, ProductCode};
@@ -1080,4 +1081,141 @@ fn a_payment_finds_the_merchants_record_only_for_the_same_quote_and_goods() {
         MerchantPurchase::for_payment(fresh.clone(), Some(other_quote)),
         fresh
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The customer's effects: what the wallet and the model checker carry out.
+
+/// Steps 1–4 without the EPO: the quote, the merchant's record with its note, the customer's
+/// fresh record.
+fn until_goods(w: &World) -> (CustomerPurchase, MerchantPurchase, DeliveryNote, Digest) {
+    let quote = w.quote(&w.request()).unwrap();
+    let checksum = C.digest(&[b"ciphertext"]);
+    let offer = GoodsOffer {
+        purchase: "p1".into(),
+        checksum,
+        ciphertext_len: 10,
+    };
+    let mut m = MerchantPurchase::new(quote.clone(), GoodsKey([7; 32]), offer.clone());
+    let note = m.deliver(1, NOW + 5, 600_000);
+    let c = CustomerPurchase::new(quote, offer, seal_secret("reply"));
+    (c, m, note, checksum)
+}
+
+fn goods(
+    w: &World,
+    c: &mut CustomerPurchase,
+    received: (Digest, u64),
+    note: DeliveryNote,
+) -> Result<Vec<CustomerEffect>, (CustomerError, Vec<CustomerEffect>)> {
+    let n_key = C.seal_key(&w.billing_secret);
+    let account = id("alice");
+    let payer = Payer {
+        signer: &w.customer,
+        billing_seal_key: &n_key,
+        account: &account,
+        memo: "memo",
+    };
+    c.on_goods(&C, &payer, received, note, NOW + 6, [1; 16], [0; 32])
+}
+
+#[test]
+fn the_goods_as_offered_are_paid_for_durably_before_the_epo_leaves() {
+    let w = World::new("USD:1");
+    let (mut c, _m, note, checksum) = until_goods(&w);
+    let effects = goods(&w, &mut c, (checksum, 10), note).unwrap();
+    let epo = c.epo.clone().expect("the EPO is signed");
+    assert_eq!(
+        effects,
+        vec![
+            CustomerEffect::PersistDurably,
+            CustomerEffect::SendEpo(Box::new(epo))
+        ],
+        "persist durably first, then send"
+    );
+    assert_eq!(c.state(), CustomerState::Committed);
+}
+
+#[test]
+fn goods_not_as_offered_abort_the_purchase_and_sign_nothing() {
+    let w = World::new("USD:1");
+    for received in [
+        (C.digest(&[b"other bytes"]), 10),
+        (C.digest(&[b"ciphertext"]), 11),
+    ] {
+        let (mut c, _m, note, _) = until_goods(&w);
+        let (e, effects) = goods(&w, &mut c, received, note).unwrap_err();
+        assert_eq!(e, CustomerError::ChecksumMismatch);
+        assert_eq!(effects, vec![CustomerEffect::Persist]);
+        assert_eq!(c.state(), CustomerState::Aborted);
+        assert!(c.epo.is_none());
+    }
+}
+
+#[test]
+fn a_receipt_decrypts_then_records_and_recovery_asks_only_for_what_may_be_paid() {
+    let mut w = World::new("USD:1");
+    let (mut c, mut m, epo) = w.through_epo();
+    let epoid = epo.body_unverified().epoid.clone();
+    // Signed but not settled: recovery asks for the receipt.
+    assert_eq!(c.recover(), vec![CustomerEffect::AskForReceipt(epoid)]);
+    let e = w.endorse(&mut m, epo);
+    let (_, receipt) = w.bill(e, NOW + 9).unwrap();
+    // Not N's: refused, nothing changes.
+    let forged = Signed::sign(receipt.body_unverified().clone(), &w.merchant);
+    assert!(
+        c.on_receipt(
+            &C,
+            &w.billing.public_key(),
+            &C.seal_key(&w.billing_secret),
+            forged
+        )
+        .is_err()
+    );
+    assert_eq!(c.state(), CustomerState::Committed);
+    let (settlement, effects) = c
+        .on_receipt(
+            &C,
+            &w.billing.public_key(),
+            &C.seal_key(&w.billing_secret),
+            receipt,
+        )
+        .unwrap();
+    let Settlement::Paid { goods_key, .. } = settlement else {
+        panic!("paid");
+    };
+    assert_eq!(goods_key, GoodsKey([7; 32]));
+    assert_eq!(
+        effects,
+        vec![CustomerEffect::Decrypt(goods_key), CustomerEffect::Persist]
+    );
+    assert_eq!(c.recover(), vec![], "a settled purchase needs nothing");
+    // Delivered but not signed: recovery aborts it (nothing can have been paid).
+    let (mut fresh, _m, note, checksum) = until_goods(&w);
+    fresh.delivered(checksum, 10, note, NOW + 6).unwrap();
+    assert_eq!(fresh.recover(), vec![CustomerEffect::Persist]);
+    assert_eq!(fresh.state(), CustomerState::Aborted);
+    assert_eq!(fresh.recover(), vec![]);
+}
+
+#[test]
+fn a_failure_receipt_records_without_decrypting() {
+    let mut w = World::new("USD:0.01");
+    let (mut c, mut m, epo) = w.through_epo();
+    let e = w.endorse(&mut m, epo);
+    let (_, receipt) = w.bill(e, NOW + 9).unwrap();
+    assert_eq!(
+        receipt.body_unverified().result,
+        ResultCode::InsufficientFunds
+    );
+    let (settlement, effects) = c
+        .on_receipt(
+            &C,
+            &w.billing.public_key(),
+            &C.seal_key(&w.billing_secret),
+            receipt,
+        )
+        .unwrap();
+    assert!(matches!(settlement, Settlement::NotPaid { .. }));
+    assert_eq!(effects, vec![CustomerEffect::Persist]);
 }

@@ -28,13 +28,14 @@ use netbill_http::now_ms;
 use netbill_proto::crypto::SealSecret;
 use netbill_proto::crypto::{Digest, GoodsKey, PublicKey, Signer};
 use netbill_proto::customer::{
-    self, CustomerError, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
+    self, CustomerEffect, CustomerError, CustomerPurchase, CustomerState, Payer, QuoteExpectation,
+    Settlement,
 };
 use netbill_proto::messages::{
     GoodsOffer, GroupCredential, OFFER_HEADER, Payment, PriceRequest, PurchaseOffer, ResultCode,
     StatusAnswer,
 };
-use netbill_proto::{AccountId, Amount, ProductCode, Signed};
+use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
 use netbill_server::{AccountInfo, BillingPublic, MerchantKey, Statement};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -488,15 +489,36 @@ impl Wallet {
         };
         let (checksum, len) = self.download(resp, &merchant, &offer.goods, report).await?;
         netbill_http::crash_point("wallet.after_receive_goods");
-        if let Err(e) = rec
-            .purchase
-            .delivered(checksum, len, offer.note.clone(), now_ms())
-        {
-            rec.purchase.abort()?;
-            // Nothing was signed: kept only as a record of what the merchant sent.
-            self.save_quick(&rec)?;
-            return Err(e.into());
-        }
+        // The core checks the ciphertext and signs the EPO — the point of no return; the
+        // wallet carries out its effects: durable before it leaves (the one write of the
+        // customer's on the critical path: her record of which ciphertext she holds and what
+        // she signed for it), then sent.
+        let payer = Payer {
+            signer: &self.signer,
+            billing_seal_key: &self.config.billing.seal_key,
+            account: &self.config.account,
+            memo: &opts.memo,
+        };
+        let effects = match rec.purchase.on_goods(
+            &RealCrypto,
+            &payer,
+            (checksum, len),
+            offer.note.clone(),
+            now_ms(),
+            random_bytes(),
+            random_bytes(),
+        ) {
+            Ok(effects) => effects,
+            Err((e, effects)) => {
+                // Nothing was signed: kept only as a record of what the merchant sent.
+                for effect in effects {
+                    if matches!(effect, CustomerEffect::Persist) {
+                        self.save_quick(&rec)?;
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         report(Step::Protocol(
             2,
             format!(
@@ -504,24 +526,25 @@ impl Wallet {
                 &checksum.to_hex()[..16]
             ),
         ));
-        // Sign the EPO — the point of no return. Durable before it leaves: the one write
-        // of the customer's on the critical path (her record of which ciphertext she holds
-        // and what she signed for it).
-        let epo = rec.purchase.sign_epo(
-            &RealCrypto,
-            &self.signer,
-            &self.config.billing.seal_key,
-            &self.config.account,
-            random_bytes(),
-            &opts.memo,
-            now_ms(),
-            random_bytes(),
-        )?;
-        netbill_http::crash_point("wallet.before_persist_epo");
-        // Test-only bug switch: send the EPO without persisting it first.
-        if !netbill_http::bug("wallet.send_before_persist") {
-            self.save(&rec)?;
+        let mut to_send = None;
+        for effect in effects {
+            match effect {
+                CustomerEffect::PersistDurably => {
+                    netbill_http::crash_point("wallet.before_persist_epo");
+                    // Test-only bug switch: send the EPO without persisting it first.
+                    if !netbill_http::bug("wallet.send_before_persist") {
+                        self.save(&rec)?;
+                    }
+                }
+                CustomerEffect::SendEpo(epo) => to_send = Some(*epo),
+                other => {
+                    return Err(WalletError::Other(format!(
+                        "unexpected step {other:?} before paying"
+                    )));
+                }
+            }
         }
+        let epo = to_send.ok_or_else(|| WalletError::Other("no EPO to send".into()))?;
         netbill_http::crash_point("wallet.before_send_epo");
         report(Step::Protocol(
             3,
@@ -613,7 +636,7 @@ impl Wallet {
         rec: &mut PurchaseRecord,
         receipt: Signed<netbill_proto::messages::Receipt>,
     ) -> Result<Outcome, WalletError> {
-        let settlement = rec.purchase.settle(
+        let (settlement, effects) = rec.purchase.on_receipt(
             &RealCrypto,
             &self.config.billing.sign_key,
             &self.config.billing.seal_key,
@@ -622,39 +645,47 @@ impl Wallet {
         // The receipt is N's and can be fetched again: if a crash loses the record saved
         // below, the durable EPO record is back and `recover` settles it again. So one
         // quick save, once the outcome is complete, is enough.
-        match settlement {
+        let mut undecryptable = None;
+        for effect in effects {
+            match effect {
+                CustomerEffect::Decrypt(goods_key) => match self.decrypt(rec, &goods_key) {
+                    Ok(()) => rec.delivered_to = Some(rec.out.clone()),
+                    // Kept as evidence for a dispute: the receipt with the K that failed.
+                    Err(e) => undecryptable = Some(e),
+                },
+                CustomerEffect::Persist | CustomerEffect::PersistDurably => {
+                    self.save_quick(rec)?;
+                    netbill_http::crash_point("wallet.after_persist_receipt");
+                }
+                other => {
+                    return Err(WalletError::Other(format!(
+                        "unexpected step {other:?} after the receipt"
+                    )));
+                }
+            }
+        }
+        if let Some(e) = undecryptable {
+            return Err(e);
+        }
+        Ok(match settlement {
             Settlement::Paid {
-                goods_key,
                 balance_minor,
                 low_balance,
-            } => {
-                if let Err(e) = self.decrypt(rec, &goods_key) {
-                    // Kept as evidence for a dispute: the receipt with the K that failed.
-                    self.save_quick(rec)?;
-                    return Err(e);
-                }
-                rec.delivered_to = Some(rec.out.clone());
-                self.save_quick(rec)?;
-                netbill_http::crash_point("wallet.after_persist_receipt");
-                Ok(Outcome::Paid {
-                    path: rec.out.clone(),
-                    price: rec.purchase.quote.body_unverified().price,
-                    balance_minor,
-                    low_balance,
-                })
-            }
+                ..
+            } => Outcome::Paid {
+                path: rec.out.clone(),
+                price: rec.purchase.quote.body_unverified().price,
+                balance_minor,
+                low_balance,
+            },
             Settlement::NotPaid {
                 result,
                 balance_minor,
-            } => {
-                self.save_quick(rec)?;
-                netbill_http::crash_point("wallet.after_persist_receipt");
-                Ok(Outcome::NotPaid {
-                    result,
-                    balance_minor,
-                })
-            }
-        }
+            } => Outcome::NotPaid {
+                result,
+                balance_minor,
+            },
+        })
     }
 
     /// Decrypts a paid purchase's ciphertext to its `out` path, checked against the quote's
@@ -688,12 +719,26 @@ impl Wallet {
         for mut rec in self.purchases()? {
             let id = rec.purchase.offer.purchase.clone();
             let outcome = match rec.purchase.state() {
-                CustomerState::Receiving | CustomerState::Delivered => {
-                    rec.purchase.abort()?;
-                    self.save(&rec)?;
-                    Outcome::Aborted
+                CustomerState::Receiving | CustomerState::Delivered | CustomerState::Committed => {
+                    // The core decides; the wallet carries out.
+                    let mut outcome = None;
+                    for effect in rec.purchase.recover() {
+                        match effect {
+                            CustomerEffect::Persist | CustomerEffect::PersistDurably => {
+                                self.save(&rec)?;
+                                outcome = Some(Outcome::Aborted);
+                            }
+                            CustomerEffect::AskForReceipt(epoid) => {
+                                outcome = Some(self.recover_committed(&mut rec, epoid).await?);
+                            }
+                            _ => {}
+                        }
+                    }
+                    match outcome {
+                        Some(o) => o,
+                        None => continue,
+                    }
                 }
-                CustomerState::Committed => self.recover_committed(&mut rec).await?,
                 CustomerState::Settled(ResultCode::Committed) if rec.delivered_to.is_none() => {
                     let r = rec
                         .purchase
@@ -710,13 +755,13 @@ impl Wallet {
         Ok(out)
     }
 
-    async fn recover_committed(&self, rec: &mut PurchaseRecord) -> Result<Outcome, WalletError> {
-        let epoid = rec
-            .purchase
-            .epo
-            .as_ref()
-            .map(|e| e.body_unverified().epoid.clone())
-            .ok_or_else(|| WalletError::Other("committed without an EPO".into()))?;
+    /// Asks for the receipt of a committed purchase: the merchant's status, then N's, then
+    /// the very same EPO re-sent.
+    async fn recover_committed(
+        &self,
+        rec: &mut PurchaseRecord,
+        epoid: EpoId,
+    ) -> Result<Outcome, WalletError> {
         // First the merchant (C→M), then N (C→N).
         let from_merchant = match Client::new(&rec.merchant_url) {
             Ok(m) => m

@@ -53,7 +53,7 @@ use netbill_proto::crypto::{
     Crypto, Digest, GoodsKey, SealKey, SealSecret, Signer, goods_key_digest,
 };
 use netbill_proto::customer::{
-    self, CustomerPurchase, CustomerState, QuoteExpectation, Settlement,
+    self, CustomerEffect, CustomerPurchase, CustomerState, Payer, QuoteExpectation,
 };
 use netbill_proto::merchant::{self, MerchantEffect, MerchantPurchase, Offer};
 use netbill_proto::messages::{
@@ -416,49 +416,6 @@ impl NetBill {
     // ------------------------------------------------------------------------------------
     // C, the wallet.
 
-    /// Step 3: sign the EPO and send it with the offer, persisting both first (the mutant
-    /// wallet does not).
-    fn customer_sign(
-        &self,
-        c: &mut Customer,
-        mut p: CustomerPurchase,
-        offer: &Arc<PurchaseOffer>,
-        out: &mut Out<Msg>,
-    ) {
-        let s = &self.setup;
-        let signed = p.sign_epo(
-            &s.crypto,
-            &s.customer,
-            &s.billing_seal_key,
-            &s.customer_account,
-            [1; 16],
-            "",
-            c.clock.ms(),
-            [0; 32],
-        );
-        match signed {
-            Ok(epo) => {
-                if self.is(NetBillMutant::WalletLosesEpo) {
-                    c.unsaved = Some(Arc::new(p));
-                } else {
-                    c.saved = Some(Arc::new(p));
-                    c.offer = Some(offer.clone());
-                }
-                let payment = Payment {
-                    offer: (**offer).clone(),
-                    epo,
-                };
-                Self::send(out, M, c.clock, Body::Payment(Arc::new(payment)));
-                c.phase = CPhase::AwaitReceipt;
-            }
-            Err(_) => {
-                let _ = p.abort();
-                c.saved = Some(Arc::new(p));
-                c.phase = CPhase::Finished;
-            }
-        }
-    }
-
     fn customer_msg(&self, c: &mut Customer, body: &Body, out: &mut Out<Msg>) {
         let s = &self.setup;
         match body {
@@ -476,18 +433,51 @@ impl NetBill {
                 let mut p =
                     CustomerPurchase::new(offer.quote.clone(), offer.goods.clone(), reply_secret());
                 // The shell computed the checksum and length of the ciphertext while storing
-                // it (what M sent: the model's network does not alter bytes); nothing is
-                // persisted before the EPO is signed.
-                let delivered = p.delivered(
-                    offer.goods.checksum,
-                    offer.goods.ciphertext_len,
+                // it (what M sent: the model's network does not alter bytes); the core checks
+                // it and signs the EPO, and the shell carries out the effects, as the wallet.
+                let payer = Payer {
+                    signer: &s.customer,
+                    billing_seal_key: &s.billing_seal_key,
+                    account: &s.customer_account,
+                    memo: "",
+                };
+                let effects = match p.on_goods(
+                    &s.crypto,
+                    &payer,
+                    (offer.goods.checksum, offer.goods.ciphertext_len),
                     offer.note.clone(),
                     c.clock.ms(),
-                );
-                if delivered.is_ok() {
-                    self.customer_sign(c, p, offer, out);
-                } else {
-                    c.phase = CPhase::Finished;
+                    [1; 16],
+                    [0; 32],
+                ) {
+                    Ok(effects) => effects,
+                    Err((_, effects)) => effects,
+                };
+                c.phase = CPhase::Finished;
+                let p = Arc::new(p);
+                for effect in effects {
+                    match effect {
+                        // The mutant wallet sends the EPO without persisting it first.
+                        CustomerEffect::PersistDurably
+                            if self.is(NetBillMutant::WalletLosesEpo) =>
+                        {
+                            c.unsaved = Some(p.clone());
+                        }
+                        CustomerEffect::PersistDurably => {
+                            c.saved = Some(p.clone());
+                            c.offer = Some(offer.clone());
+                        }
+                        CustomerEffect::Persist => c.saved = Some(p.clone()),
+                        CustomerEffect::SendEpo(epo) => {
+                            let payment = Payment {
+                                offer: (**offer).clone(),
+                                epo: *epo,
+                            };
+                            Self::send(out, M, c.clock, Body::Payment(Arc::new(payment)));
+                            c.phase = CPhase::AwaitReceipt;
+                        }
+                        CustomerEffect::Decrypt(_) | CustomerEffect::AskForReceipt(_) => {}
+                    }
                 }
             }
             Body::Answer(answer) => {
@@ -503,18 +493,24 @@ impl NetBill {
                 let Some(mut p) = c.record().cloned() else {
                     return;
                 };
-                match p.settle(
+                let Ok((_, effects)) = p.on_receipt(
                     &s.crypto,
                     &s.billing.public_key(),
                     &s.billing_seal_key,
                     receipt.clone(),
-                ) {
-                    Ok(Settlement::Paid { goods_key, .. }) => c.goods_key = Some(goods_key),
-                    Ok(Settlement::NotPaid { .. }) => {}
-                    Err(_) => return,
+                ) else {
+                    return;
+                };
+                for effect in effects {
+                    match effect {
+                        CustomerEffect::Decrypt(goods_key) => c.goods_key = Some(goods_key),
+                        CustomerEffect::Persist | CustomerEffect::PersistDurably => {
+                            c.saved = Some(Arc::new(p.clone()));
+                            c.unsaved = None;
+                        }
+                        CustomerEffect::SendEpo(_) | CustomerEffect::AskForReceipt(_) => {}
+                    }
                 }
-                c.saved = Some(Arc::new(p));
-                c.unsaved = None;
                 c.phase = CPhase::Finished;
             }
             Body::Key(k) if c.record().is_some() => c.goods_key = Some(GoodsKey(*k)),
@@ -608,23 +604,21 @@ impl NetBill {
             return;
         };
         let mut p = (**saved).clone();
-        c.phase = match p.state() {
-            CustomerState::Receiving | CustomerState::Delivered => {
-                let _ = p.abort();
-                c.saved = Some(Arc::new(p));
-                CPhase::Finished
-            }
-            CustomerState::Committed => match Self::epoid(&p) {
-                Some(epoid) => {
-                    Self::send(out, N, c.clock, Body::Status(epoid));
-                    CPhase::AskBilling {
-                        retries: CUSTOMER_RETRIES,
-                    }
+        c.phase = CPhase::Finished;
+        for effect in p.recover() {
+            match effect {
+                CustomerEffect::Persist | CustomerEffect::PersistDurably => {
+                    c.saved = Some(Arc::new(p.clone()));
                 }
-                None => CPhase::Finished,
-            },
-            CustomerState::Settled(_) | CustomerState::Aborted => CPhase::Finished,
-        };
+                CustomerEffect::AskForReceipt(epoid) => {
+                    Self::send(out, N, c.clock, Body::Status(epoid));
+                    c.phase = CPhase::AskBilling {
+                        retries: CUSTOMER_RETRIES,
+                    };
+                }
+                CustomerEffect::SendEpo(_) | CustomerEffect::Decrypt(_) => {}
+            }
+        }
     }
 
     // ------------------------------------------------------------------------------------
