@@ -184,6 +184,7 @@ conformance!(
     batch_signed_receipts_are_stored_whole_and_single_signed_ones_still_read,
     the_billing_commit_answers_each_endorsement_once_and_signs_once_per_batch,
     the_billing_abort_records_once_and_answers_the_stored_outcome_after,
+    a_debit_may_reach_the_credit_limit_and_never_pass_it,
 );
 
 fn store_with_accounts(db: &Db) -> Box<dyn Store> {
@@ -256,11 +257,36 @@ fn transfers_are_idempotent_and_conserve_money(db: &Db) {
         (t.balances_minor, t.deposits_minor, t.payouts_minor),
         (75_000, 100_000, 25_000)
     );
+    // A transaction after a payout checks conservation against what the totals held before.
+    s.transfer(&id("acme"), Transfer::Deposit, usd("USD:0.01"), None, NOW)
+        .unwrap();
+    // A payout of the whole balance is allowed; one minor unit more is not.
+    assert!(matches!(
+        s.transfer(
+            &id("acme"),
+            Transfer::Payout,
+            Amount::from_minor(1_001).unwrap(),
+            None,
+            NOW
+        ),
+        Err(StoreError::WouldOverdraw { .. })
+    ));
+    assert_eq!(
+        s.transfer(&id("acme"), Transfer::Payout, usd("USD:0.01"), None, NOW)
+            .unwrap(),
+        0
+    );
+    s.transfer(&id("acme"), Transfer::Deposit, usd("USD:0.01"), None, NOW)
+        .unwrap();
+    s.transfer(&id("acme"), Transfer::Payout, usd("USD:0.01"), None, NOW)
+        .unwrap();
     let j = s.journal(0, 10).unwrap();
     // Opening an account journals its key (moving nothing).
     assert_eq!(
         j.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
-        ["key", "key", "deposit", "payout"]
+        [
+            "key", "key", "deposit", "payout", "deposit", "payout", "deposit", "payout"
+        ]
     );
     assert_eq!(
         j[0].memo,
@@ -654,6 +680,12 @@ fn checkpoints_sign_the_head_and_adjustments_never_break_conservation(db: &Db) {
     let err = s.adjust(&one_sided, NOW).unwrap_err();
     assert!(matches!(err, StoreError::BadAdjustment(_)), "{err}");
     assert!(err.to_string().contains("never break it"), "{err}");
+    // The message gives both sides: the balances after, and deposits minus payouts.
+    assert!(
+        err.to_string()
+            .contains("balances would sum to USD:2.00500 but deposits - payouts = USD:2.00000"),
+        "{err}"
+    );
     let err = s
         .adjust(
             &[Adjustment {
@@ -1335,4 +1367,57 @@ fn the_billing_abort_records_once_and_answers_the_stored_outcome_after(db: &Db) 
     assert!(!signed);
     assert_eq!(answer, stored);
     assert_eq!(answer.body_unverified().result, ResultCode::Committed);
+}
+
+/// Records `v` as committed with no decision first (what only a faulty caller would do): the
+/// rules layer's own check of the credit limit is what stands between it and the money.
+fn record_committed(s: &mut dyn Store, v: &billing::VerifiedPurchase) -> Result<(), StoreError> {
+    let n = SymbolicSigner::new("netbill");
+    let r = billing::make_receipt(
+        &C,
+        &n,
+        &seal_secret("netbill"),
+        v,
+        ResultCode::Committed,
+        0,
+        false,
+        NOW + 1,
+        [0; 32],
+    );
+    s.batch(&mut |tx| tx.record_purchase(v, &r, NOW + 1))
+}
+
+fn a_debit_may_reach_the_credit_limit_and_never_pass_it(db: &Db) {
+    let mut s = store_with_accounts(db);
+    s.create_account(
+        &NewAccount {
+            id: id("carol"),
+            kind: AccountKind::Customer,
+            key: SymbolicSigner::new("carol").public_key(),
+            credit_limit_minor: 2_000,
+            low_water_minor: 0,
+        },
+        NOW,
+    )
+    .unwrap();
+    // Exactly to the limit: the money moves.
+    record_committed(s.as_mut(), &purchase_by("carol", 1, "USD:0.02")).unwrap();
+    assert_eq!(
+        s.account(&id("carol")).unwrap().unwrap().balance_minor,
+        -2_000
+    );
+    // One minor unit past it: refused, nothing stored.
+    let over = purchase_by("carol", 2, "USD:0.00001");
+    let err = record_committed(s.as_mut(), &over).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
+    assert!(s.outcome(&over.epo().epoid).unwrap().is_none());
+    assert_eq!(
+        s.account(&id("carol")).unwrap().unwrap().balance_minor,
+        -2_000
+    );
+    assert_eq!(
+        s.account(&id("acme")).unwrap().unwrap().balance_minor,
+        2_000
+    );
+    s.check_conservation().unwrap();
 }
