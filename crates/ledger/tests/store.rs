@@ -297,6 +297,22 @@ fn transfers_are_idempotent_and_conserve_money(db: &Db) {
         (Amount::ZERO, Some(id("alice")))
     );
     assert_ne!(j[2].hash, j[3].hash);
+    // With payouts made, an adjustment's refusal gives deposits minus payouts.
+    let err = s
+        .adjust(
+            &[Adjustment {
+                account: id("alice"),
+                delta_minor: 500,
+                memo: "one-sided".into(),
+            }],
+            NOW,
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("balances would sum to USD:0.75500 but deposits - payouts = USD:0.75000"),
+        "{err}"
+    );
 }
 
 fn accounts_are_unique_and_changes_apply(db: &Db) {
