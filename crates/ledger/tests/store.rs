@@ -313,6 +313,24 @@ fn transfers_are_idempotent_and_conserve_money(db: &Db) {
             .contains("balances would sum to USD:0.75500 but deposits - payouts = USD:0.75000"),
         "{err}"
     );
+    // A balanced adjustment applies, checked against deposits minus payouts.
+    s.adjust(
+        &[
+            Adjustment {
+                account: id("alice"),
+                delta_minor: -500,
+                memo: "moved".into(),
+            },
+            Adjustment {
+                account: id("acme"),
+                delta_minor: 500,
+                memo: "moved".into(),
+            },
+        ],
+        NOW,
+    )
+    .unwrap();
+    assert_eq!(s.account(&id("acme")).unwrap().unwrap().balance_minor, 500);
 }
 
 fn accounts_are_unique_and_changes_apply(db: &Db) {
