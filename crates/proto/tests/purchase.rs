@@ -99,10 +99,10 @@ impl World {
 
     /// Steps 1–5: returns both parties' purchase records with the EPO signed.
     fn through_epo(&self) -> (CustomerPurchase, MerchantPurchase, Signed<Epo>) {
-        let quote = self.quote(&self.request()).unwrap();
+        let (mut c, m, note, checksum) = until_goods(self);
         customer::check_quote(
             &C,
-            &quote,
+            &c.quote,
             &QuoteExpectation {
                 merchant_key: &self.merchant.public_key(),
                 customer_key: &self.customer.public_key(),
@@ -112,16 +112,7 @@ impl World {
             NOW,
         )
         .unwrap();
-        merchant::check_goods_request(&C, &self.merchant.public_key(), &quote, NOW).unwrap();
-        let checksum = C.digest(&[b"ciphertext"]);
-        let offer = GoodsOffer {
-            purchase: "p1".into(),
-            checksum,
-            ciphertext_len: 10,
-        };
-        let mut m = MerchantPurchase::new(quote.clone(), GoodsKey([7; 32]), offer.clone());
-        let note = m.deliver(1, NOW + 5, 600_000);
-        let mut c = CustomerPurchase::new(quote, offer, seal_secret("reply"));
+        merchant::check_goods_request(&C, &self.merchant.public_key(), &c.quote, NOW).unwrap();
         c.delivered(checksum, 10, note, NOW + 6).unwrap();
         let epo = c
             .sign_epo(
