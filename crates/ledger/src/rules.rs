@@ -22,6 +22,7 @@ use netbill_proto::messages::{
 };
 use netbill_proto::{AccountId, Amount, EpoId, Signed};
 
+use crate::sqlite::corrupt;
 use crate::{
     AccountChange, AccountRecord, Adjustment, HistoryLine, JournalEntry, LedgerTx, NewAccount,
     PurchaseRecord, RefundFilter, RefundRecord, Store, StoreError, Totals, Transfer, journal_hash,
@@ -516,10 +517,6 @@ impl<'r> Tx<'r> {
         tx.finish()?;
         Ok(out)
     }
-}
-
-fn corrupt(what: impl Into<String>) -> StoreError {
-    StoreError::Corrupt(what.into())
 }
 
 impl LedgerView for Tx<'_> {

@@ -1110,6 +1110,20 @@ fn goods(
     c.on_goods(&C, &payer, received, note, NOW + 6, [1; 16], [0; 32])
 }
 
+/// The customer's core takes a receipt (from M or from N) as the wallet hands it over.
+fn receive(
+    w: &World,
+    c: &mut CustomerPurchase,
+    receipt: Signed<Receipt>,
+) -> Result<(Settlement, Vec<CustomerEffect>), CustomerError> {
+    c.on_receipt(
+        &C,
+        &w.billing.public_key(),
+        &C.seal_key(&w.billing_secret),
+        receipt,
+    )
+}
+
 #[test]
 fn the_goods_as_offered_are_paid_for_durably_before_the_epo_leaves() {
     let w = World::new("USD:1");
@@ -1154,24 +1168,9 @@ fn a_receipt_decrypts_then_records_and_recovery_asks_only_for_what_may_be_paid()
     let (_, receipt) = w.bill(e, NOW + 9).unwrap();
     // Not N's: refused, nothing changes.
     let forged = Signed::sign(receipt.body_unverified().clone(), &w.merchant);
-    assert!(
-        c.on_receipt(
-            &C,
-            &w.billing.public_key(),
-            &C.seal_key(&w.billing_secret),
-            forged
-        )
-        .is_err()
-    );
+    assert!(receive(&w, &mut c, forged).is_err());
     assert_eq!(c.state(), CustomerState::Committed);
-    let (settlement, effects) = c
-        .on_receipt(
-            &C,
-            &w.billing.public_key(),
-            &C.seal_key(&w.billing_secret),
-            receipt,
-        )
-        .unwrap();
+    let (settlement, effects) = receive(&w, &mut c, receipt).unwrap();
     let Settlement::Paid { goods_key, .. } = settlement else {
         panic!("paid");
     };
@@ -1199,14 +1198,7 @@ fn a_failure_receipt_records_without_decrypting() {
         receipt.body_unverified().result,
         ResultCode::InsufficientFunds
     );
-    let (settlement, effects) = c
-        .on_receipt(
-            &C,
-            &w.billing.public_key(),
-            &C.seal_key(&w.billing_secret),
-            receipt,
-        )
-        .unwrap();
+    let (settlement, effects) = receive(&w, &mut c, receipt).unwrap();
     assert!(matches!(settlement, Settlement::NotPaid { .. }));
     assert_eq!(effects, vec![CustomerEffect::Persist]);
 }
