@@ -14,6 +14,7 @@ import sys
 import nacl.bindings as nb
 import nacl.signing
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -33,7 +34,7 @@ def blocks(text):
 
 def pair_key(secret, peer):
     shared = X25519PrivateKey.from_private_bytes(secret).exchange(X25519PublicKey.from_public_bytes(peer))
-    own = X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes_raw()
+    own = X25519PrivateKey.from_private_bytes(secret).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     lo, hi = sorted([own, peer])
     return HKDF(hashes.SHA256(), 32, b"netbill/v2/pair-key", lo + hi).derive(shared)
 
@@ -47,7 +48,7 @@ def main(path):
     keys = bs[0]
     h = lambda name: bytes.fromhex(keys[name])
     for who in ["customer", "billing", "merchant"]:
-        pk = X25519PrivateKey.from_private_bytes(h(f"{who}.seal_secret")).public_key().public_bytes_raw()
+        pk = X25519PrivateKey.from_private_bytes(h(f"{who}.seal_secret")).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         assert pk == h(f"{who}.seal_key"), who
     for who in ["merchant", "customer", "billing", "group_authority", "arbitrator"]:
         pk = bytes(nacl.signing.SigningKey(h(f"{who}.seed")).verify_key)
