@@ -99,3 +99,39 @@ fn the_correct_model_holds_without_a_failsafe_channel_and_with_an_unreliable_ser
         assert_eq!(report.verdict(p), Verdict::Hold, "{p:?}");
     }
 }
+
+#[test]
+fn a_receipt_whose_merkle_path_leads_to_another_root_breaks_goods_atomicity() {
+    let report = run::check_system(
+        &System::with_protocol(
+            NetBill::mutant(NetBillMutant::ReceiptPathElsewhere),
+            failures(0, false),
+        ),
+        &RunOptions::default(),
+    );
+    // No purchase can complete, and the checker says so.
+    assert!(
+        report.warnings.len() == 1 && report.warnings[0].contains("some purchase completes"),
+        "{:?}",
+        report.warnings
+    );
+    assert_eq!(report.verdict(Money), Verdict::Hold);
+    // N committed and debited her, but no party accepts its receipt: she never gets K.
+    let (why, chart) = counterexample(&report, Goods);
+    assert!(why.contains("does not have the goods"), "{why}\n{chart}");
+    assert!(chart.contains("Receipt(Committed)"), "{chart}");
+}
+
+#[test]
+fn a_k_derived_without_the_epoid_breaks_goods_atomicity() {
+    let report = check(
+        NetBill::mutant(NetBillMutant::KeyReusedAcrossPurchases),
+        failures(0, false),
+    );
+    assert_eq!(report.verdict(Money), Verdict::Hold);
+    // The K she kept from an earlier purchase decrypts this purchase's goods, which she
+    // never paid for (her EPO was lost and N aborted it).
+    let (why, chart) = counterexample(&report, Goods);
+    assert!(why.contains("was not paid"), "{why}\n{chart}");
+    assert!(!chart.contains("Receipt(Committed)"), "{chart}");
+}

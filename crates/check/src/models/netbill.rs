@@ -33,7 +33,9 @@
 //! Abstractions: the quote is made once, before the run, by [`merchant::make_quote`] (the
 //! merchant's answer to every purchase request carries it; [`customer::check_quote`] checks it
 //! on arrival); one purchase at price 1 (one minor unit) from an account holding exactly 1; the
-//! ciphertext is its checksum (a function of K) and length; the crypto is symbolic (perfect). Time is a logical clock with two
+//! ciphertext is its checksum (a function of K) and length; the crypto is symbolic (perfect);
+//! C keeps the K of one earlier purchase from M, so that a K shared between purchases would
+//! give her goods she did not pay for. Time is a logical clock with two
 //! values — before and after the longest allowed expiry — per party: N's clock passes the expiry
 //! by its own `Expire` step (once), C's by her `Wait` step (once, while she recovers), and every
 //! message carries its sender's clock, which the receiver's clock catches up with (clocks are
@@ -50,7 +52,7 @@ use netbill_ledger::{MemoryStore, NewAccount, Store, Transfer};
 use netbill_proto::billing::{self, AccountKind, BillingPolicy};
 use netbill_proto::crypto::symbolic::{SymbolicCrypto, SymbolicSigner, seal_secret};
 use netbill_proto::crypto::{
-    Crypto, Digest, GoodsKey, SealKey, SealSecret, Signer, goods_key_digest,
+    Crypto, Digest, GoodsKey, PublicKey, SealKey, SealSecret, Signature, Signer, goods_key_digest,
 };
 use netbill_proto::customer::{
     self, CustomerEffect, CustomerPurchase, CustomerState, Payer, QuoteExpectation,
@@ -60,6 +62,7 @@ use netbill_proto::messages::{
     DeliveryNote, Endorsement, GoodsOffer, Payment, PriceRequest, PurchaseOffer, Quote, Receipt,
     StatusAnswer,
 };
+use netbill_proto::signed::SignatureForm;
 use netbill_proto::{AccountId, Amount, EpoId, ProductCode, Signed};
 
 use crate::property::{Binds, Observation, PaperClaim, PropertyKind, Purchase, SignedRecord};
@@ -114,6 +117,68 @@ pub enum NetBillMutant {
     WalletLosesEpo,
     /// EPOs never expire: N never aborts an EPOID and never refuses a late endorsement.
     NoExpiry,
+    /// N's receipts carry a Merkle path that leads to another root than the one N signed
+    /// (a batch-signing bug: paths of one batch handed out with another's signature).
+    ReceiptPathElsewhere,
+    /// M derives the same K for every purchase (the EPOID left out of the derivation): the K
+    /// of a purchase the customer paid for earlier decrypts the goods of this one.
+    KeyReusedAcrossPurchases,
+}
+
+/// The symbolic crypto of the model; the mutant that reuses K drops the EPOID from the
+/// merchant's K derivation, in the production code that derives it
+/// ([`merchant::derive_goods_key`], called by the merchant core too).
+#[derive(Clone, Copy, Debug)]
+struct ModelCrypto {
+    reuse_goods_key: bool,
+}
+
+impl Crypto for ModelCrypto {
+    fn digest(&self, parts: &[&[u8]]) -> Digest {
+        SymbolicCrypto.digest(parts)
+    }
+    fn verify(&self, key: &PublicKey, msg: &[u8], sig: &Signature) -> bool {
+        SymbolicCrypto.verify(key, msg, sig)
+    }
+    fn seal(&self, to: &SealKey, info: &[u8], plaintext: &[u8], entropy: [u8; 32]) -> Vec<u8> {
+        SymbolicCrypto.seal(to, info, plaintext, entropy)
+    }
+    fn seal_key(&self, secret: &SealSecret) -> SealKey {
+        SymbolicCrypto.seal_key(secret)
+    }
+    fn open(&self, secret: &SealSecret, info: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        SymbolicCrypto.open(secret, info, sealed)
+    }
+    fn pair_seal(
+        &self,
+        own: &SealSecret,
+        peer: &SealKey,
+        aad: &[u8],
+        plaintext: &[u8],
+        nonce: [u8; 24],
+    ) -> Vec<u8> {
+        SymbolicCrypto.pair_seal(own, peer, aad, plaintext, nonce)
+    }
+    fn pair_open(
+        &self,
+        own: &SealSecret,
+        peer: &SealKey,
+        aad: &[u8],
+        sealed: &[u8],
+    ) -> Option<Vec<u8>> {
+        SymbolicCrypto.pair_open(own, peer, aad, sealed)
+    }
+    fn mac(&self, key: &[u8; 32], parts: &[&[u8]]) -> Digest {
+        // The goods-key derivation is `mac(secret, [label, quote digest, EPOID])`.
+        let goods_key = parts
+            .first()
+            .is_some_and(|label| label.starts_with(b"netbill/v2/goods-key"));
+        if self.reuse_goods_key && goods_key {
+            SymbolicCrypto.mac(key, &parts[..parts.len() - 1])
+        } else {
+            SymbolicCrypto.mac(key, parts)
+        }
+    }
 }
 
 /// Message bodies: the production messages.
@@ -265,7 +330,7 @@ pub enum Party {
 
 /// The fixed facts of the run: keys, accounts, the accepted quote, the goods.
 struct Setup {
-    crypto: SymbolicCrypto,
+    crypto: ModelCrypto,
     customer: SymbolicSigner,
     merchant: SymbolicSigner,
     billing: SymbolicSigner,
@@ -277,6 +342,8 @@ struct Setup {
     customer_account: AccountId,
     quote: Arc<Signed<Quote>>,
     ledger: MemoryStore,
+    /// The K of an earlier purchase from M that C paid for before the run (she keeps it).
+    earlier_key: GoodsKey,
 }
 
 impl Setup {
@@ -294,8 +361,10 @@ impl Setup {
 }
 
 impl Setup {
-    fn new() -> Self {
-        let crypto = SymbolicCrypto;
+    fn new(mutant: Option<NetBillMutant>) -> Self {
+        let crypto = ModelCrypto {
+            reuse_goods_key: mutant == Some(NetBillMutant::KeyReusedAcrossPurchases),
+        };
         let customer = SymbolicSigner::new("alice");
         let merchant = SymbolicSigner::new("acme");
         let billing = SymbolicSigner::new("netbill");
@@ -368,6 +437,13 @@ impl Setup {
         ledger
             .transfer(&customer_account, Transfer::Deposit, price, None, T0)
             .expect("a deposit in memory");
+        let merchant_seal = seal_secret("acme");
+        let earlier = EpoId {
+            merchant: merchant_account,
+            delivered_at_ms: T0 - EXPIRY_MAX_MS,
+            serial: 1,
+        };
+        let earlier_key = merchant::derive_goods_key(&crypto, &merchant_seal, &quote, &earlier);
         Self {
             crypto,
             customer,
@@ -375,13 +451,14 @@ impl Setup {
             billing,
             billing_secret,
             billing_seal_key,
-            merchant_seal: seal_secret("acme"),
+            merchant_seal,
             policy: BillingPolicy {
                 expiry_max_ms: EXPIRY_MAX_MS,
             },
             customer_account,
             quote: Arc::new(quote),
             ledger,
+            earlier_key,
         }
     }
 }
@@ -396,7 +473,7 @@ impl NetBill {
     /// A faulty variant of NetBill (see [`NetBillMutant`]).
     pub fn mutant(mutant: NetBillMutant) -> Self {
         Self {
-            setup: Setup::new(),
+            setup: Setup::new(Some(mutant)),
             mutant: Some(mutant),
         }
     }
@@ -499,6 +576,9 @@ impl NetBill {
                     &s.billing_seal_key,
                     receipt.clone(),
                 ) else {
+                    // A receipt that does not check out (only a faulty N's): the wallet
+                    // reports it and stops; asking again brings the same receipt.
+                    c.phase = CPhase::Finished;
                     return;
                 };
                 for effect in effects {
@@ -796,6 +876,33 @@ impl NetBill {
         }
     }
 
+    /// The receipt as N hands it out. The mutant hands out this receipt signed in a batch of
+    /// two, with the path its leaf has in another batch of two: a path to another root.
+    fn billing_reveal(&self, receipt: &Signed<Receipt>) -> Signed<Receipt> {
+        if !self.is(NetBillMutant::ReceiptPathElsewhere) {
+            return receipt.clone();
+        }
+        let s = &self.setup;
+        let body = receipt.body_unverified().clone();
+        let batch = |later_ms: u64| {
+            let mut other = body.clone();
+            other.time_ms += later_ms;
+            Signed::sign_batch(vec![body.clone(), other], &s.crypto, &s.billing)
+        };
+        let (signed, elsewhere) = (batch(1), batch(2));
+        match (signed[0].form(), elsewhere[0].form()) {
+            (SignatureForm::Batch { root_signature, .. }, SignatureForm::Batch { proof, .. }) => {
+                let form = SignatureForm::Batch {
+                    root_signature: *root_signature,
+                    proof: proof.clone(),
+                };
+                Signed::from_form(signed[0].bytes().to_vec(), form)
+                    .expect("a receipt's own bytes decode")
+            }
+            _ => receipt.clone(),
+        }
+    }
+
     fn billing_msg(&self, n: &mut Billing, from: PartyId, body: &Body, out: &mut Out<Msg>) {
         let s = &self.setup;
         let now = self.billing_now(n);
@@ -835,7 +942,8 @@ impl NetBill {
                 if books != *n.current() {
                     self.billing_write(n, books);
                 }
-                Self::answer(out, M, n.clock, &v.epo().epoid, Some(receipt));
+                let receipt = self.billing_reveal(receipt);
+                Self::answer(out, M, n.clock, &v.epo().epoid, Some(&receipt));
             }
             Body::Status(epoid) => {
                 let stored = n.current().ledger.rows().peek_outcome(epoid);
@@ -855,6 +963,7 @@ impl NetBill {
                     }
                     None => None,
                 };
+                let receipt = receipt.map(|r| self.billing_reveal(&r));
                 Self::answer(out, from, n.clock, epoid, receipt.as_ref());
             }
             _ => {}
@@ -976,7 +1085,7 @@ impl Protocol for NetBill {
 
     fn build(_failures: &Failures) -> Self {
         Self {
-            setup: Setup::new(),
+            setup: Setup::new(None),
             mutant: None,
         }
     }
@@ -1111,14 +1220,17 @@ impl Protocol for NetBill {
             .peek_account(&s.customer_account)
             .map_or(0, |a| a.balance_minor);
         let debited = balance < deposited;
-        // The customer has the goods: the ciphertext she checked and the K that decrypts it.
+        // The customer has the goods: the ciphertext she checked and a K that decrypts it —
+        // this purchase's, or the one she kept from an earlier purchase.
         let epoid = c.record().and_then(Self::epoid);
         let key = epoid.as_ref().map(|e| s.goods_key(e));
         let ciphertext = c
             .record()
             .zip(key.as_ref())
             .is_some_and(|(p, k)| p.received_checksum == Some(s.checksum(k)));
-        let goods = ciphertext && c.goods_key.is_some() && c.goods_key == key;
+        let goods = ciphertext
+            && key.is_some()
+            && (c.goods_key == key || key.as_ref() == Some(&s.earlier_key));
         let records = epoid.map_or_else(Vec::new, |id| self.records(&n.books, &id));
         Observation {
             money_total,
