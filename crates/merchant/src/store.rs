@@ -84,20 +84,20 @@ impl MerchantStore {
         now_ms: u64,
     ) -> anyhow::Result<()> {
         let record = serde_json::to_string(p)?;
-        conn.execute(
+        conn.prepare_cached(
             "INSERT INTO purchases (id, epoid, state, record, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (id) DO UPDATE SET epoid = ?2, state = ?3, record = ?4, updated_ms = ?5",
-            params![id, p.epoid().map(|e| e.to_string()), state_name(p.state()), record, now_ms as i64],
+        )?
+        .execute(params![id, p.epoid().map(|e| e.to_string()), state_name(p.state()), record, now_ms as i64],
         )?;
         Ok(())
     }
 
     pub fn get(&self, id: &str) -> anyhow::Result<Option<MerchantPurchase>> {
-        let rec: Option<String> = self
-            .lock()
-            .query_row("SELECT record FROM purchases WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
+        let conn = self.lock();
+        let rec: Option<String> = conn
+            .prepare_cached("SELECT record FROM purchases WHERE id = ?1")?
+            .query_row([id], |r| r.get(0))
             .optional()?;
         Ok(rec.map(|r| serde_json::from_str(&r)).transpose()?)
     }

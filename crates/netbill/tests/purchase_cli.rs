@@ -194,6 +194,59 @@ fn the_customer_recovers_k_from_the_billing_server_when_the_merchant_drops_the_r
     assert_eq!(d.balance_minor("alice"), 98_000);
 }
 
+/// The record a wallet saves after the receipt is not waited for (no fsync): if a crash
+/// tears it or loses it, the durable EPO record stands and `recover` finishes the purchase
+/// again, from the receipt N keeps, without paying twice.
+#[test]
+fn a_torn_or_lost_settled_record_leaves_the_epo_record_and_recover_finishes_again() {
+    let mut d = Deployment::start();
+    let goods = d.root().join("article.out");
+    let buy = d.wallet(&[
+        "buy",
+        &d.merchant.url,
+        "article",
+        "--out",
+        goods.to_str().unwrap(),
+    ]);
+    assert!(buy.status.success(), "{}", text(&buy));
+    let purchases = d.wallet.join("purchases");
+    let settled: Vec<_> = std::fs::read_dir(&purchases)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "settled"))
+        .collect();
+    assert_eq!(settled.len(), 1, "one settled record after one purchase");
+    let settled = &settled[0];
+    let whole = std::fs::read(settled).unwrap();
+    // Torn (cut in half, as a crash before the data reached the disk can leave it), then
+    // lost altogether; each time without the merchant, so the receipt comes from N.
+    d.merchant.kill();
+    for damage in ["torn", "lost"] {
+        match damage {
+            "torn" => std::fs::write(settled, &whole[..whole.len() / 2]).unwrap(),
+            _ => std::fs::remove_file(settled).unwrap(),
+        }
+        std::fs::remove_file(&goods).unwrap();
+        // The wallet reads the EPO record (signed, no receipt yet), not a damaged file.
+        let history = d.wallet(&["history"]);
+        let shown = text(&history);
+        assert!(history.status.success(), "{damage}: {shown}");
+        assert!(shown.contains("Committed"), "{damage}: {shown}");
+        assert!(!shown.contains("Settled(Committed)"), "{damage}: {shown}");
+        let out = d.wallet(&["recover"]);
+        assert!(out.status.success(), "{damage}: {}", text(&out));
+        assert_eq!(
+            std::fs::read_to_string(&goods).unwrap(),
+            ARTICLE,
+            "{damage}"
+        );
+        assert!(text(&d.wallet(&["history"])).contains("Settled(Committed)"));
+        assert!(text(&d.wallet(&["recover"])).contains("nothing to recover"));
+    }
+    assert_eq!(d.balance_minor("alice"), 98_000, "paid once");
+    assert!(d.conservation_holds());
+}
+
 #[test]
 fn a_revoked_key_or_frozen_account_gets_a_failure_receipt_and_changes_nothing() {
     let d = Deployment::start();

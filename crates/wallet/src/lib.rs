@@ -10,6 +10,9 @@
 //! - `purchases/<id>.json`: one record per purchase, written (atomically, durably) *before*
 //!   each message that depends on it is sent — in particular before the signed EPO leaves,
 //!   so that after any crash `recover` can finish every purchase;
+//! - `purchases/<id>.settled`: the record once the receipt is in, beside the EPO record and
+//!   never waited for (its first line is the SHA-256 of the rest; a lost or torn one leaves
+//!   the EPO record, and `recover` fetches the receipt again);
 //! - `purchases/<id>.goods`: the ciphertext as received.
 
 use std::fs;
@@ -174,7 +177,14 @@ pub struct Wallet {
     /// key whatever the wallet believed).
     merchant_keys:
         std::sync::Mutex<std::collections::HashMap<AccountId, (PublicKey, std::time::Instant)>>,
+    /// One HTTP client per merchant URL, so that a wallet buying again from a merchant reuses
+    /// its open connection instead of a new TCP handshake per purchase.
+    merchants: std::sync::Mutex<std::collections::HashMap<String, Client>>,
 }
+
+/// Most merchant clients a wallet keeps (each may hold idle connections); past it the cache
+/// starts again.
+const MERCHANT_CLIENTS_MAX: usize = 64;
 
 /// How long a wallet trusts a merchant key it fetched from N without asking again.
 const MERCHANT_KEY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
@@ -232,6 +242,23 @@ fn write_private_with(path: &Path, bytes: &[u8], durable_rename: bool) -> Result
         let _ = sync_dir(&d);
     }
     Ok(())
+}
+
+/// Writes `bytes` to `path` via a temporary file and a rename, readable by the owner only,
+/// without waiting for the disk: other processes see the old file or the new one, but after
+/// a crash the file may be missing or torn. Only for files that check themselves.
+fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(io(format!("writing {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))
 }
 
 /// Fetches N's public keys, checking them against `pinned` if given.
@@ -324,12 +351,28 @@ impl Wallet {
             merchant_requests: AtomicU64::new(0),
             billing,
             merchant_keys: Default::default(),
+            merchants: Default::default(),
         })
     }
 
     /// Requests `buy` has sent to merchants so far (v2: two per purchase).
     pub fn merchant_requests(&self) -> u64 {
         self.merchant_requests.load(Ordering::Relaxed)
+    }
+
+    /// The HTTP client for the merchant at `url` (kept, with its connections, for the next
+    /// purchase there).
+    fn merchant_client(&self, url: &str) -> Result<Client, CallError> {
+        let mut clients = self.merchants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(url) {
+            return Ok(c.clone());
+        }
+        let c = Client::new(url)?;
+        if clients.len() >= MERCHANT_CLIENTS_MAX {
+            clients.clear();
+        }
+        clients.insert(url.to_string(), c.clone());
+        Ok(c)
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -352,11 +395,40 @@ impl Wallet {
     /// Saves a record whose loss in a crash is harmless, without waiting for the directory
     /// to reach the disk (one fsync instead of two): the file is either this record or the
     /// one before it, never torn. Only for records before the signed EPO exists (losing
-    /// them loses a purchase nothing was paid for) or after a receipt (losing it leaves the
-    /// durable EPO record, and `recover` fetches the receipt again).
+    /// them loses a purchase nothing was paid for).
     fn save_quick(&self, r: &PurchaseRecord) -> Result<(), WalletError> {
         let bytes = serde_json::to_vec_pretty(r).map_err(|e| WalletError::Other(e.to_string()))?;
         write_private_with(&self.record_path(&r.purchase.offer.purchase), &bytes, false)
+    }
+
+    fn settled_path(&self, id: &str) -> PathBuf {
+        self.dir.join(PURCHASES_DIR).join(format!("{id}.settled"))
+    }
+
+    /// Saves a purchase's record once its receipt is in, without any fsync: beside the
+    /// durable EPO record (`{id}.json`, which it never replaces), in a file that carries its
+    /// own SHA-256. If a crash loses or tears it, [`Wallet::purchases`] finds the EPO record
+    /// alone, and `recover` fetches the receipt again (N keeps it) and finishes the purchase
+    /// the same way. So nothing after the receipt waits for the disk.
+    fn save_settled(&self, r: &PurchaseRecord) -> Result<(), WalletError> {
+        let json = serde_json::to_vec_pretty(r).map_err(|e| WalletError::Other(e.to_string()))?;
+        let mut bytes = hex::encode(Sha256::digest(&json)).into_bytes();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(&json);
+        write_unsynced(&self.settled_path(&r.purchase.offer.purchase), &bytes)
+    }
+
+    /// The settled record saved by [`Wallet::save_settled`] for purchase `id`, if it is there
+    /// and whole (its checksum matches); `None` otherwise (the EPO record then stands).
+    fn read_settled(&self, id: &str) -> Option<PurchaseRecord> {
+        let bytes = fs::read(self.settled_path(id)).ok()?;
+        let newline = bytes.iter().position(|b| *b == b'\n')?;
+        let (sum, json) = (&bytes[..newline], &bytes[newline + 1..]);
+        if sum != hex::encode(Sha256::digest(json)).as_bytes() {
+            return None;
+        }
+        let rec: PurchaseRecord = serde_json::from_slice(json).ok()?;
+        (rec.purchase.offer.purchase == id).then_some(rec)
     }
 
     /// Every purchase record in the wallet, oldest first.
@@ -370,7 +442,8 @@ impl Wallet {
                 let rec: PurchaseRecord = serde_json::from_slice(&bytes).map_err(|e| {
                     WalletError::Other(format!("{} is damaged: {e}", path.display()))
                 })?;
-                out.push(rec);
+                let settled = self.read_settled(&rec.purchase.offer.purchase);
+                out.push(settled.unwrap_or(rec));
             }
         }
         out.sort_by_key(|r| r.purchase.quote.body_unverified().quote_id);
@@ -414,7 +487,7 @@ impl Wallet {
         opts: &BuyOptions,
         report: &mut dyn FnMut(Step),
     ) -> Result<Outcome, WalletError> {
-        let merchant = Client::new(merchant_url)?;
+        let merchant = self.merchant_client(merchant_url)?;
         let bid = opts.max_price.unwrap_or(Amount::MAX);
         let req = PriceRequest {
             identity: self.config.identity.clone(),
@@ -644,7 +717,7 @@ impl Wallet {
         )?;
         // The receipt is N's and can be fetched again: if a crash loses the record saved
         // below, the durable EPO record is back and `recover` settles it again. So one
-        // quick save, once the outcome is complete, is enough.
+        // save, not waiting for the disk, once the outcome is complete, is enough.
         let mut undecryptable = None;
         for effect in effects {
             match effect {
@@ -654,7 +727,7 @@ impl Wallet {
                     Err(e) => undecryptable = Some(e),
                 },
                 CustomerEffect::Persist | CustomerEffect::PersistDurably => {
-                    self.save_quick(rec)?;
+                    self.save_settled(rec)?;
                     netbill_http::crash_point("wallet.after_persist_receipt");
                 }
                 other => {
@@ -763,7 +836,7 @@ impl Wallet {
         epoid: EpoId,
     ) -> Result<Outcome, WalletError> {
         // First the merchant (C→M), then N (C→N).
-        let from_merchant = match Client::new(&rec.merchant_url) {
+        let from_merchant = match self.merchant_client(&rec.merchant_url) {
             Ok(m) => m
                 .call::<(), StatusAnswer>(
                     reqwest::Method::GET,
@@ -805,7 +878,7 @@ impl Wallet {
     ) -> Option<Signed<netbill_proto::messages::Receipt>> {
         let p = &rec.purchase;
         let epo = p.epo.clone()?;
-        let merchant = Client::new(&rec.merchant_url).ok()?;
+        let merchant = self.merchant_client(&rec.merchant_url).ok()?;
         let answer = match (rec.ticket, &p.delivery) {
             (Some(ticket), Some(note)) => {
                 let payment = Payment {
