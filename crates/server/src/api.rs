@@ -147,7 +147,11 @@ async fn endorse(
     })
     .await
     .map_err(Problem::internal)?;
-    settle(&s, verified).await.map(ApiJson)
+    settle(&s, vec![verified])
+        .await
+        .pop()
+        .unwrap_or_else(|| Err(Problem::internal("no answer for the endorsement")))
+        .map(ApiJson)
 }
 
 /// Most endorsements one batch request may carry.
@@ -198,7 +202,7 @@ async fn endorse_batch(
     for t in tasks {
         verified.extend(t.await.map_err(Problem::internal)?);
     }
-    let answers = futures_util::future::join_all(verified.into_iter().map(|v| settle(&s, v))).await;
+    let answers = settle(&s, verified).await;
     Ok(ApiJson(
         answers
             .into_iter()
@@ -207,34 +211,61 @@ async fn endorse_batch(
     ))
 }
 
-/// Hands a verified endorsement to the writer and turns its decision into an answer.
+/// Hands one request's verified endorsements to the writer (one job for all of them) and
+/// turns each decision into an answer, in order; an endorsement that failed verification
+/// gets its problem and is not sent.
 async fn settle(
     s: &AppState,
-    verified: Result<billing::VerifiedPurchase, EndorsementError>,
-) -> Result<StatusAnswer, Problem> {
-    crate::records::refuse_under_repair(s)?;
-    let verified =
-        verified.map_err(|e: EndorsementError| Problem::unprocessable(e.code(), e.to_string()))?;
-    let epoid = verified.epo().epoid.clone();
-    match s
-        .writer
-        .purchase(verified)
-        .await
-        .map_err(gone)?
-        .map_err(Problem::internal)?
-    {
-        PurchaseAnswer::Receipt(r) => {
-            s.metrics.receipt(r.body_unverified().result);
-            Ok(StatusAnswer {
-                epoid,
-                receipt: Some(*r),
-            })
-        }
-        PurchaseAnswer::Conflict => Err(Problem::conflict(
-            "epoid-conflict",
-            format!("EPOID {epoid} already has an outcome for a different endorsement"),
-        )),
+    verified: Vec<Result<billing::VerifiedPurchase, EndorsementError>>,
+) -> Vec<Result<StatusAnswer, Problem>> {
+    if let Err(p) = crate::records::refuse_under_repair(s) {
+        return verified.iter().map(|_| Err(p.clone())).collect();
     }
+    let mut out: Vec<Option<Result<StatusAnswer, Problem>>> = Vec::with_capacity(verified.len());
+    let mut purchases = Vec::new();
+    for v in verified {
+        match v {
+            Ok(v) => {
+                out.push(None);
+                purchases.push(v);
+            }
+            Err(e) => out.push(Some(Err(Problem::unprocessable(e.code(), e.to_string())))),
+        }
+    }
+    let epoids: Vec<EpoId> = purchases.iter().map(|v| v.epo().epoid.clone()).collect();
+    let answers: Vec<Result<PurchaseAnswer, Problem>> = match s.writer.purchases(purchases).await {
+        Ok(Ok(answers)) => answers.into_iter().map(Ok).collect(),
+        Ok(Err(e)) => {
+            let p = Problem::internal(e);
+            epoids.iter().map(|_| Err(p.clone())).collect()
+        }
+        Err(g) => {
+            let p = gone(g);
+            epoids.iter().map(|_| Err(p.clone())).collect()
+        }
+    };
+    let mut answers = epoids.into_iter().zip(answers).map(|(epoid, a)| {
+        a.map(|a| match a {
+            PurchaseAnswer::Receipt(r) => {
+                s.metrics.receipt(r.body_unverified().result);
+                Ok(StatusAnswer {
+                    epoid,
+                    receipt: Some(*r),
+                })
+            }
+            PurchaseAnswer::Conflict => Err(Problem::conflict(
+                "epoid-conflict",
+                format!("EPOID {epoid} already has an outcome for a different endorsement"),
+            )),
+        })
+        .and_then(|a| a)
+    });
+    out.into_iter()
+        .map(|o| {
+            o.or_else(|| answers.next())
+                .unwrap_or_else(|| Err(Problem::internal("the writer answered too few purchases")))
+        })
+        .collect()
 }
 
 /// The account's current key, if it may authenticate.

@@ -18,11 +18,13 @@ pub use netbill_ledger::commit::PurchaseAnswer;
 
 type StoreJob = Box<dyn FnOnce(&mut dyn Store) + Send>;
 
+/// The answers to one request's purchases, in order, once their transaction is durable; or
+/// why nothing was committed.
+type Answers = Result<Vec<PurchaseAnswer>, String>;
+
 enum Job {
-    Purchase(
-        Box<VerifiedPurchase>,
-        oneshot::Sender<Result<PurchaseAnswer, String>>,
-    ),
+    /// One request's purchases (one, or a merchant's batch): one job and one wake-up for all.
+    Purchases(Vec<VerifiedPurchase>, oneshot::Sender<Answers>),
     Abort(EpoId, oneshot::Sender<Result<Signed<Receipt>, String>>),
     Run(StoreJob),
 }
@@ -52,8 +54,9 @@ pub struct WriterStats {
 pub struct WriterGone;
 
 impl Writer {
-    /// Starts the writer thread over `store`. At most `queue_max` jobs wait; at most
-    /// `batch_max` purchases share one transaction.
+    /// Starts the writer thread over `store`. At most `queue_max` jobs (requests) wait; the
+    /// writer takes waiting requests into one transaction until it holds `batch_max`
+    /// purchases or more (a request's purchases are never split).
     pub fn start(
         mut store: Box<dyn Store>,
         keys: BillingKeys,
@@ -77,11 +80,15 @@ impl Writer {
                             let _ =
                                 reply.send(abort(store.as_mut(), &keys.signer, &epoid, &counters));
                         }
-                        Job::Purchase(v, reply) => {
+                        Job::Purchases(v, reply) => {
+                            let mut n = v.len();
                             let mut batch = vec![(v, reply)];
-                            while batch.len() < batch_max {
+                            while n < batch_max {
                                 match rx.try_recv() {
-                                    Ok(Job::Purchase(v, r)) => batch.push((v, r)),
+                                    Ok(Job::Purchases(v, r)) => {
+                                        n += v.len();
+                                        batch.push((v, r));
+                                    }
                                     Ok(other) => {
                                         pending = Some(other);
                                         break;
@@ -89,7 +96,7 @@ impl Writer {
                                     Err(_) => break,
                                 }
                             }
-                            let n = batch.len() as u64;
+                            let n = n as u64;
                             if commit_batch(store.as_mut(), &keys, batch, &counters) {
                                 use std::sync::atomic::Ordering::Relaxed;
                                 counters.batches.fetch_add(1, Relaxed);
@@ -109,14 +116,15 @@ impl Writer {
         &self.stats
     }
 
-    /// Decides and commits one verified purchase; answers once it is durable.
-    pub async fn purchase(
-        &self,
-        v: VerifiedPurchase,
-    ) -> Result<Result<PurchaseAnswer, String>, WriterGone> {
+    /// Decides and commits one request's verified purchases (in one transaction, with
+    /// other requests' waiting purchases); answers, in order, once they are durable.
+    pub async fn purchases(&self, v: Vec<VerifiedPurchase>) -> Result<Answers, WriterGone> {
+        if v.is_empty() {
+            return Ok(Ok(Vec::new()));
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Job::Purchase(Box::new(v), reply))
+            .send(Job::Purchases(v, reply))
             .await
             .map_err(|_| WriterGone)?;
         rx.await.map_err(|_| WriterGone)
@@ -146,10 +154,7 @@ impl Writer {
     }
 }
 
-type Waiting = (
-    Box<VerifiedPurchase>,
-    oneshot::Sender<Result<PurchaseAnswer, String>>,
-);
+type Waiting = (Vec<VerifiedPurchase>, oneshot::Sender<Answers>);
 
 /// Decides and commits one batch with [`commit::commit_purchases`]; answers every waiter
 /// once the transaction is durable. Returns whether it committed.
@@ -165,13 +170,18 @@ fn commit_batch(
     let faults = commit::Faults {
         fresh_receipt_on_retry: netbill_http::bug("server.fresh_receipt_on_retry"),
     };
-    let (batch, mut replies): (Vec<_>, Vec<_>) =
+    let (chunks, mut replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|(v, r)| (v, Some(r))).unzip();
-    let purchases: Vec<&VerifiedPurchase> = batch.iter().map(|v| &**v).collect();
+    let sizes: Vec<usize> = chunks.iter().map(Vec::len).collect();
+    let purchases: Vec<&VerifiedPurchase> = chunks.iter().flatten().collect();
     let n = commit::Billing {
         crypto: &RealCrypto,
         signer: &keys.signer,
         seal: &keys.seal,
+    };
+    // Each request's answers, taken in order from all of the batch's.
+    let per_request = |answers: &mut dyn Iterator<Item = PurchaseAnswer>| -> Vec<Vec<_>> {
+        sizes.iter().map(|k| answers.take(*k).collect()).collect()
     };
     let result = commit::commit_purchases(
         store,
@@ -183,9 +193,10 @@ fn commit_batch(
         &mut |answers| {
             if reveal_early {
                 // Test-only bug: the receipts leave before the transaction is durable.
-                for (reply, answer) in replies.iter_mut().zip(answers) {
+                let mut all = answers.iter().cloned();
+                for (reply, answers) in replies.iter_mut().zip(per_request(&mut all)) {
                     if let Some(reply) = reply.take() {
-                        let _ = reply.send(Ok(answer.clone()));
+                        let _ = reply.send(Ok(answers));
                     }
                 }
                 std::thread::sleep(std::time::Duration::from_millis(300));
@@ -200,16 +211,17 @@ fn commit_batch(
                 .receipt_signatures
                 .fetch_add(done.signatures, std::sync::atomic::Ordering::Relaxed);
             netbill_http::crash_point("server.after_commit_before_reply");
-            tracing::debug!(purchases = batch.len(), "batch committed");
-            for (reply, answer) in replies.into_iter().zip(done.answers) {
+            tracing::debug!(purchases = purchases.len(), "batch committed");
+            let mut all = done.answers.into_iter();
+            for (reply, answers) in replies.into_iter().zip(per_request(&mut all)) {
                 if let Some(reply) = reply {
-                    let _ = reply.send(Ok(answer));
+                    let _ = reply.send(Ok(answers));
                 }
             }
             true
         }
         Err(e) => {
-            tracing::error!(error = %e, purchases = batch.len(), "batch failed; nothing committed");
+            tracing::error!(error = %e, purchases = purchases.len(), "batch failed; nothing committed");
             for reply in replies.into_iter().flatten() {
                 let _ = reply.send(Err(e.to_string()));
             }

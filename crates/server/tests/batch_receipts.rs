@@ -155,24 +155,39 @@ async fn the_receipts_of_one_durable_write_share_one_root_signature() {
         tokio::spawn(async move { w.run(move |_| wait.recv().is_ok()).await })
     };
     let purchases: Vec<_> = (1..=7).map(|i| purchase(&p, i, now)).collect();
-    let mut waiting = Vec::new();
-    for v in purchases
+    // Requests of several purchases and of one share the transaction: the first three as one
+    // request (a merchant's batch), the rest, and a retry of the first, one per request.
+    let all: Vec<_> = purchases
         .iter()
         .map(|(_, v)| v.clone())
         .chain([purchases[0].1.clone()])
-    {
+        .collect();
+    let mut waiting = Vec::new();
+    for request in [
+        &all[..3],
+        &all[3..4],
+        &all[4..5],
+        &all[5..6],
+        &all[6..7],
+        &all[7..],
+    ] {
         let w = writer.clone();
-        waiting.push(tokio::spawn(async move { w.purchase(v).await }));
+        let request = request.to_vec();
+        waiting.push(tokio::spawn(async move { w.purchases(request).await }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     go.send(()).unwrap();
     assert!(held.await.unwrap().unwrap());
 
     let mut receipts = Vec::new();
-    for t in waiting {
-        match t.await.unwrap().unwrap().unwrap() {
-            PurchaseAnswer::Receipt(r) => receipts.push(*r),
-            PurchaseAnswer::Conflict => panic!("no conflict expected"),
+    for (t, n) in waiting.into_iter().zip([3, 1, 1, 1, 1, 1]) {
+        let answers = t.await.unwrap().unwrap().unwrap();
+        assert_eq!(answers.len(), n, "one answer per purchase of the request");
+        for a in answers {
+            match a {
+                PurchaseAnswer::Receipt(r) => receipts.push(*r),
+                PurchaseAnswer::Conflict => panic!("no conflict expected"),
+            }
         }
     }
     let root_signature = *receipts[0].signature();
