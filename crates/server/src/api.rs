@@ -26,6 +26,8 @@ pub struct AppState {
     pub keys: BillingKeys,
     pub public: BillingPublic,
     pub writer: Writer,
+    /// Checks endorsements' signatures in batches across requests.
+    pub verifier: crate::verify::Verifier,
     pub policy: BillingPolicy,
     pub admin_token: String,
     /// The ledger did not conserve money at start-up: no money moves until adjustments
@@ -141,12 +143,14 @@ async fn endorse(
     State(s): State<Shared>,
     ApiJson(endorsement): ApiJson<Signed<Endorsement>>,
 ) -> Result<ApiJson<StatusAnswer>, Problem> {
-    let state = s.clone();
-    let verified = tokio::task::spawn_blocking(move || {
-        billing::verify_endorsement(&RealCrypto, &state.keys.seal, &state.policy, endorsement)
-    })
-    .await
-    .map_err(Problem::internal)?;
+    let verified = s
+        .verifier
+        .verify(vec![endorsement])
+        .await
+        .and_then(|mut v| v.pop())
+        .ok_or_else(|| {
+            Problem::unavailable("the billing server is shutting down; retry shortly")
+        })?;
     settle(&s, vec![verified])
         .await
         .pop()
@@ -184,23 +188,21 @@ async fn endorse_batch(
             format!("a batch holds 1 to {ENDORSEMENT_BATCH_MAX} endorsements"),
         ));
     }
-    // Verify on every core: split the batch into one chunk per core; each chunk's
-    // signatures are checked with one batch equation (crate::verify).
+    // Verify on every core: one chunk per core, each checked with one batch equation
+    // (crate::verify).
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = batch.endorsements.len().div_ceil(cores);
     let mut rest = batch.endorsements;
-    let mut tasks = Vec::new();
+    let mut chunks = Vec::new();
     while !rest.is_empty() {
         let tail = rest.split_off(chunk.min(rest.len()));
-        let part = std::mem::replace(&mut rest, tail);
-        let state = s.clone();
-        tasks.push(tokio::task::spawn_blocking(move || {
-            crate::verify::verify_chunk(&state.keys.seal, &state.policy, part)
-        }));
+        chunks.push(s.verifier.verify(std::mem::replace(&mut rest, tail)));
     }
     let mut verified = Vec::new();
-    for t in tasks {
-        verified.extend(t.await.map_err(Problem::internal)?);
+    for part in futures_util::future::join_all(chunks).await {
+        verified.extend(part.ok_or_else(|| {
+            Problem::unavailable("the billing server is shutting down; retry shortly")
+        })?);
     }
     let answers = settle(&s, verified).await;
     Ok(ApiJson(

@@ -119,10 +119,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config.queue_max,
         config.batch_max,
     );
+    let verifier = verify::Verifier::start(
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+        config.queue_max,
+        keys.seal.clone(),
+        config.policy,
+    );
     let state = Arc::new(api::AppState {
         keys,
         public,
         writer,
+        verifier,
         policy: config.policy,
         admin_token: config.admin_token,
         repair: std::sync::atomic::AtomicBool::new(!conserved),

@@ -121,6 +121,93 @@ pub fn verify_chunk(
     }
 }
 
+/// A chunk of one request's endorsements and where to send their answers.
+type VerifyJob = (
+    Vec<Signed<Endorsement>>,
+    tokio::sync::oneshot::Sender<Vec<Result<VerifiedPurchase, EndorsementError>>>,
+);
+
+/// Endorsements smaller requests bring are verified together, up to this many per batch
+/// equation (past it a batch saves little more, and the answers would wait longer).
+pub const VERIFY_CHUNK_MAX: usize = 32;
+
+/// Verifier threads, one per core: each takes the requests waiting (up to
+/// [`VERIFY_CHUNK_MAX`] endorsements, a request's never split) and checks them with one
+/// batch equation ([`verify_chunk`]). So concurrent single-endorsement requests get batch
+/// verification too, and an idle server verifies a lone endorsement at once.
+#[derive(Clone)]
+pub struct Verifier {
+    tx: tokio::sync::mpsc::Sender<VerifyJob>,
+}
+
+impl Verifier {
+    /// Starts `threads` verifier threads; at most `queue_max` requests wait.
+    pub fn start(
+        threads: usize,
+        queue_max: usize,
+        billing_secret: SealSecret,
+        policy: BillingPolicy,
+    ) -> Verifier {
+        let (tx, rx) = tokio::sync::mpsc::channel::<VerifyJob>(queue_max.max(1));
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            let secret = billing_secret.clone();
+            std::thread::Builder::new()
+                .name(format!("verifier-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The thread holding the lock waits for the next request and takes
+                        // whatever else is waiting; the others wait for the lock.
+                        let mut jobs = Vec::new();
+                        {
+                            let mut rx = rx.lock().unwrap_or_else(|e| e.into_inner());
+                            let Some(first) = rx.blocking_recv() else {
+                                break;
+                            };
+                            let mut n = first.0.len();
+                            jobs.push(first);
+                            while n < VERIFY_CHUNK_MAX {
+                                match rx.try_recv() {
+                                    Ok(job) => {
+                                        n += job.0.len();
+                                        jobs.push(job);
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                        let sizes: Vec<usize> = jobs.iter().map(|(c, _)| c.len()).collect();
+                        let (chunks, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+                        let mut answers =
+                            verify_chunk(&secret, &policy, chunks.into_iter().flatten().collect())
+                                .into_iter();
+                        for (reply, k) in replies.into_iter().zip(sizes) {
+                            let _ = reply.send(answers.by_ref().take(k).collect());
+                        }
+                    }
+                })
+                .expect("spawning a verifier thread");
+        }
+        Verifier { tx }
+    }
+
+    /// Verifies one request's endorsements (phase 1, no ledger); the answers are in order and
+    /// exactly what [`billing::verify_endorsement`] with [`RealCrypto`] would answer. `None`
+    /// if the verifier threads are gone.
+    pub async fn verify(
+        &self,
+        chunk: Vec<Signed<Endorsement>>,
+    ) -> Option<Vec<Result<VerifiedPurchase, EndorsementError>>> {
+        if chunk.is_empty() {
+            return Some(Vec::new());
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.send((chunk, reply)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,5 +379,37 @@ mod tests {
         assert!(!crypto.verify(k, b"another message", s));
         assert!(!crypto.verify(&checked[1].0, m, s));
         assert!(!crypto.verify(k, m, &flip(s)));
+    }
+
+    /// Requests waiting together are verified as one chunk, and each gets exactly its own
+    /// answers, in order, as one-by-one verification would give them.
+    #[test]
+    fn the_verifier_answers_each_request_its_own_endorsements_in_order() {
+        let w = world();
+        let mut all: Vec<_> = (0..12).map(|i| endorsement(&w, i)).collect();
+        all[4] = bad_customer(&w, &all[4]);
+        all[9] = bad_merchant(&all[9]);
+        let expected = one_by_one(&w, &all);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let verifier = Verifier::start(1, 64, w.secret.clone(), BillingPolicy::default());
+        // Requests of 1, 3, 5 and 3 endorsements, sent at once.
+        let requests = [&all[0..1], &all[1..4], &all[4..9], &all[9..12]];
+        let answers = rt.block_on(futures_util::future::join_all(
+            requests.iter().map(|r| verifier.verify(r.to_vec())),
+        ));
+        let mut got = Vec::new();
+        for (request, answer) in requests.iter().zip(answers) {
+            let answer = answer.expect("the verifier runs");
+            assert_eq!(answer.len(), request.len(), "one answer per endorsement");
+            got.extend(answer.into_iter().map(|r| {
+                r.map(|v| v.endorsement_digest)
+                    .map_err(|e| e.code().to_string())
+            }));
+        }
+        assert_eq!(got, expected);
+        assert_eq!(got[4], Err("bad-customer-signature".to_string()));
+        assert_eq!(got[9], Err("bad-merchant-signature".to_string()));
     }
 }
