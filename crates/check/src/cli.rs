@@ -21,9 +21,15 @@ pub struct CheckArgs {
     /// Model to check (default: all). `--list` shows the names.
     pub model: Option<String>,
 
-    /// List the models and exit.
+    /// List the models (and NetBill's mutants) and exit.
     #[arg(long)]
     pub list: bool,
+
+    /// Check a faulty variant of NetBill instead (with the `netbill` model only): a mutant
+    /// with one deliberate bug, which the checker must catch with a counterexample. `--list`
+    /// shows the names.
+    #[arg(long, value_name = "NAME")]
+    pub mutant: Option<String>,
 
     /// Print the report as JSON on stdout.
     #[arg(long)]
@@ -125,7 +131,26 @@ pub fn loopback_addr(s: &str) -> anyhow::Result<SocketAddr> {
     Ok(addr)
 }
 
-fn selected(model: Option<&str>) -> anyhow::Result<Vec<Box<dyn Registered>>> {
+fn selected(model: Option<&str>, mutant: Option<&str>) -> anyhow::Result<Vec<Box<dyn Registered>>> {
+    let mutants = || {
+        crate::models::netbill::NetBillMutant::ALL
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = mutant {
+        if model != Some("netbill") {
+            bail!("--mutant needs the netbill model: netbill check netbill --mutant {name}");
+        }
+        return match registry::netbill_mutant(name) {
+            Some(m) => Ok(vec![m]),
+            None => bail!(
+                "unknown NetBill mutant {name:?}; known mutants: {}",
+                mutants()
+            ),
+        };
+    }
     match model {
         None | Some("all") => Ok(registry::models()),
         Some(name) => match registry::find(name) {
@@ -158,10 +183,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
             let info = m.info();
             text.push_str(&format!("{:<18} {}\n", info.name, info.title));
         }
+        text.push_str("\nNetBill's mutants (netbill check netbill --mutant NAME):\n");
+        for m in crate::models::netbill::NetBillMutant::ALL {
+            text.push_str(&format!("  {:<28} {}\n", m.name(), m.about()));
+        }
         emit(&text)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let models = selected(args.model.as_deref())?;
+    let models = selected(args.model.as_deref(), args.mutant.as_deref())?;
 
     if let Some(addr) = &args.explore {
         let addr = loopback_addr(addr)?;
@@ -186,9 +215,14 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
         for model in &models {
             let failures = args.failures(model.info().default_failures);
             let sim = model.simulate(failures, args.seed, count, args.max_steps, &mut |_| {});
+            // The name to run it again by (a mutant's includes its flag).
+            let name = match &args.mutant {
+                Some(m) => format!("{} --mutant {m}", model.info().name),
+                None => model.info().name.to_string(),
+            };
             out.push_str(&format!(
                 "{:<18} {} walks from seed {}: {} finished, {} steps in all, {}\n",
-                model.info().name,
+                name,
                 sim.walks,
                 args.seed,
                 sim.quiescent,
@@ -209,7 +243,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<ExitCode> {
                         .map(|(p, why)| format!("{p:?} ({why})"))
                         .collect::<Vec<_>>()
                         .join(", "),
-                    model.info().name,
+                    name,
                     w.seed
                 ));
                 for (i, step) in w.steps.iter().enumerate() {
@@ -272,6 +306,7 @@ mod tests {
         let args = CheckArgs {
             model: None,
             list: false,
+            mutant: None,
             json: false,
             explore: None,
             lossy: false,
@@ -295,15 +330,40 @@ mod tests {
 
     #[test]
     fn unknown_model_names_the_known_ones() {
-        let err = selected(Some("netcash"))
+        let err = selected(Some("netcash"), None)
             .err()
             .expect("unknown model")
             .to_string();
         assert!(err.contains("unknown model \"netcash\""), "{err}");
         assert!(err.contains("digicash"), "{err}");
         assert_eq!(
-            selected(None).map(|m| m.len()).ok(),
+            selected(None, None).map(|m| m.len()).ok(),
             Some(registry::models().len())
         );
+    }
+
+    #[test]
+    fn a_mutant_needs_the_netbill_model_and_a_known_name() {
+        let err = |model, mutant| {
+            selected(model, Some(mutant))
+                .err()
+                .expect("refused")
+                .to_string()
+        };
+        let unknown = err(Some("netbill"), "key-after-commit");
+        assert!(unknown.contains("unknown NetBill mutant"), "{unknown}");
+        assert!(unknown.contains("key-before-commit"), "{unknown}");
+        assert!(err(None, "no-expiry").contains("needs the netbill model"));
+        assert!(err(Some("digicash"), "no-expiry").contains("needs the netbill model"));
+        for m in crate::models::netbill::NetBillMutant::ALL {
+            assert_eq!(
+                selected(Some("netbill"), Some(m.name()))
+                    .map(|v| v.len())
+                    .ok(),
+                Some(1),
+                "{}",
+                m.name()
+            );
+        }
     }
 }

@@ -69,6 +69,61 @@ impl<P: Protocol> Registered for Entry<P> {
     }
 }
 
+/// A NetBill mutant (`netbill check netbill --mutant NAME`): the NetBill model with one
+/// deliberate bug, checked like any model. It is not the paper's protocol: its "≠" against
+/// the paper's claims is the checker catching the bug (`--expect-paper` ignores it).
+struct MutantEntry(models::netbill::NetBillMutant);
+
+impl MutantEntry {
+    fn system(&self, failures: Failures) -> System<models::netbill::NetBill> {
+        System::with_protocol(models::netbill::NetBill::mutant(self.0), failures)
+    }
+}
+
+impl Registered for MutantEntry {
+    fn info(&self) -> ModelInfo {
+        <models::netbill::NetBill as Protocol>::info()
+    }
+
+    fn check(&self, failures: Failures, options: &RunOptions) -> ModelReport {
+        let mut report = run::check_system(&self.system(failures), options);
+        report.name = format!("netbill --mutant {}", self.0.name());
+        report.title = format!("{} — mutant: {}", report.title, self.0.about());
+        report.mutant = Some(self.0.about().to_string());
+        report
+    }
+
+    fn explore(&self, failures: Failures, addr: SocketAddr) -> anyhow::Result<()> {
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let _checker = self.system(failures).checker().serve(addr);
+        Ok(())
+    }
+
+    fn simulate(
+        &self,
+        failures: Failures,
+        first_seed: u64,
+        count: usize,
+        max_steps: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> crate::simulate::Simulation {
+        crate::simulate::simulate(
+            &self.system(failures),
+            first_seed,
+            count,
+            max_steps,
+            progress,
+        )
+    }
+}
+
+/// The NetBill model with mutant `name` (see [`models::netbill::NetBillMutant::ALL`]).
+pub fn netbill_mutant(name: &str) -> Option<Box<dyn Registered>> {
+    models::netbill::NetBillMutant::from_name(name)
+        .map(|m| Box::new(MutantEntry(m)) as Box<dyn Registered>)
+}
+
 /// A registry entry for protocol `P`.
 pub fn entry<P: Protocol>() -> Box<dyn Registered> {
     Box::new(Entry::<P>(PhantomData))

@@ -116,6 +116,10 @@ pub struct ModelReport {
     pub failures: Failures,
     /// Whether that is the model's default, the setting the paper's claims are about.
     pub paper_setting: bool,
+    /// What a NetBill mutant (`--mutant`) gets wrong; the paper's claims are about the
+    /// protocol itself, so `--expect-paper` does not hold them against a mutant.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mutant: Option<String>,
     /// Exploration order.
     pub search: Search,
     /// Distinct states explored.
@@ -272,6 +276,7 @@ fn collect<P: Protocol>(
         parties: system.names().iter().map(|n| n.to_string()).collect(),
         failures: system.failures,
         paper_setting: system.failures == info.default_failures,
+        mutant: None,
         search: options.search,
         states: exploration.states,
         max_depth: exploration.max_depth,

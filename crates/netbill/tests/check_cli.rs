@@ -176,3 +176,73 @@ fn simulation_is_seeded_and_replayable() {
         "the same seed gives the same schedule"
     );
 }
+
+#[test]
+fn a_netbill_mutant_runs_from_the_command_line_and_is_caught() {
+    let list = netbill(&["check", "--list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(list.status.success(), "{listed}");
+    for name in [
+        "key-before-commit",
+        "no-expiry",
+        "key-reused-across-purchases",
+    ] {
+        assert!(listed.contains(name), "{name} listed:\n{listed}");
+    }
+    // The merchant that releases K before N commits: caught with a counterexample, in the
+    // smallest failure model that shows it (no crash, no fail-safe channel to N).
+    let out = netbill(&[
+        "check",
+        "netbill",
+        "--mutant",
+        "key-before-commit",
+        "--crashes",
+        "0",
+        "--no-failsafe-channel",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    let model = &report["models"][0];
+    assert_eq!(model["name"], "netbill --mutant key-before-commit");
+    assert!(
+        model["mutant"]
+            .as_str()
+            .expect("what the mutant gets wrong")
+            .contains("before N commits"),
+        "{model}"
+    );
+    let verdict = |property: &str| {
+        model["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["property"] == property)
+            .unwrap_or_else(|| panic!("a result for {property}"))
+            .clone()
+    };
+    assert_eq!(verdict("money")["verdict"], "hold");
+    let goods = verdict("goods");
+    assert_eq!(goods["verdict"], "fail");
+    assert!(
+        goods["counterexample"]["violation"]
+            .as_str()
+            .expect("a counterexample")
+            .contains("was not paid"),
+        "{goods}"
+    );
+    // An unknown mutant, or one without the netbill model: one line, a failure status.
+    for args in [
+        &["check", "netbill", "--mutant", "no-such-bug"][..],
+        &["check", "ssl", "--mutant", "no-expiry"][..],
+    ] {
+        let out = netbill(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+}

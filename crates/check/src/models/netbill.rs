@@ -125,6 +125,57 @@ pub enum NetBillMutant {
     KeyReusedAcrossPurchases,
 }
 
+impl NetBillMutant {
+    /// Every mutant, in the order `netbill check --list` shows them.
+    pub const ALL: [NetBillMutant; 6] = [
+        NetBillMutant::KeyBeforeCommit,
+        NetBillMutant::ReceiptBeforeDurable,
+        NetBillMutant::WalletLosesEpo,
+        NetBillMutant::NoExpiry,
+        NetBillMutant::ReceiptPathElsewhere,
+        NetBillMutant::KeyReusedAcrossPurchases,
+    ];
+
+    /// The mutant's name on the command line (`netbill check netbill --mutant NAME`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            NetBillMutant::KeyBeforeCommit => "key-before-commit",
+            NetBillMutant::ReceiptBeforeDurable => "receipt-before-durable",
+            NetBillMutant::WalletLosesEpo => "wallet-loses-epo",
+            NetBillMutant::NoExpiry => "no-expiry",
+            NetBillMutant::ReceiptPathElsewhere => "receipt-path-elsewhere",
+            NetBillMutant::KeyReusedAcrossPurchases => "key-reused-across-purchases",
+        }
+    }
+
+    /// What the mutant gets wrong, in one line.
+    pub const fn about(self) -> &'static str {
+        match self {
+            NetBillMutant::KeyBeforeCommit => {
+                "M sends K to C as soon as it has endorsed, before N commits"
+            }
+            NetBillMutant::ReceiptBeforeDurable => {
+                "N answers with the receipt before its outcome is durable"
+            }
+            NetBillMutant::WalletLosesEpo => {
+                "the wallet sends the signed EPO without persisting it first"
+            }
+            NetBillMutant::NoExpiry => "EPOs never expire: N never aborts an EPOID",
+            NetBillMutant::ReceiptPathElsewhere => {
+                "N's receipts carry a Merkle path to another root than the one N signed"
+            }
+            NetBillMutant::KeyReusedAcrossPurchases => {
+                "M derives K without the EPOID, so an earlier purchase's K opens this one"
+            }
+        }
+    }
+
+    /// The mutant called `name`, if any.
+    pub fn from_name(name: &str) -> Option<NetBillMutant> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
 /// The symbolic crypto of the model; the mutant that reuses K drops the EPOID from the
 /// merchant's K derivation, in the production code that derives it
 /// ([`merchant::derive_goods_key`], called by the merchant core too).
