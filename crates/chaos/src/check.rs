@@ -127,21 +127,13 @@ pub fn journal_replay(db: &Connection) -> Result<Option<String>, String> {
     Ok(None)
 }
 
-/// Every purchase record of the wallet, by purchase id.
+/// Every purchase record of the wallet, by purchase id, as the wallet itself reads them.
 pub fn wallet_records(wallet: &Path) -> Result<BTreeMap<String, PurchaseRecord>, String> {
-    let dir = wallet.join("purchases");
-    let mut out = BTreeMap::new();
-    let entries = std::fs::read_dir(&dir).map_err(|e| format!("listing {}: {e}", dir.display()))?;
-    for e in entries.flatten() {
-        let path = e.path();
-        if path.extension().is_some_and(|x| x == "json") {
-            let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-            let rec: PurchaseRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{} is damaged: {e}", path.display()))?;
-            out.insert(rec.purchase.offer.purchase.clone(), rec);
-        }
-    }
-    Ok(out)
+    Ok(netbill_wallet::read_purchases(wallet)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|rec| (rec.purchase.offer.purchase.clone(), rec))
+        .collect())
 }
 
 /// A record's EPOID, once its EPO is signed.

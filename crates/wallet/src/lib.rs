@@ -261,6 +261,43 @@ fn write_unsynced(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
     fs::rename(&tmp, path).map_err(io(format!("renaming to {}", path.display())))
 }
 
+fn settled_path(purchases: &Path, id: &str) -> PathBuf {
+    purchases.join(format!("{id}.settled"))
+}
+
+/// The settled record saved by [`Wallet::save_settled`] for purchase `id`, if it is there
+/// and whole (its checksum matches); `None` otherwise (the EPO record then stands).
+fn read_settled(purchases: &Path, id: &str) -> Option<PurchaseRecord> {
+    let bytes = fs::read(settled_path(purchases, id)).ok()?;
+    let newline = bytes.iter().position(|b| *b == b'\n')?;
+    let (sum, json) = (&bytes[..newline], &bytes[newline + 1..]);
+    if sum != hex::encode(Sha256::digest(json)).as_bytes() {
+        return None;
+    }
+    let rec: PurchaseRecord = serde_json::from_slice(json).ok()?;
+    (rec.purchase.offer.purchase == id).then_some(rec)
+}
+
+/// Every purchase record in the wallet directory `wallet`, oldest first, each in its latest
+/// state: the settled record if a whole one is there, else the durable record. Reads the
+/// files only (no keys, no network), so that tools can inspect a wallet as it is on disk.
+pub fn read_purchases(wallet: &Path) -> Result<Vec<PurchaseRecord>, WalletError> {
+    let dir = wallet.join(PURCHASES_DIR);
+    let mut out = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(io(format!("listing {}", dir.display())))? {
+        let path = entry.map_err(io("listing purchases"))?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let bytes = fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
+            let rec: PurchaseRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| WalletError::Other(format!("{} is damaged: {e}", path.display())))?;
+            let settled = read_settled(&dir, &rec.purchase.offer.purchase);
+            out.push(settled.unwrap_or(rec));
+        }
+    }
+    out.sort_by_key(|r| r.purchase.quote.body_unverified().quote_id);
+    Ok(out)
+}
+
 /// Fetches N's public keys, checking them against `pinned` if given.
 pub async fn fetch_billing_keys(
     url: &str,
@@ -401,10 +438,6 @@ impl Wallet {
         write_private_with(&self.record_path(&r.purchase.offer.purchase), &bytes, false)
     }
 
-    fn settled_path(&self, id: &str) -> PathBuf {
-        self.dir.join(PURCHASES_DIR).join(format!("{id}.settled"))
-    }
-
     /// Saves a purchase's record once its receipt is in, without any fsync: beside the
     /// durable EPO record (`{id}.json`, which it never replaces), in a file that carries its
     /// own SHA-256. If a crash loses or tears it, [`Wallet::purchases`] finds the EPO record
@@ -415,39 +448,15 @@ impl Wallet {
         let mut bytes = hex::encode(Sha256::digest(&json)).into_bytes();
         bytes.push(b'\n');
         bytes.extend_from_slice(&json);
-        write_unsynced(&self.settled_path(&r.purchase.offer.purchase), &bytes)
-    }
-
-    /// The settled record saved by [`Wallet::save_settled`] for purchase `id`, if it is there
-    /// and whole (its checksum matches); `None` otherwise (the EPO record then stands).
-    fn read_settled(&self, id: &str) -> Option<PurchaseRecord> {
-        let bytes = fs::read(self.settled_path(id)).ok()?;
-        let newline = bytes.iter().position(|b| *b == b'\n')?;
-        let (sum, json) = (&bytes[..newline], &bytes[newline + 1..]);
-        if sum != hex::encode(Sha256::digest(json)).as_bytes() {
-            return None;
-        }
-        let rec: PurchaseRecord = serde_json::from_slice(json).ok()?;
-        (rec.purchase.offer.purchase == id).then_some(rec)
+        write_unsynced(
+            &settled_path(&self.dir.join(PURCHASES_DIR), &r.purchase.offer.purchase),
+            &bytes,
+        )
     }
 
     /// Every purchase record in the wallet, oldest first.
     pub fn purchases(&self) -> Result<Vec<PurchaseRecord>, WalletError> {
-        let dir = self.dir.join(PURCHASES_DIR);
-        let mut out = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io(format!("listing {}", dir.display())))? {
-            let path = entry.map_err(io("listing purchases"))?.path();
-            if path.extension().is_some_and(|e| e == "json") {
-                let bytes = fs::read(&path).map_err(io(format!("reading {}", path.display())))?;
-                let rec: PurchaseRecord = serde_json::from_slice(&bytes).map_err(|e| {
-                    WalletError::Other(format!("{} is damaged: {e}", path.display()))
-                })?;
-                let settled = self.read_settled(&rec.purchase.offer.purchase);
-                out.push(settled.unwrap_or(rec));
-            }
-        }
-        out.sort_by_key(|r| r.purchase.quote.body_unverified().quote_id);
-        Ok(out)
+        read_purchases(&self.dir)
     }
 
     async fn merchant_key(&self, merchant: &AccountId) -> Result<PublicKey, WalletError> {
