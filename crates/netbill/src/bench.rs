@@ -94,6 +94,8 @@ struct RunReport {
     purchases_per_durable_write: f64,
     /// N's receipt signatures per purchase (one per durable write since batch signing).
     receipt_signatures_per_purchase: f64,
+    /// Endorsements N checked per batch equation (its verifier threads' chunks).
+    endorsements_per_verify_chunk: f64,
     server_cpu_s: f64,
     generator_cpu_s: f64,
 }
@@ -799,6 +801,14 @@ async fn run_one(
             .saturating_sub(before.receipt_signatures)
             as f64
             / (after.purchases - before.purchases).max(1) as f64,
+        endorsements_per_verify_chunk: after
+            .verified_endorsements
+            .saturating_sub(before.verified_endorsements)
+            as f64
+            / after
+                .verify_chunks
+                .saturating_sub(before.verify_chunks)
+                .max(1) as f64,
         server_cpu_s: server.cpu_s().zip(cpu_s0).map_or(0.0, |(a, b)| a - b),
         generator_cpu_s: cpu_self_s() - cpu_g0,
     })
@@ -1227,7 +1237,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         println!();
         println!(
-            "{:<30} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>8} {:>8}",
+            "{:<30} {:>10} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>10} {:>8} {:>8}",
             "run",
             "purch/s",
             "of ceil",
@@ -1236,12 +1246,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             "p99.9 ms",
             "per write",
             "sigs/purch",
+            "per verify",
             "srv cpu",
             "gen cpu"
         );
         for r in &report.runs {
             println!(
-                "{:<30} {:>10.0} {:>8.0}% {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>10.3} {:>7.1}s {:>7.1}s",
+                "{:<30} {:>10.0} {:>8.0}% {:>9.2} {:>9.2} {:>9.2} {:>10.1} {:>10.3} {:>10.1} {:>7.1}s {:>7.1}s",
                 r.name,
                 r.purchases_per_s,
                 100.0 * r.purchases_per_s / ceiling,
@@ -1250,6 +1261,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 r.latency_ms_p999,
                 r.purchases_per_durable_write,
                 r.receipt_signatures_per_purchase,
+                r.endorsements_per_verify_chunk,
                 r.server_cpu_s,
                 r.generator_cpu_s
             );

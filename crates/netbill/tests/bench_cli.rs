@@ -31,7 +31,20 @@ fn bench_runs_and_reports_every_figure() {
         );
         assert!(run["purchases_per_durable_write"].as_f64().unwrap() >= 1.0);
         assert!(run["latency_ms_p99"].as_f64().unwrap() >= run["latency_ms_p50"].as_f64().unwrap());
+        // N's verifier threads counted what they checked together.
+        assert!(
+            run["endorsements_per_verify_chunk"].as_f64().unwrap() >= 1.0,
+            "{run}"
+        );
     }
+    // A batch of 16 is verified in one chunk per core, never one endorsement at a time.
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    assert!(
+        runs[1]["endorsements_per_verify_chunk"].as_f64().unwrap()
+            >= 16usize.div_ceil(cores) as f64,
+        "{}",
+        runs[1]
+    );
     assert_eq!(runs[0]["purchases"], 60);
     assert_eq!(r["e2e"]["purchases"], 3);
 }

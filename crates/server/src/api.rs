@@ -806,6 +806,13 @@ pub struct WriterCounters {
     /// abort). Absent from servers older than batch signing.
     #[serde(default)]
     pub receipt_signatures: u64,
+    /// Chunks of endorsements the verifier threads checked, each with one batch equation.
+    /// Absent from older servers.
+    #[serde(default)]
+    pub verify_chunks: u64,
+    /// Endorsements checked in them.
+    #[serde(default)]
+    pub verified_endorsements: u64,
 }
 
 async fn admin_stats(
@@ -819,6 +826,8 @@ async fn admin_stats(
         batches: st.batches.load(Relaxed),
         purchases: st.purchases.load(Relaxed),
         receipt_signatures: st.receipt_signatures.load(Relaxed),
+        verify_chunks: s.verifier.stats().chunks.load(Relaxed),
+        verified_endorsements: s.verifier.stats().endorsements.load(Relaxed),
     }))
 }
 

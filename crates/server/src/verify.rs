@@ -138,6 +138,36 @@ pub const VERIFY_CHUNK_MAX: usize = 32;
 #[derive(Clone)]
 pub struct Verifier {
     tx: tokio::sync::mpsc::Sender<VerifyJob>,
+    stats: std::sync::Arc<VerifierStats>,
+}
+
+/// Counters of the verifier threads' work, for `GET /v1/admin/stats` and benchmarks.
+#[derive(Debug, Default)]
+pub struct VerifierStats {
+    /// Chunks verified, each with one batch equation (or one by one if it failed).
+    pub chunks: std::sync::atomic::AtomicU64,
+    /// Endorsements verified in them.
+    pub endorsements: std::sync::atomic::AtomicU64,
+}
+
+/// Waits for the next request and takes every other one already waiting, until the jobs hold
+/// [`VERIFY_CHUNK_MAX`] endorsements or more; empty once the channel is closed.
+fn take_jobs(rx: &mut tokio::sync::mpsc::Receiver<VerifyJob>) -> Vec<VerifyJob> {
+    let Some(first) = rx.blocking_recv() else {
+        return Vec::new();
+    };
+    let mut n = first.0.len();
+    let mut jobs = vec![first];
+    while n < VERIFY_CHUNK_MAX {
+        match rx.try_recv() {
+            Ok(job) => {
+                n += job.0.len();
+                jobs.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    jobs
 }
 
 impl Verifier {
@@ -150,38 +180,30 @@ impl Verifier {
     ) -> Verifier {
         let (tx, rx) = tokio::sync::mpsc::channel::<VerifyJob>(queue_max.max(1));
         let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        let stats = std::sync::Arc::new(VerifierStats::default());
         for i in 0..threads.max(1) {
             let rx = rx.clone();
             let secret = billing_secret.clone();
+            let counters = stats.clone();
             std::thread::Builder::new()
                 .name(format!("verifier-{i}"))
                 .spawn(move || {
                     loop {
                         // The thread holding the lock waits for the next request and takes
                         // whatever else is waiting; the others wait for the lock.
-                        let mut jobs = Vec::new();
-                        {
-                            let mut rx = rx.lock().unwrap_or_else(|e| e.into_inner());
-                            let Some(first) = rx.blocking_recv() else {
-                                break;
-                            };
-                            let mut n = first.0.len();
-                            jobs.push(first);
-                            while n < VERIFY_CHUNK_MAX {
-                                match rx.try_recv() {
-                                    Ok(job) => {
-                                        n += job.0.len();
-                                        jobs.push(job);
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
+                        let jobs = take_jobs(&mut rx.lock().unwrap_or_else(|e| e.into_inner()));
+                        if jobs.is_empty() {
+                            break;
                         }
                         let sizes: Vec<usize> = jobs.iter().map(|(c, _)| c.len()).collect();
                         let (chunks, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
-                        let mut answers =
-                            verify_chunk(&secret, &policy, chunks.into_iter().flatten().collect())
-                                .into_iter();
+                        let chunk: Vec<_> = chunks.into_iter().flatten().collect();
+                        {
+                            use std::sync::atomic::Ordering::Relaxed;
+                            counters.chunks.fetch_add(1, Relaxed);
+                            counters.endorsements.fetch_add(chunk.len() as u64, Relaxed);
+                        }
+                        let mut answers = verify_chunk(&secret, &policy, chunk).into_iter();
                         for (reply, k) in replies.into_iter().zip(sizes) {
                             let _ = reply.send(answers.by_ref().take(k).collect());
                         }
@@ -189,7 +211,12 @@ impl Verifier {
                 })
                 .expect("spawning a verifier thread");
         }
-        Verifier { tx }
+        Verifier { tx, stats }
+    }
+
+    /// The verifier threads' counters.
+    pub fn stats(&self) -> &VerifierStats {
+        &self.stats
     }
 
     /// Verifies one request's endorsements (phase 1, no ledger); the answers are in order and
@@ -411,5 +438,32 @@ mod tests {
         assert_eq!(got, expected);
         assert_eq!(got[4], Err("bad-customer-signature".to_string()));
         assert_eq!(got[9], Err("bad-merchant-signature".to_string()));
+    }
+
+    /// A verifier thread takes what is waiting, up to the chunk limit, and never splits a
+    /// request: 40 waiting single requests are taken as 32 and then 8; one request of 40
+    /// alone.
+    #[test]
+    fn a_verifier_thread_takes_the_waiting_requests_up_to_the_chunk_limit() {
+        let w = world();
+        let e = endorsement(&w, 1);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<VerifyJob>(64);
+        let mut waiting = Vec::new();
+        let mut send = |n: usize| {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            tx.try_send((vec![e.clone(); n], reply)).unwrap();
+            waiting.push(answer);
+        };
+        for _ in 0..40 {
+            send(1);
+        }
+        send(40);
+        send(1);
+        let sizes = |jobs: Vec<VerifyJob>| jobs.iter().map(|(c, _)| c.len()).collect::<Vec<_>>();
+        assert_eq!(sizes(take_jobs(&mut rx)), vec![1; VERIFY_CHUNK_MAX]);
+        assert_eq!(sizes(take_jobs(&mut rx)), [vec![1; 8], vec![40]].concat());
+        assert_eq!(sizes(take_jobs(&mut rx)), vec![1]);
+        drop(tx);
+        assert!(take_jobs(&mut rx).is_empty(), "closed: nothing more");
     }
 }
