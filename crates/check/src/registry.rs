@@ -3,7 +3,6 @@
 //! Adding a model is one line in [`models`]: `entry::<MyProtocol>()`, where `MyProtocol`
 //! implements [`Protocol`].
 
-use std::marker::PhantomData;
 use std::net::SocketAddr;
 
 use stateright::Model;
@@ -32,7 +31,20 @@ pub trait Registered: Send + Sync {
     ) -> crate::simulate::Simulation;
 }
 
-struct Entry<P>(PhantomData<fn() -> P>);
+/// A model: how to build its system for a failure model, and, for a NetBill mutant
+/// (`netbill check netbill --mutant NAME`), which one. A mutant is NetBill with one deliberate
+/// bug, checked like any model; it is not the paper's protocol, so its "≠" against the paper's
+/// claims is the checker catching the bug (`--expect-paper` ignores it).
+struct Entry<P: Protocol> {
+    build: fn(Failures, Option<models::netbill::NetBillMutant>) -> System<P>,
+    mutant: Option<models::netbill::NetBillMutant>,
+}
+
+impl<P: Protocol> Entry<P> {
+    fn system(&self, failures: Failures) -> System<P> {
+        (self.build)(failures, self.mutant)
+    }
+}
 
 impl<P: Protocol> Registered for Entry<P> {
     fn info(&self) -> ModelInfo {
@@ -40,60 +52,17 @@ impl<P: Protocol> Registered for Entry<P> {
     }
 
     fn check(&self, failures: Failures, options: &RunOptions) -> ModelReport {
-        run::check::<P>(failures, options)
-    }
-
-    fn explore(&self, failures: Failures, addr: SocketAddr) -> anyhow::Result<()> {
-        // stateright's server panics if it cannot bind: find out first and say so clearly.
-        std::net::TcpListener::bind(addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
-        let _checker = System::<P>::new(failures).checker().serve(addr);
-        Ok(())
-    }
-
-    fn simulate(
-        &self,
-        failures: Failures,
-        first_seed: u64,
-        count: usize,
-        max_steps: usize,
-        progress: &mut dyn FnMut(usize),
-    ) -> crate::simulate::Simulation {
-        crate::simulate::simulate(
-            &System::<P>::new(failures),
-            first_seed,
-            count,
-            max_steps,
-            progress,
-        )
-    }
-}
-
-/// A NetBill mutant (`netbill check netbill --mutant NAME`): the NetBill model with one
-/// deliberate bug, checked like any model. It is not the paper's protocol: its "≠" against
-/// the paper's claims is the checker catching the bug (`--expect-paper` ignores it).
-struct MutantEntry(models::netbill::NetBillMutant);
-
-impl MutantEntry {
-    fn system(&self, failures: Failures) -> System<models::netbill::NetBill> {
-        System::with_protocol(models::netbill::NetBill::mutant(self.0), failures)
-    }
-}
-
-impl Registered for MutantEntry {
-    fn info(&self) -> ModelInfo {
-        <models::netbill::NetBill as Protocol>::info()
-    }
-
-    fn check(&self, failures: Failures, options: &RunOptions) -> ModelReport {
         let mut report = run::check_system(&self.system(failures), options);
-        report.name = format!("netbill --mutant {}", self.0.name());
-        report.title = format!("{} — mutant: {}", report.title, self.0.about());
-        report.mutant = Some(self.0.about().to_string());
+        if let Some(m) = self.mutant {
+            report.name = format!("{} --mutant {}", report.name, m.name());
+            report.title = format!("{} — mutant: {}", report.title, m.about());
+            report.mutant = Some(m.about().to_string());
+        }
         report
     }
 
     fn explore(&self, failures: Failures, addr: SocketAddr) -> anyhow::Result<()> {
+        // stateright's server panics if it cannot bind: find out first and say so clearly.
         std::net::TcpListener::bind(addr)
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let _checker = self.system(failures).checker().serve(addr);
@@ -118,15 +87,24 @@ impl Registered for MutantEntry {
     }
 }
 
-/// The NetBill model with mutant `name` (see [`models::netbill::NetBillMutant::ALL`]).
-pub fn netbill_mutant(name: &str) -> Option<Box<dyn Registered>> {
-    models::netbill::NetBillMutant::from_name(name)
-        .map(|m| Box::new(MutantEntry(m)) as Box<dyn Registered>)
-}
-
 /// A registry entry for protocol `P`.
 pub fn entry<P: Protocol>() -> Box<dyn Registered> {
-    Box::new(Entry::<P>(PhantomData))
+    Box::new(Entry::<P> {
+        build: |failures, _| System::new(failures),
+        mutant: None,
+    })
+}
+
+/// The NetBill model with mutant `name` (see [`models::netbill::NetBillMutant::ALL`]).
+pub fn netbill_mutant(name: &str) -> Option<Box<dyn Registered>> {
+    let mutant = models::netbill::NetBillMutant::from_name(name)?;
+    Some(Box::new(Entry::<models::netbill::NetBill> {
+        build: |failures, m| match m {
+            Some(m) => System::with_protocol(models::netbill::NetBill::mutant(m), failures),
+            None => System::new(failures),
+        },
+        mutant: Some(mutant),
+    }))
 }
 
 /// Every model, in table order.

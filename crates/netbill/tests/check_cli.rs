@@ -9,6 +9,17 @@ fn netbill(args: &[&str]) -> std::process::Output {
         .expect("the netbill binary runs")
 }
 
+/// A model's result for `property` in a `--json` report.
+fn result(model: &serde_json::Value, property: &str) -> serde_json::Value {
+    model["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["property"] == property)
+        .unwrap_or_else(|| panic!("a result for {property}"))
+        .clone()
+}
+
 #[test]
 fn check_ssl_as_json_reports_the_papers_row_with_a_counterexample() {
     let out = netbill(&["check", "ssl", "--json"]);
@@ -23,15 +34,7 @@ fn check_ssl_as_json_reports_the_papers_row_with_a_counterexample() {
     let ssl = &models[0];
     assert_eq!(ssl["name"], "ssl");
     assert!(ssl["states"].as_u64().expect("states") > 0);
-    let verdict = |property: &str| {
-        ssl["results"]
-            .as_array()
-            .expect("results")
-            .iter()
-            .find(|r| r["property"] == property)
-            .unwrap_or_else(|| panic!("a result for {property}"))
-            .clone()
-    };
+    let verdict = |property: &str| result(ssl, property);
     assert_eq!(verdict("money")["verdict"], "hold");
     assert_eq!(verdict("money")["agrees_with_paper"], true);
     assert_eq!(verdict("cash-customer")["verdict"], "n/a");
@@ -216,15 +219,7 @@ fn a_netbill_mutant_runs_from_the_command_line_and_is_caught() {
             .contains("before N commits"),
         "{model}"
     );
-    let verdict = |property: &str| {
-        model["results"]
-            .as_array()
-            .expect("results")
-            .iter()
-            .find(|r| r["property"] == property)
-            .unwrap_or_else(|| panic!("a result for {property}"))
-            .clone()
-    };
+    let verdict = |property: &str| result(model, property);
     assert_eq!(verdict("money")["verdict"], "hold");
     let goods = verdict("goods");
     assert_eq!(goods["verdict"], "fail");
